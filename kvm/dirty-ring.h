@@ -1,0 +1,80 @@
+/* kvm/dirty-ring.h — harvesting one vCPU's KVM dirty ring, losslessly, on a
+ * kernel that can overflow the ring.
+ *
+ * The documented protocol (Documentation/virt/kvm/api.rst, "dirty ring"):
+ * userspace reads entries in order from its fetch index while their flags
+ * say DIRTY (load-acquire), records the GFN, sets the flags to RESET
+ * (store-release), and calls KVM_RESET_DIRTY_RINGS, which walks each ring
+ * from the kernel's reset index over RESET entries, re-protects their pages
+ * and returns how many it reset.
+ *
+ * What this kernel does wrong (shared/design.md, "Facts"): the vCPU does not
+ * always exit at the ring's soft-full mark, so the kernel keeps pushing past
+ * the ring's capacity and overwrites the oldest entry not yet reset.  Two
+ * things can then go wrong:
+ *  - an entry we had not read yet is overwritten: its GFN is lost, and its
+ *    page stays writable and unlogged;
+ *  - an entry we read but the kernel had not reset is overwritten: its page
+ *    is never re-protected, so later writes to it are not logged.
+ * Either way the kernel's reset walk later meets a slot that is not RESET
+ * (a "hole") and stops for good; the vCPU then spins on ring-full exits.
+ *
+ * How we stay lossless:
+ *  - we model the kernel's reset index (kreset): KVM_RESET_DIRTY_RINGS is
+ *    called right after each ring's harvest, under one lock, so its return
+ *    value is exactly this ring's walk length;
+ *  - overflow detection: reading a DIRTY entry when fetch - kreset >= size
+ *    (it overwrote one of ours), finishing a harvest with fetch - kreset >=
+ *    size (the kernel may have overwritten entries we never saw), a reset
+ *    walk that stops short, or a hole: a non-DIRTY entry at fetch with a
+ *    DIRTY entry further on;
+ *  - repair: holes and slots the walk could not pass are marked RESET so
+ *    the kernel's reset index catches up with ours;
+ *  - recovery: the caller re-protects all RAM and resends it (a "resync"),
+ *    because which pages were lost cannot be known from the ring alone.
+ *
+ * Pure logic: no ioctls here (the caller passes a reset callback), so the
+ * unit tests can drive it against a model of the overflowing kernel ring.
+ */
+#ifndef KMIG_KVM_DIRTY_RING_H
+#define KMIG_KVM_DIRTY_RING_H
+
+#include <linux/kvm.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct dirty_ring {
+	struct kvm_dirty_gfn *gfns;
+	uint32_t size;		/* entries, power of two */
+	uint32_t fetch;		/* next entry to read (free-running) */
+	uint32_t kreset;	/* the kernel's reset index, as we model it */
+	bool suspect;		/* an overflow may have left a hole at fetch */
+};
+
+struct dirty_gfn {
+	uint32_t slot;
+	uint64_t offset;
+};
+
+struct dirty_ring_report {
+	uint32_t collected;	/* entries read */
+	bool overflow;		/* pages may have been lost: resync needed */
+	uint32_t holes_fixed;
+};
+
+/* Returns the number of entries the kernel reset, or -errno. */
+typedef int (*dirty_ring_reset_fn)(void *opaque);
+
+void dirty_ring_init(struct dirty_ring *r, struct kvm_dirty_gfn *gfns, uint32_t size);
+
+/* Read every DIRTY entry into out[0..cap) and hand the ring back to the
+ * kernel: mark RESET, call reset (possibly several times to repair), check
+ * the walk.  Only when this returns may the collected pages be published
+ * as dirty: by then KVM has re-protected them.  scan_holes asks for a hole
+ * scan even when nothing looks wrong (ring-full exits, final sync).
+ * cap must be at least 2 * size. */
+int dirty_ring_harvest(struct dirty_ring *r, struct dirty_gfn *out, size_t cap, bool scan_holes,
+		       dirty_ring_reset_fn reset, void *opaque, struct dirty_ring_report *rep);
+
+#endif

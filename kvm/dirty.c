@@ -1,0 +1,406 @@
+/* Dirty tracking: the KVM dirty ring (per-vCPU rings, harvested by a
+ * background thread and by vCPUs on ring-full exits) and the dirty bitmap
+ * (KVM_GET_DIRTY_LOG + KVM_CLEAR_DIRTY_LOG with manual protect), behind one
+ * interface that fills the VM's dirty bitmap.
+ *
+ * The invariant both keep: a page's bit is published only after KVM has
+ * re-protected the page, so a reader that clears the bit and then copies
+ * the page will see the bit set again if the guest writes it afterwards.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvm/kvm-int.h"
+
+#define BITS_PER_WORD (8 * sizeof(unsigned long))
+/* Background harvest period: at this machine's fault rate (~10 µs per
+ * first write) a vCPU fills a 4096-entry ring in ~40 ms, so 1 ms keeps the
+ * ring far from full. */
+#define HARVEST_PERIOD_NS 1000000L
+
+struct dirty_backend {
+	const char *name;
+	int (*start)(struct kvm_vm *vm);
+	int (*sync)(struct kvm_vm *vm, bool final);
+	void (*stop)(struct kvm_vm *vm);
+};
+
+static uint64_t bitmap_words(const struct kvm_vm *vm)
+{
+	return (kvm_vm_nr_pages(vm) + BITS_PER_WORD - 1) / BITS_PER_WORD;
+}
+
+static void publish_page(struct kvm_vm *vm, uint64_t pg)
+{
+	unsigned long bit = 1ul << (pg % BITS_PER_WORD);
+	unsigned long old = atomic_fetch_or(&vm->dirty_bitmap[pg / BITS_PER_WORD], bit);
+
+	if (!(old & bit))
+		atomic_fetch_add(&vm->dirty_count, 1);
+}
+
+void kvm_dirty_mark_all(struct kvm_vm *vm)
+{
+	uint64_t n = kvm_vm_nr_pages(vm);
+
+	for (uint64_t w = 0; w < bitmap_words(vm); w++) {
+		unsigned long want = ~0ul;
+
+		if ((w + 1) * BITS_PER_WORD > n)
+			want = (1ul << (n % BITS_PER_WORD)) - 1;
+		unsigned long old = atomic_fetch_or(&vm->dirty_bitmap[w], want);
+
+		atomic_fetch_add(&vm->dirty_count, (uint64_t)__builtin_popcountl(want & ~old));
+	}
+}
+
+bool kvm_dirty_test_and_clear(struct kvm_vm *vm, uint64_t pg)
+{
+	unsigned long bit = 1ul << (pg % BITS_PER_WORD);
+	unsigned long old = atomic_fetch_and(&vm->dirty_bitmap[pg / BITS_PER_WORD], ~bit);
+
+	if (old & bit) {
+		atomic_fetch_sub(&vm->dirty_count, 1);
+		return true;
+	}
+	return false;
+}
+
+uint64_t kvm_dirty_find_next(struct kvm_vm *vm, uint64_t pg)
+{
+	uint64_t n = kvm_vm_nr_pages(vm);
+
+	while (pg < n) {
+		unsigned long w = atomic_load_explicit(&vm->dirty_bitmap[pg / BITS_PER_WORD],
+						       memory_order_relaxed);
+		w &= ~0ul << (pg % BITS_PER_WORD);
+		if (w) {
+			pg = (pg / BITS_PER_WORD) * BITS_PER_WORD + (uint64_t)__builtin_ctzl(w);
+			return pg < n ? pg : n;
+		}
+		pg = (pg / BITS_PER_WORD + 1) * BITS_PER_WORD;
+	}
+	return n;
+}
+
+uint64_t kvm_dirty_count(struct kvm_vm *vm)
+{
+	return atomic_load(&vm->dirty_count);
+}
+
+/* Re-protect all RAM and mark it dirty: the recovery after a ring overflow
+ * lost track of pages.  Protect first, so that a write racing with the
+ * mark is logged again rather than lost. */
+static int resync_all(struct kvm_vm *vm)
+{
+	for (unsigned int i = 0; i < vm->nr_slots; i++) {
+		int r = kvm_set_slot_flags(vm, &vm->slots[i], 0);
+
+		if (!r)
+			r = kvm_set_slot_flags(vm, &vm->slots[i], KVM_MEM_LOG_DIRTY_PAGES);
+		if (r)
+			return r;
+	}
+	kvm_dirty_mark_all(vm);
+	vm->dstats.resyncs++;
+	return 0;
+}
+
+static int set_logging(struct kvm_vm *vm, bool on)
+{
+	for (unsigned int i = 0; i < vm->nr_slots; i++) {
+		int r = kvm_set_slot_flags(vm, &vm->slots[i], on ? KVM_MEM_LOG_DIRTY_PAGES : 0);
+
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/* ---- ring backend ---- */
+
+static int ring_reset(void *opaque)
+{
+	struct kvm_vm *vm = opaque;
+	int r = ioctl(vm->vm_fd, KVM_RESET_DIRTY_RINGS, 0);
+
+	return r < 0 ? -errno : r;
+}
+
+static int gfn_to_page(struct kvm_vm *vm, const struct dirty_gfn *g, uint64_t *pg)
+{
+	for (unsigned int i = 0; i < vm->nr_slots; i++) {
+		const struct kvm_slot *s = &vm->slots[i];
+
+		if (s->id == (g->slot & 0xffff) && g->offset < s->size / KVM_PAGE_SIZE) {
+			*pg = s->offset / KVM_PAGE_SIZE + g->offset;
+			return 0;
+		}
+	}
+	return -ERANGE;
+}
+
+/* Caller holds dirty_lock.  Signals are blocked by vCPU callers, because
+ * KVM_RESET_DIRTY_RINGS gives up with -EINTR on a pending signal and we
+ * would lose count of the kernel's reset index. */
+static int harvest_one_ring(struct kvm_vm *vm, struct kvm_vcpu *v, bool scan)
+{
+	struct dirty_gfn *buf = (struct dirty_gfn *)vm->harvest_buf;
+	struct dirty_ring_report rep;
+	int r = dirty_ring_harvest(&v->ring, buf, vm->harvest_cap, scan, ring_reset, vm, &rep);
+
+	if (r)
+		return r;
+	/* KVM has re-protected every collected page: now publish them. */
+	for (uint32_t i = 0; i < rep.collected; i++) {
+		uint64_t pg;
+
+		if (!gfn_to_page(vm, &buf[i], &pg))
+			publish_page(vm, pg);
+	}
+	vm->dstats.harvested += rep.collected;
+	vm->dstats.holes_fixed += rep.holes_fixed;
+	if (rep.overflow) {
+		vm->dstats.overflows++;
+		r = resync_all(vm);
+	}
+	return r;
+}
+
+static int ring_sync_locked(struct kvm_vm *vm, bool final)
+{
+	for (unsigned int i = 0; i < vm->nr_vcpus; i++) {
+		int r = harvest_one_ring(vm, &vm->vcpus[i], final);
+
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static int ring_sync(struct kvm_vm *vm, bool final)
+{
+	pthread_mutex_lock(&vm->dirty_lock);
+	int r = ring_sync_locked(vm, final);
+	pthread_mutex_unlock(&vm->dirty_lock);
+	return r;
+}
+
+void kvm_dirty_ring_full(struct kvm_vcpu *v)
+{
+	struct kvm_vm *vm = v->vm;
+	sigset_t block, old;
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	pthread_mutex_lock(&vm->dirty_lock);
+	vm->dstats.ring_full_exits++;
+	/* A ring-full exit with nothing to read is the stall signature of a
+	 * hole: always scan here. */
+	if (harvest_one_ring(vm, v, true) < 0)
+		vm->dstats.overflows++;
+	pthread_mutex_unlock(&vm->dirty_lock);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static void *harvester_main(void *arg)
+{
+	struct kvm_vm *vm = arg;
+	struct timespec ts = { 0, HARVEST_PERIOD_NS };
+
+	for (;;) {
+		pthread_mutex_lock(&vm->dirty_lock);
+		bool stop = vm->harvester_stop;
+
+		if (!stop)
+			ring_sync_locked(vm, false);
+		pthread_mutex_unlock(&vm->dirty_lock);
+		if (stop)
+			return NULL;
+		nanosleep(&ts, NULL);
+	}
+}
+
+static int ring_start(struct kvm_vm *vm)
+{
+	int r = set_logging(vm, true);
+
+	if (r || vm->cfg.harvest_on_full_only)
+		return r;
+	vm->harvester_stop = false;
+	r = -pthread_create(&vm->harvester, NULL, harvester_main, vm);
+	if (!r)
+		vm->harvester_running = true;
+	return r;
+}
+
+static void ring_stop(struct kvm_vm *vm)
+{
+	if (vm->harvester_running) {
+		pthread_mutex_lock(&vm->dirty_lock);
+		vm->harvester_stop = true;
+		pthread_mutex_unlock(&vm->dirty_lock);
+		pthread_join(vm->harvester, NULL);
+		vm->harvester_running = false;
+	}
+	/* Drain what is left so the rings are empty for the next start. */
+	ring_sync(vm, true);
+	set_logging(vm, false);
+}
+
+/* ---- bitmap backend ---- */
+
+static int bitmap_start(struct kvm_vm *vm)
+{
+	return set_logging(vm, true);
+}
+
+static int bitmap_sync_slot(struct kvm_vm *vm, const struct kvm_slot *s)
+{
+	uint64_t npages = s->size / KVM_PAGE_SIZE;
+	size_t words = (npages + 63) / 64;
+	struct kvm_dirty_log log = { .slot = s->id, .dirty_bitmap = vm->log_buf };
+
+	memset(vm->log_buf, 0, words * 8);
+	if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
+		return -errno;
+	/* Re-protect exactly what we read, before publishing it.  Slots are
+	 * multiples of 64 pages (see vm.c), as KVM_CLEAR_DIRTY_LOG requires. */
+	struct kvm_clear_dirty_log clear = {
+		.slot = s->id, .first_page = 0, .num_pages = (uint32_t)npages,
+		.dirty_bitmap = vm->log_buf,
+	};
+	if (ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &clear) < 0)
+		return -errno;
+	uint64_t base = s->offset / KVM_PAGE_SIZE;
+	const uint64_t *bits = (const uint64_t *)vm->log_buf;
+
+	for (size_t w = 0; w < words; w++) {
+		uint64_t word = bits[w];
+
+		while (word) {
+			unsigned int b = (unsigned int)__builtin_ctzll(word);
+
+			word &= word - 1;
+			publish_page(vm, base + w * 64 + b);
+			vm->dstats.harvested++;
+		}
+	}
+	return 0;
+}
+
+static int bitmap_sync(struct kvm_vm *vm, bool final)
+{
+	pthread_mutex_lock(&vm->dirty_lock);
+	int r = 0;
+
+	for (unsigned int i = 0; i < vm->nr_slots && !r; i++)
+		r = bitmap_sync_slot(vm, &vm->slots[i]);
+	pthread_mutex_unlock(&vm->dirty_lock);
+	return r;
+}
+
+static void bitmap_stop(struct kvm_vm *vm)
+{
+	set_logging(vm, false);
+}
+
+static const struct dirty_backend backends[] = {
+	[KVM_DIRTY_RING] = { "dirty-ring", ring_start, ring_sync, ring_stop },
+	[KVM_DIRTY_BITMAP] = { "dirty-bitmap", bitmap_start, bitmap_sync, bitmap_stop },
+};
+
+static const struct dirty_backend *backend(const struct kvm_vm *vm)
+{
+	return &backends[vm->cfg.dirty_backend];
+}
+
+const char *kvm_dirty_backend_name(const struct kvm_vm *vm)
+{
+	return backend(vm)->name;
+}
+
+int kvm_dirty_init(struct kvm_vm *vm, char *err, size_t errlen)
+{
+	vm->dirty_bitmap = calloc(bitmap_words(vm), sizeof(*vm->dirty_bitmap));
+	if (!vm->dirty_bitmap)
+		goto nomem;
+	if (vm->cfg.dirty_backend == KVM_DIRTY_RING) {
+		/* room for a full ring, a repaired hole and a second lap */
+		vm->harvest_cap = 2 * (size_t)vm->cfg.ring_entries;
+		vm->harvest_buf = calloc(vm->harvest_cap, sizeof(struct dirty_gfn));
+		if (!vm->harvest_buf)
+			goto nomem;
+	} else {
+		uint64_t max_pages = 0;
+
+		for (unsigned int i = 0; i < vm->nr_slots; i++)
+			if (vm->slots[i].size / KVM_PAGE_SIZE > max_pages)
+				max_pages = vm->slots[i].size / KVM_PAGE_SIZE;
+		vm->log_buf = calloc((max_pages + 63) / 64, 8);
+		if (!vm->log_buf)
+			goto nomem;
+	}
+	return 0;
+nomem:
+	kvm_set_err(err, errlen, "out of memory for dirty tracking");
+	return -ENOMEM;
+}
+
+void kvm_dirty_fini(struct kvm_vm *vm)
+{
+	free(vm->dirty_bitmap);
+	free(vm->harvest_buf);
+	free(vm->log_buf);
+}
+
+int kvm_dirty_start(struct kvm_vm *vm, char *err, size_t errlen)
+{
+	if (vm->dirty_active) {
+		kvm_set_err(err, errlen, "dirty tracking already active");
+		return -EBUSY;
+	}
+	memset(&vm->dstats, 0, sizeof(vm->dstats));
+	int r = backend(vm)->start(vm);
+
+	if (r) {
+		kvm_set_err(err, errlen, "cannot start %s dirty tracking: %s", backend(vm)->name,
+			    strerror(-r));
+		set_logging(vm, false);
+		return r;
+	}
+	vm->dirty_active = true;
+	return 0;
+}
+
+int kvm_dirty_sync(struct kvm_vm *vm, bool final)
+{
+	if (!vm->dirty_active)
+		return -EINVAL;
+	return backend(vm)->sync(vm, final);
+}
+
+void kvm_dirty_stop(struct kvm_vm *vm)
+{
+	if (!vm->dirty_active)
+		return;
+	backend(vm)->stop(vm);
+	vm->dirty_active = false;
+	/* Leave the bitmap clean for a later migration. */
+	for (uint64_t w = 0; w < bitmap_words(vm); w++)
+		atomic_store(&vm->dirty_bitmap[w], 0ul);
+	atomic_store(&vm->dirty_count, 0);
+}
+
+void kvm_dirty_get_stats(struct kvm_vm *vm, struct kvm_dirty_stats *st)
+{
+	pthread_mutex_lock(&vm->dirty_lock);
+	*st = vm->dstats;
+	pthread_mutex_unlock(&vm->dirty_lock);
+}

@@ -1,0 +1,702 @@
+/* The VM: /dev/kvm, memfd-backed RAM in one or two memslots, the in-kernel
+ * irqchip and PIT, vCPU creation and the vCPU threads' run loop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "kvm/kvm-int.h"
+
+#define TSS_ADDR 0xfffbd000ul
+#define IDENTITY_MAP_ADDR 0xfffbc000ul
+#define HIGH_RAM_START (4ull << 30)
+
+void kvm_set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+unsigned int kvm_vm_nr_vcpus(const struct kvm_vm *vm) { return vm->nr_vcpus; }
+uint64_t kvm_vm_ram_size(const struct kvm_vm *vm) { return vm->ram_size; }
+uint64_t kvm_vm_nr_pages(const struct kvm_vm *vm) { return vm->ram_size / KVM_PAGE_SIZE; }
+uint8_t *kvm_vm_ram_base(struct kvm_vm *vm) { return vm->ram; }
+int kvm_vm_memfd(const struct kvm_vm *vm) { return vm->memfd; }
+
+int kvm_vm_gpa_to_offset(const struct kvm_vm *vm, uint64_t gpa, uint64_t *offset)
+{
+	for (unsigned int i = 0; i < vm->nr_slots; i++) {
+		const struct kvm_slot *s = &vm->slots[i];
+
+		if (gpa >= s->gpa && gpa - s->gpa < s->size) {
+			*offset = s->offset + (gpa - s->gpa);
+			return 0;
+		}
+	}
+	return -ERANGE;
+}
+
+uint64_t kvm_vm_offset_to_gpa(const struct kvm_vm *vm, uint64_t offset)
+{
+	for (unsigned int i = 0; i < vm->nr_slots; i++) {
+		const struct kvm_slot *s = &vm->slots[i];
+
+		if (offset >= s->offset && offset - s->offset < s->size)
+			return s->gpa + (offset - s->offset);
+	}
+	return UINT64_MAX;
+}
+
+void *kvm_vm_gpa_ptr(struct kvm_vm *vm, uint64_t gpa, uint64_t len)
+{
+	uint64_t off;
+
+	if (kvm_vm_gpa_to_offset(vm, gpa, &off))
+		return NULL;
+	/* the whole range must sit in the same slot */
+	if (len && kvm_vm_offset_to_gpa(vm, off + len - 1) != gpa + len - 1)
+		return NULL;
+	if (len > vm->ram_size || off > vm->ram_size - len)
+		return NULL;
+	return vm->ram + off;
+}
+
+int kvm_set_slot_flags(struct kvm_vm *vm, const struct kvm_slot *s, uint32_t flags)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = s->id, .flags = flags, .guest_phys_addr = s->gpa,
+		.memory_size = s->size, .userspace_addr = (uintptr_t)(vm->ram + s->offset),
+	};
+	return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;
+}
+
+static int setup_memory(struct kvm_vm *vm, char *err, size_t errlen)
+{
+	vm->memfd = memfd_create("kmig-guest-ram", MFD_CLOEXEC);
+	if (vm->memfd < 0) {
+		int e = errno;
+		kvm_set_err(err, errlen, "memfd_create: %s", strerror(e));
+		return -e;
+	}
+	if (ftruncate(vm->memfd, (off_t)vm->ram_size) < 0) {
+		int e = errno;
+		kvm_set_err(err, errlen, "cannot size guest RAM to %llu MiB: %s",
+			    (unsigned long long)(vm->ram_size >> 20), strerror(e));
+		return -e;
+	}
+	vm->ram = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->memfd, 0);
+	if (vm->ram == MAP_FAILED) {
+		int e = errno;
+		vm->ram = NULL;
+		kvm_set_err(err, errlen, "cannot map %llu MiB of guest RAM: %s",
+			    (unsigned long long)(vm->ram_size >> 20), strerror(e));
+		return -e;
+	}
+	madvise(vm->ram, vm->ram_size, MADV_MERGEABLE);
+	/* Low RAM up to 3 GiB at gpa 0; the rest above 4 GiB. */
+	uint64_t low = vm->ram_size < KVM_LOW_RAM_END ? vm->ram_size : KVM_LOW_RAM_END;
+
+	vm->slots[0] = (struct kvm_slot){ .id = 0, .gpa = 0, .size = low, .offset = 0 };
+	vm->nr_slots = 1;
+	if (vm->ram_size > low) {
+		vm->slots[1] = (struct kvm_slot){ .id = 1, .gpa = HIGH_RAM_START,
+						  .size = vm->ram_size - low, .offset = low };
+		vm->nr_slots = 2;
+	}
+	for (unsigned int i = 0; i < vm->nr_slots; i++) {
+		int r = kvm_set_slot_flags(vm, &vm->slots[i], 0);
+
+		if (r) {
+			kvm_set_err(err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}
+
+static int setup_cpuid(struct kvm_vm *vm, char *err, size_t errlen)
+{
+	for (int n = 64; n <= 4096; n *= 2) {
+		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+
+		if (!c)
+			return -ENOMEM;
+		c->nent = (uint32_t)n;
+		if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+			vm->cpuid = c;
+			return 0;
+		}
+		int e = errno;
+		free(c);
+		if (e != E2BIG) {
+			kvm_set_err(err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(e));
+			return -e;
+		}
+	}
+	kvm_set_err(err, errlen, "KVM_GET_SUPPORTED_CPUID: too many entries");
+	return -E2BIG;
+}
+
+/* Each vCPU gets its own APIC ID in the CPUID leaves that report it. */
+static int set_vcpu_cpuid(struct kvm_vm *vm, struct kvm_vcpu *v)
+{
+	size_t sz = sizeof(*vm->cpuid) + vm->cpuid->nent * sizeof(vm->cpuid->entries[0]);
+	struct kvm_cpuid2 *c = malloc(sz);
+
+	if (!c)
+		return -ENOMEM;
+	memcpy(c, vm->cpuid, sz);
+	for (uint32_t i = 0; i < c->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &c->entries[i];
+
+		if (e->function == 1)
+			e->ebx = (e->ebx & 0x00ffffffu) | (v->idx << 24);
+		else if (e->function == 0xb || e->function == 0x1f)
+			e->edx = v->idx;
+	}
+	int r = ioctl(v->fd, KVM_SET_CPUID2, c) < 0 ? -errno : 0;
+	free(c);
+	return r;
+}
+
+/* Keep only the MSRs this host lets us read back one by one, so a save
+ * never stops half-way through the list. */
+static int probe_msrs(struct kvm_vm *vm, int vcpu_fd)
+{
+	struct kvm_msr_list probe = { .nmsrs = 0 };
+
+	if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG)
+		return -errno;
+	struct kvm_msr_list *l = calloc(1, sizeof(*l) + probe.nmsrs * sizeof(uint32_t));
+
+	if (!l)
+		return -ENOMEM;
+	l->nmsrs = probe.nmsrs;
+	if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, l) < 0) {
+		free(l);
+		return -errno;
+	}
+	vm->msr_list = calloc(l->nmsrs, sizeof(uint32_t));
+	if (!vm->msr_list) {
+		free(l);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < l->nmsrs; i++) {
+		struct { struct kvm_msrs h; struct kvm_msr_entry e; } m = { .h.nmsrs = 1 };
+
+		m.e.index = l->indices[i];
+		if (m.e.index == 0x6e0)	/* TSC deadline: saved with the LAPIC */
+			continue;
+		if (ioctl(vcpu_fd, KVM_GET_MSRS, &m) == 1)
+			vm->msr_list[vm->nr_msrs++] = m.e.index;
+	}
+	free(l);
+	return 0;
+}
+
+/* The architectural FPU/SSE reset state (FCW 0x37f, MXCSR 0x1f80), set
+ * explicitly as QEMU does: KVM leaves it to userspace. */
+static int reset_fpu(struct kvm_vcpu *v)
+{
+	struct kvm_fpu fpu;
+
+	memset(&fpu, 0, sizeof(fpu));
+	fpu.fcw = 0x37f;
+	fpu.mxcsr = 0x1f80;
+	return ioctl(v->fd, KVM_SET_FPU, &fpu) < 0 ? -errno : 0;
+}
+
+static int create_vcpu(struct kvm_vm *vm, unsigned int idx, char *err, size_t errlen)
+{
+	struct kvm_vcpu *v = &vm->vcpus[idx];
+
+	v->vm = vm;
+	v->idx = idx;
+	v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)idx);
+	if (v->fd < 0) {
+		int e = errno;
+		kvm_set_err(err, errlen, "KVM_CREATE_VCPU %u: %s", idx, strerror(e));
+		return -e;
+	}
+	int sz = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+
+	if (sz < 0)
+		return -errno;
+	v->run_size = (size_t)sz;
+	v->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+	if (v->run == MAP_FAILED) {
+		v->run = NULL;
+		kvm_set_err(err, errlen, "mmap kvm_run: %s", strerror(errno));
+		return -ENOMEM;
+	}
+	if (vm->cfg.dirty_backend == KVM_DIRTY_RING) {
+		size_t bytes = vm->cfg.ring_entries * sizeof(struct kvm_dirty_gfn);
+		void *g = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd,
+			       KVM_DIRTY_LOG_PAGE_OFFSET * (off_t)getpagesize());
+
+		if (g == MAP_FAILED) {
+			kvm_set_err(err, errlen, "mmap dirty ring: %s", strerror(errno));
+			return -ENOMEM;
+		}
+		dirty_ring_init(&v->ring, g, vm->cfg.ring_entries);
+	}
+	int r = set_vcpu_cpuid(vm, v);
+
+	if (!r)
+		r = reset_fpu(v);
+	if (r) {
+		kvm_set_err(err, errlen, "KVM_SET_CPUID2: %s", strerror(-r));
+		return r;
+	}
+	if (idx == 0 && (r = probe_msrs(vm, v->fd))) {
+		kvm_set_err(err, errlen, "cannot list MSRs: %s", strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+static int enable_dirty_ring(struct kvm_vm *vm, char *err, size_t errlen)
+{
+	uint32_t n = vm->cfg.ring_entries;
+	int max = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
+
+	if (max <= 0) {
+		kvm_set_err(err, errlen, "this kernel has no KVM dirty ring with acquire/release "
+			    "(KVM_CAP_DIRTY_LOG_RING_ACQ_REL); use --dirty-bitmap");
+		return -ENOTSUP;
+	}
+	if (n < 256 || (n & (n - 1)) || n * sizeof(struct kvm_dirty_gfn) > (uint32_t)max) {
+		kvm_set_err(err, errlen, "--dirty-ring %u: must be a power of two between 256 and %zu",
+			    n, (size_t)max / sizeof(struct kvm_dirty_gfn));
+		return -EINVAL;
+	}
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_DIRTY_LOG_RING_ACQ_REL,
+				      .args = { n * sizeof(struct kvm_dirty_gfn) } };
+	if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) < 0) {
+		int e = errno;
+		kvm_set_err(err, errlen, "cannot enable the dirty ring: %s", strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+static int enable_manual_protect(struct kvm_vm *vm, char *err, size_t errlen)
+{
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+				      .args = { KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE } };
+	if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) < 0) {
+		int e = errno;
+		kvm_set_err(err, errlen, "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 unavailable: %s", strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+static int setup_vm(struct kvm_vm *vm, char *err, size_t errlen)
+{
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0) {
+		int e = errno;
+		kvm_set_err(err, errlen, "cannot open /dev/kvm: %s%s", strerror(e),
+			    e == ENOENT ? " (is KVM enabled on this host?)" :
+			    e == EACCES ? " (are you root or in the kvm group?)" : "");
+		return -e;
+	}
+	if (ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {
+		kvm_set_err(err, errlen, "unexpected KVM API version");
+		return -ENOTSUP;
+	}
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0) {
+		int e = errno;
+		kvm_set_err(err, errlen, "KVM_CREATE_VM: %s", strerror(e));
+		return -e;
+	}
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, TSS_ADDR) < 0 ||
+	    ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &(uint64_t){ IDENTITY_MAP_ADDR }) < 0 ||
+	    ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
+		int e = errno;
+		kvm_set_err(err, errlen, "cannot set up the in-kernel irqchip: %s", strerror(e));
+		return -e;
+	}
+	struct kvm_pit_config pit = { .flags = 0 };
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+		int e = errno;
+		kvm_set_err(err, errlen, "KVM_CREATE_PIT2: %s", strerror(e));
+		return -e;
+	}
+	int r = vm->cfg.dirty_backend == KVM_DIRTY_RING ? enable_dirty_ring(vm, err, errlen)
+							 : enable_manual_protect(vm, err, errlen);
+	if (r)
+		return r;
+	vm->xsave_size = 4096;
+	return 0;
+}
+
+int kvm_vm_create(const struct kvm_vm_config *cfg, const struct kvm_vm_callbacks *cb,
+		  struct kvm_vm **out, char *err, size_t errlen)
+{
+	if (cfg->nr_vcpus < 1 || cfg->nr_vcpus > KVM_MAX_VCPUS) {
+		kvm_set_err(err, errlen, "vcpus must be between 1 and %d", KVM_MAX_VCPUS);
+		return -EINVAL;
+	}
+	/* whole 2 MiB units keep every slot a multiple of 64 pages, which
+	 * KVM_CLEAR_DIRTY_LOG needs */
+	if (cfg->mem_bytes < (16ull << 20) || cfg->mem_bytes % (2ull << 20)) {
+		kvm_set_err(err, errlen, "guest memory must be at least 16 MiB and a multiple of 2 MiB");
+		return -EINVAL;
+	}
+	struct kvm_vm *vm = calloc(1, sizeof(*vm));
+
+	if (!vm)
+		return -ENOMEM;
+	vm->cfg = *cfg;
+	if (cb)
+		vm->cb = *cb;
+	vm->kvm_fd = vm->vm_fd = vm->memfd = -1;
+	vm->ram_size = cfg->mem_bytes;
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
+	pthread_mutex_init(&vm->serial_lock, NULL);
+	pthread_mutex_init(&vm->dirty_lock, NULL);
+	serial_reset(&vm->serial);
+	for (unsigned int i = 0; i < KVM_MAX_VCPUS; i++)
+		vm->vcpus[i].fd = -1;
+
+	int r = setup_vm(vm, err, errlen);
+
+	if (!r)
+		r = setup_memory(vm, err, errlen);
+	if (!r)
+		r = setup_cpuid(vm, err, errlen);
+	for (unsigned int i = 0; !r && i < cfg->nr_vcpus; i++) {
+		r = create_vcpu(vm, i, err, errlen);
+		if (!r)
+			vm->nr_vcpus = i + 1;
+	}
+	if (!r)
+		r = kvm_dirty_init(vm, err, errlen);
+	if (r) {
+		kvm_vm_destroy(vm);
+		return r;
+	}
+	*out = vm;
+	return 0;
+}
+
+void kvm_vm_destroy(struct kvm_vm *vm)
+{
+	if (!vm)
+		return;
+	kvm_vm_shutdown(vm);
+	kvm_dirty_stop(vm);
+	for (unsigned int i = 0; i < KVM_MAX_VCPUS; i++) {
+		struct kvm_vcpu *v = &vm->vcpus[i];
+
+		if (v->ring.gfns)
+			munmap(v->ring.gfns, v->ring.size * sizeof(struct kvm_dirty_gfn));
+		if (v->run)
+			munmap(v->run, v->run_size);
+		if (v->fd >= 0)
+			close(v->fd);
+	}
+	kvm_dirty_fini(vm);
+	if (vm->ram)
+		munmap(vm->ram, vm->ram_size);
+	if (vm->memfd >= 0)
+		close(vm->memfd);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	free(vm->cpuid);
+	free(vm->msr_list);
+	free(vm);
+}
+
+/* ---- run loop ---- */
+
+static void kick_handler(int sig) { (void)sig; }
+
+static void vm_stop_for_good(struct kvm_vm *vm, enum kvm_stop_reason why, int code, const char *detail)
+{
+	pthread_mutex_lock(&vm->lock);
+	bool first = vm->stop_reason == KVM_STOP_NONE;
+
+	if (first) {
+		vm->stop_reason = why;
+		vm->stop_code = code;
+		vm->quit_req = true;
+	}
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+	if (first) {
+		/* the other vCPUs must leave KVM_RUN too */
+		for (unsigned int i = 0; i < vm->nr_vcpus; i++) {
+			struct kvm_vcpu *v = &vm->vcpus[i];
+
+			if (v->thread_started && !pthread_equal(v->thread, pthread_self())) {
+				v->run->immediate_exit = 1;
+				pthread_kill(v->thread, SIGUSR1);
+			}
+		}
+		if (vm->cb.stopped)
+			vm->cb.stopped(vm->cb.opaque, why, code, detail);
+	}
+}
+
+static void handle_io(struct kvm_vcpu *v)
+{
+	struct kvm_run *run = v->run;
+	uint8_t *data = (uint8_t *)run + run->io.data_offset;
+	bool wr = run->io.direction == KVM_EXIT_IO_OUT;
+
+	for (uint32_t i = 0; i < run->io.count; i++, data += run->io.size) {
+		uint16_t port = run->io.port;
+
+		if (port >= SERIAL_PORT && port < SERIAL_PORT + 8) {
+			serial_io(v->vm, port, wr, data);
+		} else if (port == DEBUG_EXIT_PORT && wr) {
+			char d[64];
+			snprintf(d, sizeof(d), "guest wrote exit code %u to port 0x%x", data[0], port);
+			vm_stop_for_good(v->vm, KVM_STOP_GUEST_EXIT, data[0], d);
+		} else if (!wr) {
+			memset(data, 0xff, run->io.size);	/* nothing there */
+		}
+	}
+}
+
+static void fatal_exit(struct kvm_vcpu *v, const char *what)
+{
+	char regs[1024], d[1280];
+
+	kvm_vcpu_dump(v->vm, v->idx, regs, sizeof(regs));
+	snprintf(d, sizeof(d), "vCPU %u: %s\n%s", v->idx, what, regs);
+	vm_stop_for_good(v->vm, v->run->exit_reason == KVM_EXIT_SHUTDOWN ? KVM_STOP_SHUTDOWN
+								       : KVM_STOP_ERROR, -1, d);
+}
+
+/* Returns false when the thread should end. */
+static bool handle_exit(struct kvm_vcpu *v)
+{
+	struct kvm_run *run = v->run;
+	char what[128];
+
+	switch (run->exit_reason) {
+	case KVM_EXIT_IO:
+		handle_io(v);
+		return true;
+	case KVM_EXIT_MMIO:
+		if (!run->mmio.is_write)
+			memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
+		return true;
+	case KVM_EXIT_DIRTY_RING_FULL:
+		kvm_dirty_ring_full(v);
+		return true;
+	case KVM_EXIT_HLT:
+		return true;
+	case KVM_EXIT_SHUTDOWN:
+		fatal_exit(v, "guest shut down (triple fault)");
+		return false;
+	case KVM_EXIT_FAIL_ENTRY:
+		snprintf(what, sizeof(what), "VM entry failed, hardware reason 0x%llx",
+			 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+		fatal_exit(v, what);
+		return false;
+	case KVM_EXIT_INTERNAL_ERROR:
+		snprintf(what, sizeof(what), "KVM internal error, suberror %u", run->internal.suberror);
+		fatal_exit(v, what);
+		return false;
+	default:
+		snprintf(what, sizeof(what), "unhandled exit reason %u", run->exit_reason);
+		fatal_exit(v, what);
+		return false;
+	}
+}
+
+/* Park outside KVM_RUN while a pause is requested; false = quit. */
+static bool wait_runnable(struct kvm_vm *vm, struct kvm_vcpu *v)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->pause_req || vm->quit_req) {
+		vm->nr_outside++;
+		pthread_cond_broadcast(&vm->cond);
+		while (vm->pause_req && !vm->quit_req)
+			pthread_cond_wait(&vm->cond, &vm->lock);
+		vm->nr_outside--;
+	}
+	bool quit = vm->quit_req;
+	/* cleared under the lock: a pauser sets it under the lock too */
+	v->run->immediate_exit = 0;
+	pthread_mutex_unlock(&vm->lock);
+	return !quit;
+}
+
+static void *vcpu_main(void *arg)
+{
+	struct kvm_vcpu *v = arg;
+	struct kvm_vm *vm = v->vm;
+
+	for (;;) {
+		if (!wait_runnable(vm, v))
+			break;
+		int r = ioctl(v->fd, KVM_RUN, 0);
+
+		if (r < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			char what[96];
+			snprintf(what, sizeof(what), "KVM_RUN failed: %s", strerror(errno));
+			fatal_exit(v, what);
+			break;
+		}
+		if (!handle_exit(v))
+			break;
+	}
+	pthread_mutex_lock(&vm->lock);
+	vm->nr_outside++;
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+	return NULL;
+}
+
+static int set_boot_state(struct kvm_vcpu *v)
+{
+	if (!v->has_boot_state)
+		return 0;
+	if (ioctl(v->fd, KVM_SET_SREGS, &v->boot_sregs) < 0)
+		return -errno;
+	if (ioctl(v->fd, KVM_SET_REGS, &v->boot_regs) < 0)
+		return -errno;
+	v->has_boot_state = false;
+	return 0;
+}
+
+int kvm_vm_start(struct kvm_vm *vm)
+{
+	struct sigaction sa = { .sa_handler = kick_handler };
+
+	if (vm->started)
+		return -EALREADY;
+	/* no SA_RESTART: the kick must make KVM_RUN return EINTR */
+	sigaction(SIGUSR1, &sa, NULL);
+	for (unsigned int i = 0; i < vm->nr_vcpus; i++) {
+		int r = set_boot_state(&vm->vcpus[i]);
+
+		if (r)
+			return r;
+	}
+	vm->started = true;
+	for (unsigned int i = 0; i < vm->nr_vcpus; i++) {
+		struct kvm_vcpu *v = &vm->vcpus[i];
+		int r = pthread_create(&v->thread, NULL, vcpu_main, v);
+
+		if (r) {
+			kvm_vm_shutdown(vm);
+			return -r;
+		}
+		v->thread_started = true;
+		vm->nr_threads++;
+	}
+	return 0;
+}
+
+void kvm_vm_pause(struct kvm_vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->pause_req = true;
+	for (unsigned int i = 0; i < vm->nr_vcpus; i++) {
+		struct kvm_vcpu *v = &vm->vcpus[i];
+
+		if (!v->thread_started)
+			continue;
+		/* immediate_exit covers a thread between its check and
+		 * KVM_RUN; the signal covers one already inside */
+		v->run->immediate_exit = 1;
+		pthread_kill(v->thread, SIGUSR1);
+	}
+	while (vm->nr_outside < vm->nr_threads)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+void kvm_vm_resume(struct kvm_vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->pause_req = false;
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+bool kvm_vm_paused(struct kvm_vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	bool p = vm->pause_req || !vm->started;
+	pthread_mutex_unlock(&vm->lock);
+	return p;
+}
+
+void kvm_vm_shutdown(struct kvm_vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->quit_req = true;
+	pthread_cond_broadcast(&vm->cond);
+	for (unsigned int i = 0; i < vm->nr_vcpus; i++) {
+		struct kvm_vcpu *v = &vm->vcpus[i];
+
+		if (v->thread_started) {
+			v->run->immediate_exit = 1;
+			pthread_kill(v->thread, SIGUSR1);
+		}
+	}
+	pthread_mutex_unlock(&vm->lock);
+	for (unsigned int i = 0; i < vm->nr_vcpus; i++) {
+		struct kvm_vcpu *v = &vm->vcpus[i];
+
+		if (v->thread_started) {
+			pthread_join(v->thread, NULL);
+			v->thread_started = false;
+		}
+	}
+}
+
+enum kvm_stop_reason kvm_vm_stop_reason(struct kvm_vm *vm, int *code)
+{
+	pthread_mutex_lock(&vm->lock);
+	enum kvm_stop_reason r = vm->stop_reason;
+
+	if (code)
+		*code = vm->stop_code;
+	pthread_mutex_unlock(&vm->lock);
+	return r;
+}
+
+void kvm_vcpu_dump(struct kvm_vm *vm, unsigned int idx, char *buf, size_t len)
+{
+	struct kvm_regs r;
+	struct kvm_sregs s;
+	int fd = vm->vcpus[idx].fd;
+
+	if (ioctl(fd, KVM_GET_REGS, &r) < 0 || ioctl(fd, KVM_GET_SREGS, &s) < 0) {
+		snprintf(buf, len, "  (registers unavailable: %s)", strerror(errno));
+		return;
+	}
+	snprintf(buf, len,
+		 "  rip=%016llx rflags=%08llx rsp=%016llx rbp=%016llx\n"
+		 "  rax=%016llx rbx=%016llx rcx=%016llx rdx=%016llx\n"
+		 "  rsi=%016llx rdi=%016llx\n"
+		 "  cs=%04x(base %llx) ds=%04x ss=%04x cr0=%llx cr3=%llx cr4=%llx efer=%llx",
+		 r.rip, r.rflags, r.rsp, r.rbp, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi,
+		 s.cs.selector, s.cs.base, s.ds.selector, s.ss.selector, s.cr0, s.cr3, s.cr4, s.efer);
+}

@@ -1,0 +1,77 @@
+/* ring/ — the migration transport: byte channels over TCP or unix sockets,
+ * driven through io_uring (liburing).
+ *
+ * A channel is used by one thread at a time (its io_uring is not shared).
+ * Every function returns 0 (or a count) on success and -errno on failure; none
+ * relies on errno.  A peer that closes early makes reads fail with -EPIPE, so
+ * a truncated stream is never mistaken for a complete one.
+ *
+ * The API is shaped for what later work adds without changing callers:
+ * ring_sendv() takes iovecs that may point straight into guest memory (the
+ * zero-copy sender will register those regions), and a migration may open
+ * several channels to one URI (multifd).
+ */
+#ifndef KMIG_RING_H
+#define KMIG_RING_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+enum ring_uri_kind { RING_URI_TCP, RING_URI_UNIX };
+
+struct ring_uri {
+	enum ring_uri_kind kind;
+	char host[256];		/* tcp: host name or address ("[::1]" accepted) */
+	char port[16];		/* tcp: decimal port, "0" = any (listen only) */
+	char path[108];		/* unix: socket path */
+};
+
+/* Parse "tcp:HOST:PORT" or "unix:PATH".  On error returns -EINVAL and writes
+ * a human-readable reason into err (if errlen > 0). */
+int ring_uri_parse(const char *text, struct ring_uri *uri, char *err, size_t errlen);
+
+/* Format a URI back to text ("tcp:127.0.0.1:4444"). */
+void ring_uri_format(const struct ring_uri *uri, char *buf, size_t len);
+
+struct ring_listener;
+struct ring_channel;
+
+/* Bind and listen.  For tcp with port "0" the kernel picks a port:
+ * ring_listener_uri() then tells which.  A stale unix socket file is
+ * replaced. */
+int ring_listen(const struct ring_uri *uri, struct ring_listener **out);
+void ring_listener_uri(const struct ring_listener *l, struct ring_uri *uri);
+/* Wait up to timeout_ms (-1 = forever) for one connection. -ETIMEDOUT on
+ * timeout; -ECANCELED after ring_listener_abort(). */
+int ring_accept(struct ring_listener *l, struct ring_channel **out, int timeout_ms);
+/* Make a blocked ring_accept() return -ECANCELED (safe from another thread). */
+void ring_listener_abort(struct ring_listener *l);
+void ring_listener_close(struct ring_listener *l);
+
+/* Connect, retrying for up to timeout_ms while the peer refuses (so a
+ * destination that is still starting up is not an error). */
+int ring_connect(const struct ring_uri *uri, int timeout_ms, struct ring_channel **out);
+
+/* Send every byte of the iovecs (partial sends are resubmitted). */
+int ring_sendv(struct ring_channel *ch, const struct iovec *iov, int iovcnt);
+int ring_send(struct ring_channel *ch, const void *buf, size_t len);
+
+/* Receive exactly len bytes.  -EPIPE if the peer closed before len bytes
+ * arrived (a truncated stream), other -errno on socket errors. */
+int ring_recv(struct ring_channel *ch, void *buf, size_t len);
+/* Receive into several buffers (e.g. page payloads straight into guest RAM). */
+int ring_recvv(struct ring_channel *ch, const struct iovec *iov, int iovcnt);
+
+/* Wait up to timeout_ms for data to be readable: 1 readable, 0 timeout. */
+int ring_poll_readable(struct ring_channel *ch, int timeout_ms);
+
+/* Shut the socket down both ways: any send/recv blocked in another thread
+ * returns an error promptly.  Used by cancel.  Thread-safe. */
+void ring_channel_abort(struct ring_channel *ch);
+void ring_channel_close(struct ring_channel *ch);
+
+uint64_t ring_channel_bytes_sent(const struct ring_channel *ch);
+uint64_t ring_channel_bytes_received(const struct ring_channel *ch);
+
+#endif

@@ -1,0 +1,70 @@
+/* Private to savevm/: the machine and its migration state. */
+#ifndef KMIG_SAVEVM_MACHINE_INT_H
+#define KMIG_SAVEVM_MACHINE_INT_H
+
+#include <pthread.h>
+#include <stdio.h>
+
+#include "kvm/kvm.h"
+#include "ring/ring.h"
+#include "savevm/machine.h"
+#include "savevm/ram.h"
+#include "savevm/savevm.h"
+
+struct migration {
+	enum migration_status status;
+	bool incoming;
+	bool thread_running;
+	pthread_t thread;
+	volatile bool cancel;
+	struct ring_channel *ch;	/* for abort from cancel/quit */
+	struct ring_listener *listener;
+	char uri[256];
+
+	uint64_t start_ns, setup_ns, end_ns;
+	uint64_t downtime_start_ns;
+	uint64_t downtime_ms, expected_downtime_ms;
+	uint64_t transferred, precopy_bytes, downtime_bytes;
+	uint64_t dirty_sync_count, passes;
+	uint64_t bandwidth;		/* bytes/s measured over the last pass */
+	uint64_t pages_per_second, dirty_pages_rate;
+	double mbps;
+	uint64_t remaining;
+	char error[512];
+	bool resume_on_fail;		/* the guest ran before switchover */
+};
+
+struct machine {
+	struct machine_config cfg;
+	char *cmdline;
+	FILE *serial;
+	bool serial_owned;
+
+	struct kvm_vm *vm;
+	struct savevm_registry *reg;
+	struct ram_handler *ram;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum machine_runstate runstate;
+	bool quit;
+	int exit_code;
+	machine_event_fn ev;
+	void *ev_opaque;
+
+	struct migration_params params;
+	struct migration mig;
+	bool incoming_defer;
+};
+
+void machine_emit(struct machine *m, enum machine_event ev, int64_t arg);
+/* Called with m->lock held. */
+void machine_set_runstate_locked(struct machine *m, enum machine_runstate s);
+void migration_set_status(struct machine *m, enum migration_status s);
+uint64_t migration_now_ns(void);
+
+int migration_source_start(struct machine *m, const char *uri, char *err, size_t errlen);
+int migration_incoming_listen(struct machine *m, const char *uri, char *err, size_t errlen);
+void migration_join(struct machine *m);
+
+#endif

@@ -1,0 +1,517 @@
+/* The machine: a VM with a loaded guest, its savevm registry, its run
+ * state and its migration — what qapi/ and tools/ drive. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kvm/guests/builtin.h"
+#include "savevm/machine-int.h"
+
+#define DEFAULT_DOWNTIME_LIMIT_MS 300
+#define MAX_DOWNTIME_LIMIT_MS 2000000	/* QEMU's bound */
+#define MAX_KERNEL_SIZE (64u << 20)
+
+static const char *const runstate_names[] = {
+	[RUNSTATE_PRELAUNCH] = "prelaunch", [RUNSTATE_RUNNING] = "running",
+	[RUNSTATE_PAUSED] = "paused", [RUNSTATE_INMIGRATE] = "inmigrate",
+	[RUNSTATE_FINISH_MIGRATE] = "finish-migrate", [RUNSTATE_POSTMIGRATE] = "postmigrate",
+	[RUNSTATE_SHUTDOWN] = "shutdown", [RUNSTATE_INTERNAL_ERROR] = "internal-error",
+	[RUNSTATE_RESTORE_VM] = "restore-vm",
+};
+
+static const char *const status_names[] = {
+	[MIGRATION_STATUS_NONE] = "none", [MIGRATION_STATUS_SETUP] = "setup",
+	[MIGRATION_STATUS_CANCELLING] = "cancelling", [MIGRATION_STATUS_CANCELLED] = "cancelled",
+	[MIGRATION_STATUS_ACTIVE] = "active", [MIGRATION_STATUS_DEVICE] = "device",
+	[MIGRATION_STATUS_COMPLETED] = "completed", [MIGRATION_STATUS_FAILED] = "failed",
+};
+
+const char *machine_runstate_name(enum machine_runstate s)
+{
+	return (unsigned int)s < sizeof(runstate_names) / sizeof(runstate_names[0]) ? runstate_names[s] : "?";
+}
+
+const char *migration_status_name(enum migration_status s)
+{
+	return (unsigned int)s < sizeof(status_names) / sizeof(status_names[0]) ? status_names[s] : "?";
+}
+
+void machine_emit(struct machine *m, enum machine_event ev, int64_t arg)
+{
+	machine_event_fn fn;
+	void *opaque;
+
+	pthread_mutex_lock(&m->lock);
+	fn = m->ev;
+	opaque = m->ev_opaque;
+	pthread_mutex_unlock(&m->lock);
+	if (fn)
+		fn(opaque, ev, arg);
+}
+
+void machine_set_runstate_locked(struct machine *m, enum machine_runstate s)
+{
+	m->runstate = s;
+	pthread_cond_broadcast(&m->cond);
+}
+
+void migration_set_status(struct machine *m, enum migration_status s)
+{
+	pthread_mutex_lock(&m->lock);
+	bool changed = m->mig.status != s;
+
+	m->mig.status = s;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+	if (changed)
+		machine_emit(m, MACHINE_EVENT_MIGRATION, s);
+}
+
+/* ---- guest callbacks (vCPU threads) ---- */
+
+static void on_serial(void *opaque, const char *buf, size_t len)
+{
+	struct machine *m = opaque;
+
+	fwrite(buf, 1, len, m->serial);
+	if (memchr(buf, '\n', len))
+		fflush(m->serial);
+}
+
+static void on_stopped(void *opaque, enum kvm_stop_reason why, int code, const char *detail)
+{
+	struct machine *m = opaque;
+
+	if (why != KVM_STOP_GUEST_EXIT || code != 0)
+		fprintf(stderr, "kmig: %s\n", detail);
+	fflush(m->serial);
+	pthread_mutex_lock(&m->lock);
+	machine_set_runstate_locked(m, why == KVM_STOP_GUEST_EXIT ? RUNSTATE_SHUTDOWN : RUNSTATE_INTERNAL_ERROR);
+	m->quit = true;
+	m->exit_code = why == KVM_STOP_GUEST_EXIT ? code : 2;
+	pthread_mutex_unlock(&m->lock);
+	machine_emit(m, MACHINE_EVENT_SHUTDOWN, why == KVM_STOP_GUEST_EXIT ? code : -1);
+}
+
+/* ---- creation ---- */
+
+static int read_file(const char *path, uint8_t **data, size_t *size, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0) {
+		int e = errno;
+		snprintf(err, errlen, "cannot open kernel '%s': %s", path, strerror(e));
+		return -e;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0 ||
+	    (uint64_t)st.st_size > MAX_KERNEL_SIZE) {
+		snprintf(err, errlen, "kernel '%s' is not a regular file of 1 byte to %u MiB", path,
+			 MAX_KERNEL_SIZE >> 20);
+		close(fd);
+		return -EINVAL;
+	}
+	*data = malloc((size_t)st.st_size);
+	ssize_t n = *data ? read(fd, *data, (size_t)st.st_size) : -1;
+
+	close(fd);
+	if (n != st.st_size) {
+		free(*data);
+		snprintf(err, errlen, "cannot read kernel '%s'", path);
+		return -EIO;
+	}
+	*size = (size_t)st.st_size;
+	return 0;
+}
+
+static int load_guest(struct machine *m, char *err, size_t errlen)
+{
+	const struct machine_config *c = &m->cfg;
+	uint8_t *data = NULL;
+	size_t size = 0;
+	int r;
+
+	if (c->guest_name) {
+		const struct kvm_builtin_guest *g = kvm_builtin_guest_find(c->guest_name);
+
+		if (!g) {
+			snprintf(err, errlen, "unknown built-in guest '%s' (kmig run --help lists them)",
+				 c->guest_name);
+			return -ENOENT;
+		}
+		return kvm_load_multiboot(m->vm, g->elf, g->elf_size, m->cmdline, err, errlen);
+	}
+	if ((r = read_file(c->kernel_path, &data, &size, err, errlen)))
+		return r;
+	r = c->flat ? kvm_load_flat(m->vm, data, size, c->flat_load_addr, err, errlen)
+		    : kvm_load_multiboot(m->vm, data, size, m->cmdline, err, errlen);
+	free(data);
+	return r;
+}
+
+static int open_serial(struct machine *m, char *err, size_t errlen)
+{
+	if (!m->cfg.serial_path || !strcmp(m->cfg.serial_path, "stdio") ||
+	    !strcmp(m->cfg.serial_path, "-")) {
+		m->serial = stdout;
+		return 0;
+	}
+	m->serial = fopen(m->cfg.serial_path, "w");
+	if (!m->serial) {
+		int e = errno;
+		snprintf(err, errlen, "cannot open serial output '%s': %s", m->cfg.serial_path, strerror(e));
+		return -e;
+	}
+	m->serial_owned = true;
+	return 0;
+}
+
+int machine_create(const struct machine_config *cfg, struct machine **out, char *err, size_t errlen)
+{
+	struct machine *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return -ENOMEM;
+	m->cfg = *cfg;
+	m->cmdline = strdup(cfg->cmdline ? cfg->cmdline : "");
+	pthread_mutex_init(&m->lock, NULL);
+	pthread_cond_init(&m->cond, NULL);
+	m->params.downtime_limit_ms = DEFAULT_DOWNTIME_LIMIT_MS;
+	m->runstate = RUNSTATE_PRELAUNCH;
+
+	struct kvm_vm_config vc = {
+		.mem_bytes = cfg->mem_mib << 20, .nr_vcpus = cfg->vcpus,
+		.dirty_backend = cfg->dirty_mode == DIRTY_MODE_BITMAP ? KVM_DIRTY_BITMAP : KVM_DIRTY_RING,
+		.ring_entries = cfg->dirty_ring_entries ? cfg->dirty_ring_entries : 4096,
+		.harvest_on_full_only = cfg->harvest_on_full_only,
+	};
+	struct kvm_vm_callbacks cb = { .serial_out = on_serial, .stopped = on_stopped, .opaque = m };
+	int r = open_serial(m, err, errlen);
+
+	if (!r)
+		r = kvm_vm_create(&vc, &cb, &m->vm, err, errlen);
+	if (!r)
+		r = load_guest(m, err, errlen);
+	if (!r && !(m->reg = savevm_registry_new()))
+		r = -ENOMEM;
+	if (!r)
+		r = ram_handler_register(m->reg, m->vm, &m->ram);
+	if (!r)
+		r = devices_register(m->reg, m->vm);
+	if (r) {
+		if (!err[0])
+			snprintf(err, errlen, "cannot create the machine: %s", strerror(-r));
+		machine_destroy(m);
+		return r;
+	}
+	*out = m;
+	return 0;
+}
+
+int machine_start(struct machine *m, char *err, size_t errlen)
+{
+	const char *inc = m->cfg.incoming;
+
+	if (inc) {
+		pthread_mutex_lock(&m->lock);
+		machine_set_runstate_locked(m, RUNSTATE_INMIGRATE);
+		pthread_mutex_unlock(&m->lock);
+		if (!strcmp(inc, "defer")) {
+			m->incoming_defer = true;
+			return 0;
+		}
+		return migration_incoming_listen(m, inc, err, errlen);
+	}
+	int r = kvm_vm_start(m->vm);
+
+	if (r) {
+		snprintf(err, errlen, "cannot start the vCPUs: %s", strerror(-r));
+		return r;
+	}
+	pthread_mutex_lock(&m->lock);
+	machine_set_runstate_locked(m, RUNSTATE_RUNNING);
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
+void machine_set_event_handler(struct machine *m, machine_event_fn fn, void *opaque)
+{
+	pthread_mutex_lock(&m->lock);
+	m->ev = fn;
+	m->ev_opaque = opaque;
+	pthread_mutex_unlock(&m->lock);
+}
+
+int machine_wait(struct machine *m)
+{
+	pthread_mutex_lock(&m->lock);
+	while (!m->quit)
+		pthread_cond_wait(&m->cond, &m->lock);
+	int code = m->exit_code;
+	pthread_mutex_unlock(&m->lock);
+	return code;
+}
+
+void machine_request_quit(struct machine *m)
+{
+	pthread_mutex_lock(&m->lock);
+	m->quit = true;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* Stop everything that could still touch the machine, then free it. */
+void machine_destroy(struct machine *m)
+{
+	if (!m)
+		return;
+	pthread_mutex_lock(&m->lock);
+	m->mig.cancel = true;
+	if (m->mig.ch)
+		ring_channel_abort(m->mig.ch);
+	if (m->mig.listener)
+		ring_listener_abort(m->mig.listener);
+	pthread_mutex_unlock(&m->lock);
+	migration_join(m);
+	if (m->vm)
+		kvm_vm_shutdown(m->vm);
+	if (m->reg) {
+		devices_free(m->reg);
+		savevm_registry_free(m->reg);
+	}
+	ram_handler_free(m->ram);
+	kvm_vm_destroy(m->vm);
+	if (m->serial) {
+		fflush(m->serial);
+		if (m->serial_owned)
+			fclose(m->serial);
+	}
+	free(m->cmdline);
+	free(m);
+}
+
+/* ---- run state ---- */
+
+enum machine_runstate machine_runstate(struct machine *m)
+{
+	pthread_mutex_lock(&m->lock);
+	enum machine_runstate s = m->runstate;
+	pthread_mutex_unlock(&m->lock);
+	return s;
+}
+
+bool machine_running(struct machine *m)
+{
+	return machine_runstate(m) == RUNSTATE_RUNNING;
+}
+
+int machine_stop(struct machine *m, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&m->lock);
+	enum machine_runstate s = m->runstate;
+
+	if (s != RUNSTATE_RUNNING) {
+		pthread_mutex_unlock(&m->lock);
+		return 0;	/* QEMU: stop on a stopped guest is not an error */
+	}
+	machine_set_runstate_locked(m, RUNSTATE_PAUSED);
+	pthread_mutex_unlock(&m->lock);
+	kvm_vm_pause(m->vm);
+	machine_emit(m, MACHINE_EVENT_STOP, 0);
+	(void)err;
+	(void)errlen;
+	return 0;
+}
+
+int machine_cont(struct machine *m, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&m->lock);
+	enum machine_runstate s = m->runstate;
+
+	if (s == RUNSTATE_INMIGRATE || s == RUNSTATE_FINISH_MIGRATE || s == RUNSTATE_SHUTDOWN ||
+	    s == RUNSTATE_INTERNAL_ERROR) {
+		pthread_mutex_unlock(&m->lock);
+		snprintf(err, errlen, s == RUNSTATE_INMIGRATE ? "Guest is waiting for an incoming migration"
+				      : "Cannot continue a guest in state '%s'", machine_runstate_name(s));
+		return -EPERM;
+	}
+	if (s == RUNSTATE_RUNNING) {
+		pthread_mutex_unlock(&m->lock);
+		return 0;
+	}
+	machine_set_runstate_locked(m, RUNSTATE_RUNNING);
+	pthread_mutex_unlock(&m->lock);
+	kvm_vm_resume(m->vm);
+	machine_emit(m, MACHINE_EVENT_RESUME, 0);
+	return 0;
+}
+
+/* ---- migration control ---- */
+
+static bool migration_active(enum migration_status s)
+{
+	return s == MIGRATION_STATUS_SETUP || s == MIGRATION_STATUS_ACTIVE ||
+	       s == MIGRATION_STATUS_DEVICE || s == MIGRATION_STATUS_CANCELLING;
+}
+
+int machine_migrate(struct machine *m, const char *uri, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&m->lock);
+	enum machine_runstate rs = m->runstate;
+	enum migration_status st = m->mig.status;
+	bool incoming = m->mig.incoming || m->incoming_defer;
+
+	pthread_mutex_unlock(&m->lock);
+	if (migration_active(st)) {
+		snprintf(err, errlen, "There's a migration process in progress");
+		return -EBUSY;
+	}
+	if (incoming || rs == RUNSTATE_INMIGRATE) {
+		snprintf(err, errlen, "Guest is waiting for an incoming migration");
+		return -EPERM;
+	}
+	if (rs != RUNSTATE_RUNNING && rs != RUNSTATE_PAUSED && rs != RUNSTATE_POSTMIGRATE) {
+		snprintf(err, errlen, "Cannot migrate a guest in state '%s'", machine_runstate_name(rs));
+		return -EPERM;
+	}
+	return migration_source_start(m, uri, err, errlen);
+}
+
+int machine_migrate_incoming(struct machine *m, const char *uri, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&m->lock);
+	bool allowed = m->incoming_defer && !m->mig.incoming;
+
+	pthread_mutex_unlock(&m->lock);
+	if (!allowed) {
+		snprintf(err, errlen, m->incoming_defer ? "The incoming migration has already been started"
+							: "'-incoming' was not specified on the command line");
+		return -EPERM;
+	}
+	return migration_incoming_listen(m, uri, err, errlen);
+}
+
+int machine_migrate_cancel(struct machine *m, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&m->lock);
+	bool active = migration_active(m->mig.status) && !m->mig.incoming;
+
+	if (active) {
+		m->mig.cancel = true;
+		if (m->mig.ch)
+			ring_channel_abort(m->mig.ch);
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (active)
+		migration_set_status(m, MIGRATION_STATUS_CANCELLING);
+	(void)err;
+	(void)errlen;
+	return 0;	/* QEMU: cancelling nothing is not an error */
+}
+
+void machine_query_migrate(struct machine *m, struct migration_info *info)
+{
+	struct ram_stats rs;
+	struct kvm_dirty_stats ds;
+
+	memset(info, 0, sizeof(*info));
+	ram_handler_stats(m->ram, &rs);
+	kvm_dirty_get_stats(m->vm, &ds);
+	pthread_mutex_lock(&m->lock);
+	const struct migration *g = &m->mig;
+	enum migration_status s = g->status;
+	uint64_t now = migration_now_ns();
+	bool done = s == MIGRATION_STATUS_COMPLETED || s == MIGRATION_STATUS_FAILED ||
+		    s == MIGRATION_STATUS_CANCELLED;
+
+	info->status = s;
+	info->is_incoming = g->incoming;
+	if (s != MIGRATION_STATUS_NONE && s != MIGRATION_STATUS_SETUP && g->start_ns) {
+		info->has_times = true;
+		info->total_time_ms = ((done && g->end_ns ? g->end_ns : now) - g->start_ns) / 1000000;
+		info->setup_time_ms = g->setup_ns / 1000000;
+	}
+	if (!g->incoming && (s == MIGRATION_STATUS_ACTIVE || s == MIGRATION_STATUS_CANCELLING ||
+			     s == MIGRATION_STATUS_COMPLETED)) {
+		struct migration_ram_stats *r = &info->ram;
+
+		info->has_ram = true;
+		r->transferred = g->transferred;
+		r->remaining = s == MIGRATION_STATUS_COMPLETED ? 0 : g->remaining;
+		r->total = kvm_vm_ram_size(m->vm);
+		r->duplicate = rs.duplicate;
+		r->normal = rs.normal;
+		r->normal_bytes = rs.normal * KVM_PAGE_SIZE;
+		r->dirty_sync_count = g->dirty_sync_count;
+		r->page_size = KVM_PAGE_SIZE;
+		r->pages_per_second = g->pages_per_second;
+		r->dirty_pages_rate = g->dirty_pages_rate;
+		r->precopy_bytes = s == MIGRATION_STATUS_COMPLETED ? g->precopy_bytes
+								   : g->transferred;
+		r->downtime_bytes = g->downtime_bytes;
+		r->mbps = g->mbps;
+		if (s == MIGRATION_STATUS_COMPLETED && g->end_ns > g->start_ns)
+			r->mbps = (double)g->transferred * 8 / 1e6 /
+				  ((double)(g->end_ns - g->start_ns) / 1e9);
+	}
+	if (!g->incoming && s == MIGRATION_STATUS_ACTIVE) {
+		info->has_expected_downtime = true;
+		info->expected_downtime_ms = g->expected_downtime_ms ? g->expected_downtime_ms
+								     : m->params.downtime_limit_ms;
+	}
+	if (!g->incoming && s == MIGRATION_STATUS_COMPLETED) {
+		info->has_downtime = true;
+		info->downtime_ms = g->downtime_ms;
+	}
+	if (s == MIGRATION_STATUS_FAILED && g->error[0]) {
+		info->has_error = true;
+		snprintf(info->error_desc, sizeof(info->error_desc), "%s", g->error);
+	}
+	info->kmig.dirty_mode = kvm_dirty_backend_name(m->vm);
+	info->kmig.ring_overflows = ds.overflows;
+	info->kmig.ring_full_exits = ds.ring_full_exits;
+	info->kmig.ring_resyncs = ds.resyncs;
+	info->kmig.pages_harvested = ds.harvested;
+	info->kmig.passes = g->passes;
+	pthread_mutex_unlock(&m->lock);
+}
+
+void machine_get_params(struct machine *m, struct migration_params *p)
+{
+	pthread_mutex_lock(&m->lock);
+	*p = m->params;
+	pthread_mutex_unlock(&m->lock);
+}
+
+int machine_set_params(struct machine *m, const struct migration_params *p, unsigned int mask,
+		       char *err, size_t errlen)
+{
+	if ((mask & MIGRATION_PARAM_DOWNTIME_LIMIT) && p->downtime_limit_ms > MAX_DOWNTIME_LIMIT_MS) {
+		snprintf(err, errlen, "Parameter 'downtime_limit' expects an integer in the range of 0 to %u ms",
+			 MAX_DOWNTIME_LIMIT_MS);
+		return -EINVAL;
+	}
+	if ((mask & MIGRATION_PARAM_MAX_BANDWIDTH) && p->max_bandwidth > (uint64_t)SIZE_MAX / 2) {
+		snprintf(err, errlen, "Parameter 'max_bandwidth' expects an integer in the range of 0 to %zu bytes/second",
+			 (size_t)SIZE_MAX / 2);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&m->lock);
+	if (mask & MIGRATION_PARAM_DOWNTIME_LIMIT)
+		m->params.downtime_limit_ms = p->downtime_limit_ms;
+	if (mask & MIGRATION_PARAM_MAX_BANDWIDTH)
+		m->params.max_bandwidth = p->max_bandwidth;
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
+void machine_incoming_uri(struct machine *m, char *buf, size_t len)
+{
+	pthread_mutex_lock(&m->lock);
+	snprintf(buf, len, "%s", m->mig.incoming ? m->mig.uri : "");
+	pthread_mutex_unlock(&m->lock);
+}

@@ -1,0 +1,161 @@
+/* savevm/machine.h — one guest and its migration, as the control plane
+ * (qapi/ and tools/) sees it.  Everything here is thread-safe: QMP runs on
+ * the main thread, vCPUs and the migration on their own threads.
+ *
+ * Names and units follow QEMU's qapi/migration.json so that qapi/ can map
+ * them one to one: times in milliseconds, sizes in bytes, bandwidth in
+ * bytes per second, mbps in megabits per second.
+ */
+#ifndef KMIG_SAVEVM_MACHINE_H
+#define KMIG_SAVEVM_MACHINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct machine;
+
+#define MACHINE_MAX_VCPUS 64
+
+enum dirty_mode { DIRTY_MODE_RING, DIRTY_MODE_BITMAP };
+
+struct machine_config {
+	const char *kernel_path;	/* multiboot ELF or flat binary file */
+	const char *guest_name;		/* built-in guest (instead of kernel_path) */
+	const char *cmdline;		/* multiboot command line ("ws=64 rate=0") */
+	uint64_t flat_load_addr;	/* flat binaries: load and entry address */
+	bool flat;			/* kernel_path is a flat binary */
+	uint64_t mem_mib;
+	unsigned int vcpus;
+	const char *serial_path;	/* NULL = stdout */
+	enum dirty_mode dirty_mode;
+	uint32_t dirty_ring_entries;	/* per vCPU; power of two */
+	const char *incoming;		/* NULL, "defer" or a URI */
+	/* test knob: harvest the ring only on ring-full exits (no background
+	 * harvest), which provokes this kernel's ring overflow on purpose */
+	bool harvest_on_full_only;
+};
+
+/* QEMU's RunState names (query-status) */
+enum machine_runstate {
+	RUNSTATE_PRELAUNCH,
+	RUNSTATE_RUNNING,
+	RUNSTATE_PAUSED,
+	RUNSTATE_INMIGRATE,
+	RUNSTATE_FINISH_MIGRATE,
+	RUNSTATE_POSTMIGRATE,
+	RUNSTATE_SHUTDOWN,
+	RUNSTATE_INTERNAL_ERROR,
+	RUNSTATE_RESTORE_VM,
+};
+const char *machine_runstate_name(enum machine_runstate s);
+
+/* QEMU's MigrationStatus names */
+enum migration_status {
+	MIGRATION_STATUS_NONE,
+	MIGRATION_STATUS_SETUP,
+	MIGRATION_STATUS_CANCELLING,
+	MIGRATION_STATUS_CANCELLED,
+	MIGRATION_STATUS_ACTIVE,
+	MIGRATION_STATUS_DEVICE,
+	MIGRATION_STATUS_COMPLETED,
+	MIGRATION_STATUS_FAILED,
+};
+const char *migration_status_name(enum migration_status s);
+
+/* MigrationStats (the "ram" member of query-migrate) */
+struct migration_ram_stats {
+	uint64_t transferred;		/* bytes on the wire so far */
+	uint64_t remaining;		/* bytes of dirty RAM still to send */
+	uint64_t total;			/* guest RAM size */
+	uint64_t duplicate;		/* zero pages sent as headers only */
+	uint64_t normal;		/* full pages sent */
+	uint64_t normal_bytes;
+	uint64_t dirty_sync_count;
+	uint64_t page_size;
+	uint64_t pages_per_second;
+	uint64_t dirty_pages_rate;	/* pages/s dirtied in the last pass */
+	uint64_t precopy_bytes;
+	uint64_t downtime_bytes;
+	uint64_t skipped;		/* always 0 (deprecated in QEMU) */
+	double mbps;
+};
+
+/* kmig's own counters, reported under "x-kmig" (an extension) */
+struct migration_kmig_stats {
+	const char *dirty_mode;		/* "dirty-ring" or "dirty-bitmap" */
+	uint64_t ring_overflows;	/* dirty-ring overflows detected */
+	uint64_t ring_full_exits;
+	uint64_t ring_resyncs;		/* full re-protect + resend recoveries */
+	uint64_t pages_harvested;
+	uint64_t passes;
+};
+
+struct migration_info {
+	enum migration_status status;
+	bool is_incoming;		/* this is the destination side */
+	bool has_times;			/* total-time, setup-time */
+	uint64_t total_time_ms;
+	uint64_t setup_time_ms;
+	bool has_expected_downtime;
+	uint64_t expected_downtime_ms;
+	bool has_downtime;
+	uint64_t downtime_ms;
+	bool has_ram;
+	struct migration_ram_stats ram;
+	bool has_error;
+	char error_desc[512];
+	struct migration_kmig_stats kmig;
+};
+
+struct migration_params {
+	uint64_t downtime_limit_ms;	/* default 300 */
+	uint64_t max_bandwidth;		/* bytes/s; 0 = unlimited */
+};
+
+enum machine_event {
+	MACHINE_EVENT_STOP,
+	MACHINE_EVENT_RESUME,
+	MACHINE_EVENT_SHUTDOWN,		/* arg: guest exit code or -1 */
+	MACHINE_EVENT_MIGRATION,	/* arg: enum migration_status */
+	MACHINE_EVENT_MIGRATION_PASS,	/* arg: pass number */
+};
+/* Called from any thread; must not call back into the machine. */
+typedef void (*machine_event_fn)(void *opaque, enum machine_event ev, int64_t arg);
+
+/* Create the VM, load the guest, register every savevm entry.  Nothing runs
+ * yet.  On failure returns -errno with a reason in err and leaves nothing
+ * behind. */
+int machine_create(const struct machine_config *cfg, struct machine **out, char *err, size_t errlen);
+/* Start the vCPUs, or, with cfg->incoming set to a URI, start listening for
+ * an incoming migration (vCPUs start after a complete, valid stream). */
+int machine_start(struct machine *m, char *err, size_t errlen);
+void machine_set_event_handler(struct machine *m, machine_event_fn fn, void *opaque);
+/* Block until the machine shuts down (guest exit, quit, fatal error).
+ * Returns the process exit code to use. */
+int machine_wait(struct machine *m);
+void machine_request_quit(struct machine *m);
+void machine_destroy(struct machine *m);
+
+enum machine_runstate machine_runstate(struct machine *m);
+bool machine_running(struct machine *m);
+int machine_stop(struct machine *m, char *err, size_t errlen);
+int machine_cont(struct machine *m, char *err, size_t errlen);
+
+/* Migration.  Errors: -EINVAL bad argument, -EBUSY already migrating, -EPERM
+ * not allowed in this state; err says which, in words. */
+int machine_migrate(struct machine *m, const char *uri, char *err, size_t errlen);
+int machine_migrate_incoming(struct machine *m, const char *uri, char *err, size_t errlen);
+int machine_migrate_cancel(struct machine *m, char *err, size_t errlen);
+void machine_query_migrate(struct machine *m, struct migration_info *info);
+void machine_get_params(struct machine *m, struct migration_params *p);
+/* Only the fields flagged in the mask change; validated as a whole first. */
+#define MIGRATION_PARAM_DOWNTIME_LIMIT (1u << 0)
+#define MIGRATION_PARAM_MAX_BANDWIDTH (1u << 1)
+int machine_set_params(struct machine *m, const struct migration_params *p, unsigned int mask,
+		       char *err, size_t errlen);
+
+/* The incoming URI actually bound (tcp port 0 resolved), "" if none. */
+void machine_incoming_uri(struct machine *m, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,741 @@
+/* The migration engine.
+ *
+ * Source: bulk pass, dirty passes until the system-wide pending bytes fit
+ * in bandwidth × downtime-limit, then stop-and-copy (vCPUs stopped, final
+ * harvest, the rest of RAM, every device timed, EOF) and wait for the
+ * destination's ACK.  Any failure or cancel before the ACK resumes the
+ * guest on the source.
+ *
+ * Destination: checks every record before acting on it, keeps device
+ * blobs until EOF, loads them only once the stream is complete and valid,
+ * acknowledges, then starts the vCPUs.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "savevm/machine-int.h"
+
+#define ACK_TIMEOUT_MS 30000
+#define CONNECT_TIMEOUT_MS 5000
+
+uint64_t migration_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The first error of a migration is the one reported. */
+static void __attribute__((format(printf, 2, 3))) set_error(struct machine *m, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&m->lock);
+	if (!m->mig.error[0]) {
+		va_start(ap, fmt);
+		vsnprintf(m->mig.error, sizeof(m->mig.error), fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* ---------------------------------------------------------------- source */
+
+static int send_sections(struct machine *m, struct savevm_out *out)
+{
+	uint8_t buf[STREAM_SECTION_MAX_SIZE];
+
+	for (size_t i = 0; i < savevm_registry_count(m->reg); i++) {
+		struct savevm_entry *e = savevm_registry_at(m->reg, i);
+		struct stream_section s = {
+			.section_id = (uint32_t)i + 1, .instance_id = e->instance_id, .version = e->version,
+			.kind = e->iterable ? STREAM_SECTION_ITERABLE : STREAM_SECTION_DEVICE,
+		};
+		strcpy(s.name, e->name);
+		int n = stream_encode_section(buf, sizeof(buf), &s);
+
+		if (n < 0)
+			return n;
+		int r = savevm_out_send(out, buf, (size_t)n);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static int send_header(struct machine *m, struct savevm_out *out)
+{
+	uint8_t buf[STREAM_HEADER_SIZE];
+	struct stream_header h = {
+		.version = STREAM_VERSION, .page_size = KVM_PAGE_SIZE,
+		.ram_size = kvm_vm_ram_size(m->vm), .nr_vcpus = kvm_vm_nr_vcpus(m->vm),
+	};
+	stream_encode_header(buf, &h);
+	int r = savevm_out_send(out, buf, sizeof(buf));
+
+	return r ? r : send_sections(m, out);
+}
+
+/* Runs fn on every iterable entry; stops at the first error. */
+#define FOR_EACH_ENTRY(m, e, iter)                                              \
+	for (size_t _i = 0; _i < savevm_registry_count((m)->reg); _i++)        \
+		if (((e) = savevm_registry_at((m)->reg, _i))->iterable == (iter))
+
+static uint64_t total_pending(struct machine *m)
+{
+	struct savevm_entry *e;
+	uint64_t sum = 0;
+
+	FOR_EACH_ENTRY(m, e, true)
+		sum += e->ops->pending(e->opaque);
+	return sum;
+}
+
+static int sync_all(struct machine *m, bool final)
+{
+	struct savevm_entry *e;
+
+	FOR_EACH_ENTRY(m, e, true) {
+		int r = e->ops->sync(e->opaque, final);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static void update_stats(struct machine *m, struct savevm_out *out)
+{
+	uint64_t pending = total_pending(m);
+
+	pthread_mutex_lock(&m->lock);
+	m->mig.transferred = out->bytes;
+	m->mig.remaining = pending;
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* One pass over every iterable entry's dirty state. */
+static int run_pass(struct machine *m, struct savevm_out *out)
+{
+	struct savevm_entry *e;
+
+	FOR_EACH_ENTRY(m, e, true) {
+		int r;
+
+		while ((r = e->ops->save_iterate(e->opaque, out)) == 0) {
+			update_stats(m, out);
+			if (m->mig.cancel)
+				return -ECANCELED;
+		}
+		if (r < 0)
+			return r;
+	}
+	uint8_t buf[STREAM_PASS_END_SIZE];
+
+	stream_encode_pass_end(buf, (uint32_t)m->mig.passes);
+	return savevm_out_send(out, buf, sizeof(buf));
+}
+
+/* After a pass: harvest, measure, decide.  Returns 1 to switch over. */
+static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_start,
+		       uint64_t pass_bytes, uint64_t pages_before)
+{
+	int r = sync_all(m, false);
+
+	if (r)
+		return r;
+	uint64_t now = migration_now_ns();
+	uint64_t dt = now - pass_start ? now - pass_start : 1;
+	uint64_t pending = total_pending(m);
+	uint64_t bw = pass_bytes * 1000000000ull / dt;
+	struct ram_stats rs;
+
+	ram_handler_stats(m->ram, &rs);
+	pthread_mutex_lock(&m->lock);
+	if (bw)
+		m->mig.bandwidth = bw;
+	m->mig.dirty_sync_count++;
+	m->mig.remaining = pending;
+	m->mig.transferred = out->bytes;
+	m->mig.mbps = (double)m->mig.bandwidth * 8 / 1e6;
+	m->mig.pages_per_second = (rs.normal + rs.duplicate - pages_before) * 1000000000ull / dt;
+	m->mig.dirty_pages_rate = pending / KVM_PAGE_SIZE * 1000000000ull / dt;
+	m->mig.expected_downtime_ms = m->mig.bandwidth ? pending * 1000 / m->mig.bandwidth : 0;
+	uint64_t limit = m->params.downtime_limit_ms;
+	bool converge = pending == 0 || pending * 1000 <= (unsigned __int128)m->mig.bandwidth * limit;
+	pthread_mutex_unlock(&m->lock);
+	return converge;
+}
+
+static int precopy(struct machine *m, struct savevm_out *out)
+{
+	for (;;) {
+		struct ram_stats rs;
+		uint64_t start = migration_now_ns(), bytes0 = out->bytes;
+
+		ram_handler_stats(m->ram, &rs);
+		pthread_mutex_lock(&m->lock);
+		m->mig.passes++;
+		pthread_mutex_unlock(&m->lock);
+		machine_emit(m, MACHINE_EVENT_MIGRATION_PASS, (int64_t)m->mig.passes);
+		int r = run_pass(m, out);
+
+		if (!r)
+			r = end_of_pass(m, out, start, out->bytes - bytes0, rs.normal + rs.duplicate);
+		if (r)
+			return r < 0 ? r : 0;
+		if (m->mig.cancel)
+			return -ECANCELED;
+	}
+}
+
+static int save_devices(struct machine *m, struct savevm_out *out)
+{
+	static uint8_t buf[STREAM_BLOB_HDR_SIZE + KVM_STATE_MAX_SIZE];
+	struct savevm_entry *e;
+
+	FOR_EACH_ENTRY(m, e, false) {
+		uint64_t t0 = migration_now_ns();
+		int n = e->ops->save_state(e->opaque, buf + STREAM_BLOB_HDR_SIZE, KVM_STATE_MAX_SIZE);
+
+		if (n < 0) {
+			set_error(m, "cannot save device state: %s", e->name);
+			return n;
+		}
+		stream_encode_blob_hdr(buf, STREAM_REC_DEVICE, (uint32_t)_i + 1, (uint32_t)n);
+		int r = savevm_out_send(out, buf, STREAM_BLOB_HDR_SIZE + (size_t)n);
+
+		e->save_time_us = (migration_now_ns() - t0) / 1000;
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static int wait_ack(struct machine *m, struct ring_channel *ch)
+{
+	struct savevm_in in;
+	char msg[STREAM_MAX_ACK_MSG + 1], err[256];
+	int32_t status;
+	int r = ring_poll_readable(ch, ACK_TIMEOUT_MS);
+
+	if (r == 0) {
+		set_error(m, "no acknowledgement from the destination");
+		return -ETIMEDOUT;
+	}
+	savevm_in_init(&in, ch);
+	r = stream_read_ack(&in.src, &status, msg, err, sizeof(err));
+	if (r) {
+		set_error(m, "destination did not acknowledge: %s", err);
+		return r;
+	}
+	if (status) {
+		set_error(m, "destination refused the stream: %s", msg);
+		return status < 0 ? status : -EPROTO;
+	}
+	return 0;
+}
+
+/* After a send failure the destination may have said why before closing. */
+static void fetch_refusal(struct machine *m, struct ring_channel *ch)
+{
+	if (ring_poll_readable(ch, 200) == 1)
+		wait_ack(m, ch);
+}
+
+static int stop_and_copy(struct machine *m, struct savevm_out *out)
+{
+	uint64_t t0 = migration_now_ns();
+
+	pthread_mutex_lock(&m->lock);
+	m->mig.downtime_start_ns = t0;
+	m->mig.resume_on_fail = m->runstate == RUNSTATE_RUNNING;
+	pthread_mutex_unlock(&m->lock);
+	if (m->mig.resume_on_fail) {
+		kvm_vm_pause(m->vm);
+		machine_emit(m, MACHINE_EVENT_STOP, 0);
+	}
+	pthread_mutex_lock(&m->lock);
+	machine_set_runstate_locked(m, RUNSTATE_FINISH_MIGRATE);
+	pthread_mutex_unlock(&m->lock);
+
+	uint64_t bytes0 = out->bytes;
+	struct savevm_entry *e;
+	int r = sync_all(m, true);
+
+	FOR_EACH_ENTRY(m, e, true) {
+		if (!r)
+			r = e->ops->save_complete(e->opaque, out);
+	}
+	if (!r)
+		r = save_devices(m, out);
+	if (!r) {
+		struct ram_stats rs;
+		uint8_t buf[STREAM_EOF_SIZE];
+
+		ram_handler_stats(m->ram, &rs);
+		struct stream_eof eof = { .nr_sections = (uint32_t)savevm_registry_count(m->reg),
+					  .nr_pages = rs.headers };
+		stream_encode_eof(buf, &eof);
+		r = savevm_out_send(out, buf, sizeof(buf));
+	}
+	pthread_mutex_lock(&m->lock);
+	m->mig.downtime_bytes = out->bytes - bytes0;
+	m->mig.transferred = out->bytes;
+	m->mig.remaining = 0;
+	pthread_mutex_unlock(&m->lock);
+	if (r) {
+		fetch_refusal(m, out->ch);
+		return r;
+	}
+	return wait_ack(m, out->ch);
+}
+
+static void source_fail(struct machine *m, int r)
+{
+	bool cancelled = m->mig.cancel;
+
+	if (!cancelled) {
+		char why[128];
+		snprintf(why, sizeof(why), "%s", strerror(-r));
+		set_error(m, "migration failed: %s", why);
+	}
+	pthread_mutex_lock(&m->lock);
+	bool resume = m->runstate == RUNSTATE_FINISH_MIGRATE && m->mig.resume_on_fail;
+
+	if (m->runstate == RUNSTATE_FINISH_MIGRATE)
+		machine_set_runstate_locked(m, resume ? RUNSTATE_RUNNING : RUNSTATE_PAUSED);
+	pthread_mutex_unlock(&m->lock);
+	if (resume) {
+		kvm_vm_resume(m->vm);
+		machine_emit(m, MACHINE_EVENT_RESUME, 0);
+	}
+	migration_set_status(m, cancelled ? MIGRATION_STATUS_CANCELLED : MIGRATION_STATUS_FAILED);
+}
+
+static void *source_main(void *arg)
+{
+	struct machine *m = arg;
+	struct ring_uri uri;
+	struct ring_channel *ch = NULL;
+	char err[256] = "";
+	struct savevm_out out = { .cancel = &m->mig.cancel, .max_bandwidth = m->params.max_bandwidth };
+	bool setup_done = false;
+	int r = ring_uri_parse(m->mig.uri, &uri, err, sizeof(err));
+
+	if (!r)
+		r = ring_connect(&uri, CONNECT_TIMEOUT_MS, &ch);
+	if (r) {
+		set_error(m, "cannot connect to the destination: %s", err[0] ? err : strerror(-r));
+		goto fail;
+	}
+	pthread_mutex_lock(&m->lock);
+	m->mig.ch = ch;
+	pthread_mutex_unlock(&m->lock);
+	if (m->mig.cancel) {
+		r = -ECANCELED;
+		goto fail;
+	}
+	out.ch = ch;
+	struct savevm_entry *e;
+
+	FOR_EACH_ENTRY(m, e, true) {
+		if ((r = e->ops->save_setup(e->opaque, &out, err, sizeof(err)))) {
+			set_error(m, "%s", err);
+			goto fail;
+		}
+	}
+	setup_done = true;
+	if ((r = send_header(m, &out)))
+		goto fail;
+	pthread_mutex_lock(&m->lock);
+	m->mig.setup_ns = migration_now_ns() - m->mig.start_ns;
+	pthread_mutex_unlock(&m->lock);
+	migration_set_status(m, MIGRATION_STATUS_ACTIVE);
+	if ((r = precopy(m, &out)) || (r = stop_and_copy(m, &out))) {
+		if (r != -ECANCELED && !m->mig.cancel)
+			fetch_refusal(m, ch);
+		goto fail;
+	}
+	FOR_EACH_ENTRY(m, e, true)
+		e->ops->save_cleanup(e->opaque);
+	pthread_mutex_lock(&m->lock);
+	m->mig.end_ns = migration_now_ns();
+	m->mig.downtime_ms = (m->mig.end_ns - m->mig.downtime_start_ns) / 1000000;
+	m->mig.precopy_bytes = out.bytes - m->mig.downtime_bytes;
+	machine_set_runstate_locked(m, RUNSTATE_POSTMIGRATE);
+	m->mig.ch = NULL;
+	pthread_mutex_unlock(&m->lock);
+	ring_channel_close(ch);
+	migration_set_status(m, MIGRATION_STATUS_COMPLETED);
+	return NULL;
+fail:
+	if (setup_done)
+		FOR_EACH_ENTRY(m, e, true)
+			e->ops->save_cleanup(e->opaque);
+	pthread_mutex_lock(&m->lock);
+	m->mig.end_ns = migration_now_ns();
+	m->mig.ch = NULL;
+	pthread_mutex_unlock(&m->lock);
+	source_fail(m, r);
+	if (ch)
+		ring_channel_close(ch);
+	return NULL;
+}
+
+int migration_source_start(struct machine *m, const char *uri, char *err, size_t errlen)
+{
+	struct ring_uri u;
+	int r = ring_uri_parse(uri, &u, err, errlen);
+
+	if (r)
+		return r;
+	migration_join(m);
+	ram_handler_reset_stats(m->ram);
+	memset(&m->mig, 0, sizeof(m->mig));
+	snprintf(m->mig.uri, sizeof(m->mig.uri), "%s", uri);
+	m->mig.start_ns = migration_now_ns();
+	m->mig.status = MIGRATION_STATUS_NONE;
+	for (size_t i = 0; i < savevm_registry_count(m->reg); i++)
+		savevm_registry_at(m->reg, i)->save_time_us = 0;
+	migration_set_status(m, MIGRATION_STATUS_SETUP);
+	r = -pthread_create(&m->mig.thread, NULL, source_main, m);
+	if (r) {
+		snprintf(err, errlen, "cannot start the migration thread");
+		migration_set_status(m, MIGRATION_STATUS_FAILED);
+		return r;
+	}
+	m->mig.thread_running = true;
+	return 0;
+}
+
+/* ----------------------------------------------------------- destination */
+
+struct load_ctx {
+	struct machine *m;
+	struct savevm_in in;
+	struct savevm_entry *by_id[STREAM_MAX_SECTIONS + 1];
+	uint32_t nr_sections;
+	uint32_t last_pass;
+	uint64_t pages;
+	char err[512];
+};
+
+static int load_header(struct load_ctx *c)
+{
+	struct stream_header h;
+	int r = stream_read_header(&c->in.src, &h, c->err, sizeof(c->err));
+
+	if (r)
+		return r;
+	if (h.ram_size != kvm_vm_ram_size(c->m->vm) || h.nr_vcpus != kvm_vm_nr_vcpus(c->m->vm)) {
+		snprintf(c->err, sizeof(c->err),
+			 "stream is for a guest with %" PRIu64 " MiB and %u vCPUs; this one has %" PRIu64
+			 " MiB and %u (start the destination with the same --mem and --vcpus)",
+			 h.ram_size >> 20, h.nr_vcpus, kvm_vm_ram_size(c->m->vm) >> 20,
+			 kvm_vm_nr_vcpus(c->m->vm));
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static int load_section(struct load_ctx *c)
+{
+	struct stream_section s;
+	int r = stream_read_section(&c->in.src, &s, c->err, sizeof(c->err));
+
+	if (r)
+		return r;
+	struct savevm_entry *e = savevm_registry_find(c->m->reg, s.name, s.instance_id);
+
+	if (!e) {
+		snprintf(c->err, sizeof(c->err), "unknown section '%s' instance %u", s.name, s.instance_id);
+		return -EPROTO;
+	}
+	if (e->declared || s.section_id == 0 || s.section_id > STREAM_MAX_SECTIONS ||
+	    c->by_id[s.section_id]) {
+		snprintf(c->err, sizeof(c->err), "duplicate section '%s' instance %u (id %u)", s.name,
+			 s.instance_id, s.section_id);
+		return -EPROTO;
+	}
+	if ((s.kind == STREAM_SECTION_ITERABLE) != e->iterable || s.version != e->version) {
+		snprintf(c->err, sizeof(c->err), "section '%s' has kind %u version %u; expected %s version %u",
+			 s.name, s.kind, s.version, e->iterable ? "iterable" : "device", e->version);
+		return -EPROTO;
+	}
+	e->declared = true;
+	c->by_id[s.section_id] = e;
+	c->nr_sections++;
+	return 0;
+}
+
+static struct savevm_entry *section(struct load_ctx *c, uint32_t id, bool iterable, const char *rec)
+{
+	struct savevm_entry *e = id && id <= STREAM_MAX_SECTIONS ? c->by_id[id] : NULL;
+
+	if (!e)
+		snprintf(c->err, sizeof(c->err), "%s record for undeclared section id %u", rec, id);
+	else if (e->iterable != iterable) {
+		snprintf(c->err, sizeof(c->err), "%s record for section '%s', which is %s", rec, e->name,
+			 e->iterable ? "iterable" : "a device");
+		e = NULL;
+	}
+	return e;
+}
+
+static int load_ram(struct load_ctx *c)
+{
+	static uint64_t hdrs[STREAM_MAX_PAGES_PER_REC];
+	uint32_t id, count;
+	int r = stream_read_ram(&c->in.src, KVM_PAGE_SIZE, &id, hdrs, &count, c->err, sizeof(c->err));
+
+	if (r)
+		return r;
+	struct savevm_entry *e = section(c, id, true, "RAM");
+
+	if (!e || !e->ops->load_ram) {
+		if (e)
+			snprintf(c->err, sizeof(c->err), "RAM record for section '%s'", e->name);
+		return -EPROTO;
+	}
+	c->pages += count;
+	return e->ops->load_ram(e->opaque, &c->in, hdrs, count, c->err, sizeof(c->err));
+}
+
+static int load_device(struct load_ctx *c)
+{
+	uint32_t id, len;
+	int r = stream_read_blob_hdr(&c->in.src, STREAM_MAX_DEVICE, &id, &len, c->err, sizeof(c->err));
+
+	if (r)
+		return r;
+	struct savevm_entry *e = section(c, id, false, "DEVICE");
+
+	if (!e)
+		return -EPROTO;
+	if (e->pending_blob) {
+		snprintf(c->err, sizeof(c->err), "device '%s' instance %u sent twice", e->name, e->instance_id);
+		return -EPROTO;
+	}
+	uint8_t *buf = malloc(len ? len : 1);
+
+	if (!buf)
+		return -ENOMEM;
+	r = c->in.src.read(c->in.src.opaque, buf, len);
+	if (!r)
+		r = e->ops->check_state(e->opaque, buf, len, c->err, sizeof(c->err));
+	if (r) {
+		if (r == -EPIPE)
+			snprintf(c->err, sizeof(c->err), "stream truncated inside device '%s'", e->name);
+		free(buf);
+		return r;
+	}
+	e->pending_blob = buf;
+	e->pending_len = len;
+	return 0;
+}
+
+static int load_eof(struct load_ctx *c)
+{
+	struct stream_eof eof;
+	int r = stream_read_eof(&c->in.src, &eof, c->err, sizeof(c->err));
+
+	if (r)
+		return r;
+	if (eof.nr_sections != c->nr_sections || eof.nr_pages != c->pages) {
+		snprintf(c->err, sizeof(c->err),
+			 "end of stream does not match: %u sections and %" PRIu64 " pages announced, %u and %"
+			 PRIu64 " received", eof.nr_sections, eof.nr_pages, c->nr_sections, c->pages);
+		return -EPROTO;
+	}
+	for (size_t i = 0; i < savevm_registry_count(c->m->reg); i++) {
+		struct savevm_entry *e = savevm_registry_at(c->m->reg, i);
+
+		if (!e->declared || (!e->iterable && !e->pending_blob)) {
+			snprintf(c->err, sizeof(c->err), "stream ended without %s '%s' instance %u",
+				 e->declared ? "the state of" : "section", e->name, e->instance_id);
+			return -EPROTO;
+		}
+	}
+	return 0;
+}
+
+/* Read records until a valid EOF; nothing but guest RAM is touched. */
+static int load_stream(struct load_ctx *c)
+{
+	int r = load_header(c);
+
+	while (!r) {
+		enum stream_rec_type t;
+
+		if ((r = stream_read_type(&c->in.src, &t, c->err, sizeof(c->err))))
+			break;
+		switch (t) {
+		case STREAM_REC_SECTION: r = load_section(c); break;
+		case STREAM_REC_RAM: r = load_ram(c); break;
+		case STREAM_REC_DEVICE: r = load_device(c); break;
+		case STREAM_REC_PART:
+			snprintf(c->err, sizeof(c->err), "PART record but no entry here takes parts");
+			r = -EPROTO;
+			break;
+		case STREAM_REC_PASS_END: {
+			uint32_t pass;
+			r = stream_read_pass_end(&c->in.src, &pass, c->err, sizeof(c->err));
+			if (!r && pass <= c->last_pass) {
+				snprintf(c->err, sizeof(c->err), "pass %u after pass %u", pass, c->last_pass);
+				r = -EPROTO;
+			}
+			c->last_pass = pass;
+			break;
+		}
+		case STREAM_REC_EOF:
+			return load_eof(c);
+		}
+	}
+	return r;
+}
+
+static int apply_devices(struct load_ctx *c)
+{
+	for (size_t i = 0; i < savevm_registry_count(c->m->reg); i++) {
+		struct savevm_entry *e = savevm_registry_at(c->m->reg, i);
+
+		if (e->iterable)
+			continue;
+		uint64_t t0 = migration_now_ns();
+		int r = e->ops->load_state(e->opaque, e->pending_blob, e->pending_len, c->err, sizeof(c->err));
+
+		e->load_time_us = (migration_now_ns() - t0) / 1000;
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static void send_ack(struct ring_channel *ch, int status, const char *msg)
+{
+	uint8_t buf[STREAM_ACK_MAX_SIZE];
+	size_t n = stream_encode_ack(buf, sizeof(buf), status, msg);
+
+	ring_send(ch, buf, n);
+}
+
+static void free_blobs(struct machine *m)
+{
+	for (size_t i = 0; i < savevm_registry_count(m->reg); i++) {
+		struct savevm_entry *e = savevm_registry_at(m->reg, i);
+
+		free(e->pending_blob);
+		e->pending_blob = NULL;
+		e->declared = false;
+	}
+}
+
+static void *incoming_main(void *arg)
+{
+	struct machine *m = arg;
+	struct load_ctx *c = calloc(1, sizeof(*c));
+	struct ring_channel *ch = NULL;
+	int r = c ? ring_accept(m->mig.listener, &ch, -1) : -ENOMEM;
+
+	if (r) {
+		set_error(m, "no incoming connection: %s", strerror(-r));
+		goto fail;
+	}
+	pthread_mutex_lock(&m->lock);
+	m->mig.ch = ch;
+	m->mig.start_ns = migration_now_ns();
+	pthread_mutex_unlock(&m->lock);
+	c->m = m;
+	savevm_in_init(&c->in, ch);
+	r = load_stream(c);
+	pthread_mutex_lock(&m->lock);
+	m->mig.transferred = c->in.bytes;
+	pthread_mutex_unlock(&m->lock);
+	if (!r)
+		r = apply_devices(c);
+	if (r) {
+		if (!c->err[0])
+			snprintf(c->err, sizeof(c->err), "%s", strerror(-r));
+		set_error(m, "incoming migration failed: %s", c->err);
+		send_ack(ch, r, c->err);
+		goto fail;
+	}
+	send_ack(ch, 0, "loaded");
+	/* Only a complete, valid, loaded stream starts the guest. */
+	r = kvm_vm_start(m->vm);
+	if (r) {
+		set_error(m, "cannot start the vCPUs: %s", strerror(-r));
+		goto fail;
+	}
+	pthread_mutex_lock(&m->lock);
+	m->mig.end_ns = migration_now_ns();
+	m->mig.ch = NULL;
+	machine_set_runstate_locked(m, RUNSTATE_RUNNING);
+	pthread_mutex_unlock(&m->lock);
+	ring_channel_close(ch);
+	free_blobs(m);
+	free(c);
+	migration_set_status(m, MIGRATION_STATUS_COMPLETED);
+	machine_emit(m, MACHINE_EVENT_RESUME, 0);
+	return NULL;
+fail:
+	pthread_mutex_lock(&m->lock);
+	m->mig.end_ns = migration_now_ns();
+	m->mig.ch = NULL;
+	pthread_mutex_unlock(&m->lock);
+	if (ch)
+		ring_channel_close(ch);
+	free_blobs(m);
+	free(c);
+	migration_set_status(m, m->mig.cancel ? MIGRATION_STATUS_CANCELLED : MIGRATION_STATUS_FAILED);
+	/* Like QEMU: a destination whose incoming migration failed exits, its
+	 * guest never started. */
+	pthread_mutex_lock(&m->lock);
+	m->quit = true;
+	m->exit_code = 1;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+	return NULL;
+}
+
+int migration_incoming_listen(struct machine *m, const char *uri, char *err, size_t errlen)
+{
+	struct ring_uri u;
+	int r = ring_uri_parse(uri, &u, err, errlen);
+
+	if (r)
+		return r;
+	r = ring_listen(&u, &m->mig.listener);
+	if (r) {
+		snprintf(err, errlen, "cannot listen on %s: %s", uri, strerror(-r));
+		return r;
+	}
+	ring_listener_uri(m->mig.listener, &u);
+	ring_uri_format(&u, m->mig.uri, sizeof(m->mig.uri));
+	m->mig.incoming = true;
+	migration_set_status(m, MIGRATION_STATUS_ACTIVE);
+	r = -pthread_create(&m->mig.thread, NULL, incoming_main, m);
+	if (r) {
+		snprintf(err, errlen, "cannot start the incoming migration thread");
+		return r;
+	}
+	m->mig.thread_running = true;
+	return 0;
+}
+
+void migration_join(struct machine *m)
+{
+	if (m->mig.thread_running) {
+		pthread_join(m->mig.thread, NULL);
+		m->mig.thread_running = false;
+	}
+	if (m->mig.listener) {
+		ring_listener_close(m->mig.listener);
+		m->mig.listener = NULL;
+	}
+}

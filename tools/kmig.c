@@ -1,0 +1,316 @@
+/* kmig — live migration of KVM guests.  Subcommands: run, migrate, demo.
+ * Parsing and wiring only: the work is in kvm/, ring/, savevm/, qapi/. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <glib-unix.h>
+
+#include "kvm/guests/builtin.h"
+#include "qapi/qmp.h"
+#include "savevm/machine.h"
+#include "tools/kmig.h"
+
+/* ------------------------------------------------------------ parsing */
+
+int parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+	char *end;
+
+	if (!s || !*s || *s == '-' || *s == '+')
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+
+	if (errno || *end || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* "512", "512M", "2G" -> MiB */
+int parse_mem_mib(const char *s, uint64_t *mib)
+{
+	char buf[32];
+	size_t n = strlen(s);
+	uint64_t mult = 1, v;
+
+	if (!n || n >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, s, n + 1);
+	char last = buf[n - 1];
+
+	if (last == 'M' || last == 'm') {
+		buf[n - 1] = 0;
+	} else if (last == 'G' || last == 'g') {
+		buf[n - 1] = 0;
+		mult = 1024;
+	}
+	if (parse_u64(buf, (1ull << 22) / mult, &v) || !v)
+		return -EINVAL;
+	*mib = v * mult;
+	return 0;
+}
+
+/* "verify,ws=64,rate=0" -> name "verify", cmdline "ws=64 rate=0" */
+static int parse_guest(const char *spec, char **name, char **cmdline)
+{
+	char **parts = g_strsplit(spec, ",", -1);
+	GString *cl = g_string_new(NULL);
+	int r = 0;
+
+	if (!parts[0] || !*parts[0])
+		r = -EINVAL;
+	for (int i = 1; !r && parts[i]; i++) {
+		const char *eq = strchr(parts[i], '=');
+
+		if (!eq || eq == parts[i] || !eq[1] || strchr(parts[i], ' ')) {
+			r = -EINVAL;
+			break;
+		}
+		if (cl->len)
+			g_string_append_c(cl, ' ');
+		g_string_append(cl, parts[i]);
+	}
+	if (!r) {
+		*name = g_strdup(parts[0]);
+		*cmdline = g_string_free(cl, FALSE);
+	} else {
+		g_string_free(cl, TRUE);
+	}
+	g_strfreev(parts);
+	return r;
+}
+
+/* --------------------------------------------------------------- run */
+
+static void run_usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: kmig run (--kernel FILE | --guest NAME[,key=value...]) [options]\n"
+		"\n"
+		"Run a guest under KVM; drive it and its migration over QMP.\n"
+		"\n"
+		"  --kernel FILE         multiboot v1 ELF (as for qemu -kernel), or with --flat a raw binary\n"
+		"  --append STRING       kernel command line (multiboot cmdline)\n"
+		"  --flat ADDR           load --kernel as a flat binary at ADDR (hex ok) and enter there\n"
+		"  --guest NAME[,k=v..]  a built-in guest; its parameters become its command line\n"
+		"  --mem SIZE            guest RAM in MiB, or with suffix M/G (default 256)\n"
+		"  --vcpus N             vCPUs, 1..%d (default 1)\n"
+		"  --serial FILE         COM1 output to FILE (default: stdout)\n"
+		"  --qmp PATH            QMP server on unix socket PATH (mode 0600)\n"
+		"  --incoming URI|defer  wait for an incoming migration on tcp:HOST:PORT or unix:PATH;\n"
+		"                        'defer' waits for QMP migrate-incoming\n"
+		"  --dirty-ring N        track dirty pages with KVM dirty rings of N entries per vCPU\n"
+		"                        (power of two, default 4096; the default backend)\n"
+		"  --dirty-bitmap        track dirty pages with KVM's dirty bitmap instead\n"
+		"  --test-harvest-on-full-only\n"
+		"                        testing: harvest rings only on ring-full exits, which provokes\n"
+		"                        this host's ring overflow on purpose\n"
+		"  -h, --help            this help\n"
+		"\n"
+		"Exit status: the code the guest wrote to port 0xf4, 0 after quit, 1 when an\n"
+		"incoming migration failed, 2 on a KVM error.\n"
+		"\nBuilt-in guests:\n", MACHINE_MAX_VCPUS);
+	size_t n;
+	const struct kvm_builtin_guest *g = kvm_builtin_guests(&n);
+
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "  %-8s %s\n           parameters: %s\n", g[i].name, g[i].summary, g[i].params_help);
+}
+
+struct run_ctx {
+	struct machine *m;
+	GMainLoop *loop;
+};
+
+static gboolean quit_loop(gpointer data)
+{
+	g_main_loop_quit(data);
+	return G_SOURCE_REMOVE;
+}
+
+static gpointer wait_thread(gpointer data)
+{
+	struct run_ctx *c = data;
+	int code = machine_wait(c->m);
+
+	g_idle_add(quit_loop, c->loop);
+	return GINT_TO_POINTER(code);
+}
+
+static gboolean on_signal(gpointer data)
+{
+	machine_request_quit(data);
+	return G_SOURCE_CONTINUE;
+}
+
+static int bad_arg(const char *what, const char *val)
+{
+	fprintf(stderr, "kmig run: invalid %s '%s' (see kmig run --help)\n", what, val);
+	return 2;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "kernel", required_argument, NULL, 'k' }, { "append", required_argument, NULL, 'a' },
+		{ "flat", required_argument, NULL, 'F' }, { "guest", required_argument, NULL, 'g' },
+		{ "mem", required_argument, NULL, 'm' }, { "vcpus", required_argument, NULL, 'c' },
+		{ "serial", required_argument, NULL, 's' }, { "qmp", required_argument, NULL, 'q' },
+		{ "incoming", required_argument, NULL, 'i' }, { "dirty-ring", required_argument, NULL, 'r' },
+		{ "dirty-bitmap", no_argument, NULL, 'b' },
+		{ "test-harvest-on-full-only", no_argument, NULL, 'T' },
+		{ "help", no_argument, NULL, 'h' }, { 0 },
+	};
+	struct machine_config cfg = { .mem_mib = 256, .vcpus = 1, .dirty_mode = DIRTY_MODE_RING,
+				      .dirty_ring_entries = 4096 };
+	const char *qmp_path = NULL, *append = NULL;
+	char *guest_name = NULL, *guest_cmdline = NULL;
+	uint64_t v;
+	int o;
+
+	optind = 1;
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (o) {
+		case 'k': cfg.kernel_path = optarg; break;
+		case 'a': append = optarg; break;
+		case 'F': {
+			char *end;
+			errno = 0;
+			cfg.flat_load_addr = strtoull(optarg, &end, 0);
+			if (errno || *end || !*optarg)
+				return bad_arg("--flat address", optarg);
+			cfg.flat = true;
+			break;
+		}
+		case 'g':
+			g_free(guest_name);
+			g_free(guest_cmdline);
+			if (parse_guest(optarg, &guest_name, &guest_cmdline))
+				return bad_arg("--guest", optarg);
+			break;
+		case 'm':
+			if (parse_mem_mib(optarg, &cfg.mem_mib))
+				return bad_arg("--mem size", optarg);
+			break;
+		case 'c':
+			if (parse_u64(optarg, MACHINE_MAX_VCPUS, &v) || !v)
+				return bad_arg("--vcpus count", optarg);
+			cfg.vcpus = (unsigned int)v;
+			break;
+		case 's': cfg.serial_path = optarg; break;
+		case 'q': qmp_path = optarg; break;
+		case 'i': cfg.incoming = optarg; break;
+		case 'r':
+			if (parse_u64(optarg, 65536, &v) || v < 256 || (v & (v - 1)))
+				return bad_arg("--dirty-ring size (a power of two, 256..65536)", optarg);
+			cfg.dirty_ring_entries = (uint32_t)v;
+			cfg.dirty_mode = DIRTY_MODE_RING;
+			break;
+		case 'b': cfg.dirty_mode = DIRTY_MODE_BITMAP; break;
+		case 'T': cfg.harvest_on_full_only = true; break;
+		case 'h': run_usage(stdout); return 0;
+		default: run_usage(stderr); return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "kmig run: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	if (!!cfg.kernel_path == !!guest_name) {
+		fprintf(stderr, "kmig run: give exactly one of --kernel FILE or --guest NAME\n");
+		return 2;
+	}
+	if (cfg.flat && !cfg.kernel_path) {
+		fprintf(stderr, "kmig run: --flat needs --kernel\n");
+		return 2;
+	}
+	cfg.guest_name = guest_name;
+	cfg.cmdline = guest_name ? guest_cmdline : append;
+
+	char err[512] = "";
+	struct machine *m;
+	int r = machine_create(&cfg, &m, err, sizeof(err));
+
+	g_free(guest_cmdline);
+	if (r) {
+		fprintf(stderr, "kmig run: %s\n", err);
+		g_free(guest_name);
+		return 1;
+	}
+	struct run_ctx ctx = { .m = m, .loop = g_main_loop_new(NULL, FALSE) };
+	struct qmp_server *qmp = NULL;
+
+	if (qmp_path && qmp_server_start(m, qmp_path, &qmp, err, sizeof(err))) {
+		fprintf(stderr, "kmig run: %s\n", err);
+		machine_destroy(m);
+		g_free(guest_name);
+		return 1;
+	}
+	if (machine_start(m, err, sizeof(err))) {
+		fprintf(stderr, "kmig run: %s\n", err);
+		qmp_server_stop(qmp);
+		machine_destroy(m);
+		g_free(guest_name);
+		return 1;
+	}
+	g_unix_signal_add(SIGINT, on_signal, m);
+	g_unix_signal_add(SIGTERM, on_signal, m);
+	GThread *waiter = g_thread_new("kmig-wait", wait_thread, &ctx);
+
+	g_main_loop_run(ctx.loop);
+	int code = GPOINTER_TO_INT(g_thread_join(waiter));
+
+	qmp_server_stop(qmp);
+	machine_destroy(m);
+	g_main_loop_unref(ctx.loop);
+	g_free(guest_name);
+	return code;
+}
+
+/* -------------------------------------------------------------- main */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: kmig COMMAND [options]\n"
+		"\n"
+		"Live migration of KVM guests over KVM dirty rings and io_uring.\n"
+		"\n"
+		"Commands:\n"
+		"  run       run a guest under KVM (source or destination of a migration)\n"
+		"  migrate   migrate a running kmig guest over QMP, with progress\n"
+		"  demo      migrate the self-checking guest between two kmig processes on loopback\n"
+		"\n"
+		"'kmig COMMAND --help' describes each command.\n");
+}
+
+int main(int argc, char **argv)
+{
+	/* a peer that goes away must be an error return, not a signal */
+	signal(SIGPIPE, SIG_IGN);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+
+	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "run"))
+		return cmd_run(argc - 1, argv + 1);
+	if (!strcmp(cmd, "migrate"))
+		return cmd_migrate(argc - 1, argv + 1);
+	if (!strcmp(cmd, "demo"))
+		return cmd_demo(argc - 1, argv + 1);
+	fprintf(stderr, "kmig: unknown command '%s'\n\n", cmd);
+	usage(stderr);
+	return 2;
+}
