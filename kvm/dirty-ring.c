@@ -136,14 +136,46 @@ static int check_walk(struct dirty_ring *r, struct dirty_ring_report *rep)
 	return 1;
 }
 
-int dirty_ring_harvest(struct dirty_ring *r, struct dirty_gfn *out, size_t cap, bool scan_holes,
+/* See "a hole at the tail" in dirty-ring.h.  Returns 1 if a slot was
+ * handed back (another reset is due). */
+static int phantom_step(struct dirty_ring *r, uint32_t collected, struct dirty_ring_report *rep)
+{
+	if (collected || r->kreset != r->fetch) {
+		r->phantom_armed = false;
+		return 0;
+	}
+	if (!r->phantom_armed || r->phantom_fetch != r->fetch) {
+		r->phantom_armed = true;
+		r->phantom_fetch = r->fetch;
+		return 0;
+	}
+	struct kvm_dirty_gfn *e = slot_at(r, r->fetch);
+
+	if (flags_acquire(e) & KVM_DIRTY_GFN_F_DIRTY)
+		return 0;
+	mark_reset(e);
+	r->fetch++;
+	r->phantom_fetch = r->fetch;
+	r->suspect = true;
+	rep->overflow = true;
+	rep->holes_fixed++;
+	return 1;
+}
+
+int dirty_ring_harvest(struct dirty_ring *r, struct dirty_gfn *out, size_t cap, unsigned int flags,
 		       dirty_ring_reset_fn reset, void *opaque, struct dirty_ring_report *rep)
 {
-	memset(rep, 0, sizeof(*rep));
-	rep->collected = collect(r, out, cap, scan_holes, rep);
+	bool scan = flags & (DIRTY_RING_SCAN | DIRTY_RING_FULL_EXIT);
 
-	/* Bounded: each round either catches up or repairs one more lap. */
-	for (int round = 0; round < 4 && r->kreset != r->fetch; round++) {
+	memset(rep, 0, sizeof(*rep));
+	/* Bounded: each round reads what is there, resets, and either the
+	 * kernel caught up, or we repaired a lap, or the walk stopped at an
+	 * entry pushed over one of ours, which the next round reads. */
+	for (int round = 0; round < 8; round++) {
+		rep->collected += (uint32_t)collect(r, out + rep->collected, cap - rep->collected,
+						    scan, rep);
+		if (r->kreset == r->fetch)
+			break;
 		int c = reset(opaque);
 
 		if (c < 0)
@@ -151,11 +183,19 @@ int dirty_ring_harvest(struct dirty_ring *r, struct dirty_gfn *out, size_t cap, 
 		r->kreset += (uint32_t)c;
 		int more = check_walk(r, rep);
 
-		if (more <= 0) {
-			if (more < 0)
-				return more;
+		if (more < 0)
+			return more;
+		if (r->kreset == r->fetch)
 			break;
-		}
+	}
+	if (rep->collected)
+		r->phantom_armed = false;
+	if ((flags & DIRTY_RING_FULL_EXIT) && phantom_step(r, rep->collected, rep)) {
+		int c = reset(opaque);
+
+		if (c < 0)
+			return c;
+		r->kreset += (uint32_t)c;
 	}
 	return 0;
 }

@@ -30,6 +30,13 @@
  *    DIRTY entry further on;
  *  - repair: holes and slots the walk could not pass are marked RESET so
  *    the kernel's reset index catches up with ours;
+ *  - a hole at the tail that no later push reveals: the kernel counts
+ *    entries we cannot see and keeps the vCPU in ring-full exits, so no
+ *    push ever comes.  Two ring-full exits in a row with nothing to read
+ *    and nothing collected by anyone in between prove it (the kernel's
+ *    used count is at least its soft limit, all of it invisible), so the
+ *    slot at fetch is inside the kernel's used range: we hand it back one
+ *    slot per such exit until the vCPU runs and pushes past the hole;
  *  - recovery: the caller re-protects all RAM and resends it (a "resync"),
  *    because which pages were lost cannot be known from the ring alone.
  *
@@ -50,6 +57,9 @@ struct dirty_ring {
 	uint32_t fetch;		/* next entry to read (free-running) */
 	uint32_t kreset;	/* the kernel's reset index, as we model it */
 	bool suspect;		/* an overflow may have left a hole at fetch */
+	/* phantom-full detection: fetch as of the last empty ring-full exit */
+	bool phantom_armed;
+	uint32_t phantom_fetch;
 };
 
 struct dirty_gfn {
@@ -66,15 +76,18 @@ struct dirty_ring_report {
 /* Returns the number of entries the kernel reset, or -errno. */
 typedef int (*dirty_ring_reset_fn)(void *opaque);
 
+/* dirty_ring_harvest flags */
+#define DIRTY_RING_SCAN 1u	/* scan for holes even if nothing looks wrong */
+#define DIRTY_RING_FULL_EXIT 2u	/* called for this vCPU's ring-full exit */
+
 void dirty_ring_init(struct dirty_ring *r, struct kvm_dirty_gfn *gfns, uint32_t size);
 
 /* Read every DIRTY entry into out[0..cap) and hand the ring back to the
  * kernel: mark RESET, call reset (possibly several times to repair), check
  * the walk.  Only when this returns may the collected pages be published
- * as dirty: by then KVM has re-protected them.  scan_holes asks for a hole
- * scan even when nothing looks wrong (ring-full exits, final sync).
+ * as dirty: by then KVM has re-protected them.  flags: DIRTY_RING_*.
  * cap must be at least 2 * size. */
-int dirty_ring_harvest(struct dirty_ring *r, struct dirty_gfn *out, size_t cap, bool scan_holes,
+int dirty_ring_harvest(struct dirty_ring *r, struct dirty_gfn *out, size_t cap, unsigned int flags,
 		       dirty_ring_reset_fn reset, void *opaque, struct dirty_ring_report *rep);
 
 #endif

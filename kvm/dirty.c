@@ -148,11 +148,11 @@ static int gfn_to_page(struct kvm_vm *vm, const struct dirty_gfn *g, uint64_t *p
 /* Caller holds dirty_lock.  Signals are blocked by vCPU callers, because
  * KVM_RESET_DIRTY_RINGS gives up with -EINTR on a pending signal and we
  * would lose count of the kernel's reset index. */
-static int harvest_one_ring(struct kvm_vm *vm, struct kvm_vcpu *v, bool scan)
+static int harvest_one_ring(struct kvm_vm *vm, struct kvm_vcpu *v, unsigned int flags)
 {
 	struct dirty_gfn *buf = (struct dirty_gfn *)vm->harvest_buf;
 	struct dirty_ring_report rep;
-	int r = dirty_ring_harvest(&v->ring, buf, vm->harvest_cap, scan, ring_reset, vm, &rep);
+	int r = dirty_ring_harvest(&v->ring, buf, vm->harvest_cap, flags, ring_reset, vm, &rep);
 
 	if (r)
 		return r;
@@ -175,7 +175,7 @@ static int harvest_one_ring(struct kvm_vm *vm, struct kvm_vcpu *v, bool scan)
 static int ring_sync_locked(struct kvm_vm *vm, bool final)
 {
 	for (unsigned int i = 0; i < vm->nr_vcpus; i++) {
-		int r = harvest_one_ring(vm, &vm->vcpus[i], final);
+		int r = harvest_one_ring(vm, &vm->vcpus[i], final ? DIRTY_RING_SCAN : 0);
 
 		if (r)
 			return r;
@@ -202,8 +202,8 @@ void kvm_dirty_ring_full(struct kvm_vcpu *v)
 	pthread_mutex_lock(&vm->dirty_lock);
 	vm->dstats.ring_full_exits++;
 	/* A ring-full exit with nothing to read is the stall signature of a
-	 * hole: always scan here. */
-	if (harvest_one_ring(vm, v, true) < 0)
+	 * hole: scan, and step over a hole nothing reveals. */
+	if (harvest_one_ring(vm, v, DIRTY_RING_FULL_EXIT) < 0)
 		vm->dstats.overflows++;
 	pthread_mutex_unlock(&vm->dirty_lock);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
