@@ -1,0 +1,1123 @@
+/* ring/ring.c — migration transport over TCP and unix stream sockets.
+ *
+ * Connection setup (resolve, bind, listen, connect, accept) uses plain
+ * syscalls; every byte of the data path moves through the channel's own
+ * io_uring, one SQE at a time, submitted and reaped by the calling thread.
+ * See ring.h for the contract and docs/transport.md for the design.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <liburing.h>
+
+#include "ring/ring.h"
+
+/* Every operation is synchronous (one SQE in flight), so the rings can be
+ * tiny; a few spare entries leave room for a later linked timeout/cancel. */
+#define RING_QUEUE_DEPTH 8
+
+/* The kernel rejects msg_iovlen above UIO_MAXIOV (1024) with EMSGSIZE. */
+#define RING_IOV_BATCH 1024
+
+/* sqe->len is 32 bits; keep a single RECV well inside it (and inside the
+ * kernel's MAX_RW_COUNT, which would silently shorten it anyway). */
+#define RING_MAX_RECV (1u << 30)
+
+#define RING_SOCKBUF (4 << 20)
+#define RING_BACKLOG 64
+#define RING_CONNECT_RETRY_MS 20
+/* A single connect attempt's handshake gets at least this long even when the
+ * retry budget is smaller, so timeout_ms = 0 means "one attempt", not "give
+ * up on any handshake that is not instantaneous". */
+#define RING_HANDSHAKE_MIN_MS 1000
+
+#define RING_URI_EXPECTED "expected tcp:HOST:PORT or unix:PATH"
+
+struct ring_channel {
+	int fd;
+	int aborted;		/* __atomic: set by ring_channel_abort() */
+	int broken;		/* sticky -errno after an io_uring failure */
+	uint64_t bytes_sent;	/* __atomic: may be read by another thread */
+	uint64_t bytes_received;
+	struct io_uring ring;
+};
+
+struct ring_listener {
+	int fd;
+	int abort_fd;		/* eventfd, readable once aborted */
+	int family;
+	struct ring_uri uri;	/* as asked for, with the real tcp port */
+	bool unlink_on_close;
+	dev_t dev;		/* identity of the socket file we created */
+	ino_t ino;
+};
+
+/* ---------------------------------------------------------------- time */
+
+static int64_t ring_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t ring_deadline(int timeout_ms)
+{
+	return timeout_ms < 0 ? -1 : ring_now_ms() + timeout_ms;
+}
+
+/* Milliseconds left before deadline, as a poll(2) timeout (-1 = forever). */
+static int ring_left_ms(int64_t deadline)
+{
+	int64_t left;
+
+	if (deadline < 0)
+		return -1;
+	left = deadline - ring_now_ms();
+	if (left <= 0)
+		return 0;
+	return left > INT32_MAX ? INT32_MAX : (int)left;
+}
+
+static void ring_sleep_ms(int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
+
+	/* An early wake-up only shortens one retry interval. */
+	nanosleep(&ts, NULL);
+}
+
+/* ----------------------------------------------------------------- URIs */
+
+static void __attribute__((format(printf, 3, 4)))
+ring_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* Strict decimal 0..65535: digits only, no sign, no spaces, no junk. */
+static int ring_parse_port(const char *s, unsigned *port)
+{
+	unsigned v = 0;
+	size_t n = 0;
+
+	for (; s[n]; n++) {
+		if (n >= 5 || s[n] < '0' || s[n] > '9')
+			return -EINVAL;
+		v = v * 10 + (unsigned)(s[n] - '0');
+	}
+	if (!n || v > 65535)
+		return -EINVAL;
+	*port = v;
+	return 0;
+}
+
+static bool ring_host_char_ok(char c)
+{
+	return isalnum((unsigned char)c) || c == '-' || c == '.' || c == '_';
+}
+
+/* "[...]" must hold an IPv6 literal, optionally with a %zone suffix. */
+static bool ring_v6_literal_ok(const char *s)
+{
+	char addr[INET6_ADDRSTRLEN];
+	struct in6_addr a;
+	const char *zone = strchr(s, '%');
+	size_t alen = zone ? (size_t)(zone - s) : strlen(s);
+
+	if (!alen || alen >= sizeof(addr))
+		return false;
+	memcpy(addr, s, alen);
+	addr[alen] = '\0';
+	if (inet_pton(AF_INET6, addr, &a) != 1)
+		return false;
+	if (zone) {
+		if (!zone[1])
+			return false;
+		for (const char *p = zone + 1; *p; p++)
+			if (!ring_host_char_ok(*p))
+				return false;
+	}
+	return true;
+}
+
+static int ring_parse_tcp(const char *text, const char *rest, struct ring_uri *u,
+			  char *err, size_t errlen)
+{
+	const char *host, *hend, *port;
+	size_t hlen;
+	unsigned portnum;
+
+	if (*rest == '[') {
+		host = rest + 1;
+		hend = strchr(host, ']');
+		if (!hend) {
+			ring_seterr(err, errlen, "unterminated '[' in '%s' (%s)", text,
+				    RING_URI_EXPECTED);
+			return -EINVAL;
+		}
+		if (hend[1] != ':') {
+			if (hend[1])
+				ring_seterr(err, errlen, "unexpected '%c' after ']' in '%s' (%s)",
+					    hend[1], text, RING_URI_EXPECTED);
+			else
+				ring_seterr(err, errlen, "missing port in '%s' (%s)", text,
+					    RING_URI_EXPECTED);
+			return -EINVAL;
+		}
+		port = hend + 2;
+	} else {
+		host = rest;
+		hend = strchr(host, ':');
+		if (!hend) {
+			ring_seterr(err, errlen, "missing port in '%s' (%s)", text,
+				    RING_URI_EXPECTED);
+			return -EINVAL;
+		}
+		port = hend + 1;
+		if (strchr(port, ':')) {
+			ring_seterr(err, errlen,
+				    "too many ':' in '%s' (write IPv6 addresses in brackets: tcp:[::1]:PORT)",
+				    text);
+			return -EINVAL;
+		}
+	}
+
+	hlen = (size_t)(hend - host);
+	if (!hlen) {
+		ring_seterr(err, errlen, "empty host in '%s' (%s)", text, RING_URI_EXPECTED);
+		return -EINVAL;
+	}
+	if (hlen >= sizeof(u->host)) {
+		ring_seterr(err, errlen, "host too long in '%s' (%zu bytes, at most %zu)", text,
+			    hlen, sizeof(u->host) - 1);
+		return -EINVAL;
+	}
+	memcpy(u->host, host, hlen);
+	u->host[hlen] = '\0';
+
+	if (*rest == '[') {
+		if (!ring_v6_literal_ok(u->host)) {
+			ring_seterr(err, errlen, "bad IPv6 address '[%s]' in '%s'", u->host, text);
+			return -EINVAL;
+		}
+	} else {
+		for (size_t i = 0; i < hlen; i++) {
+			if (!ring_host_char_ok(u->host[i])) {
+				ring_seterr(err, errlen, "bad character '%c' in host '%s' of '%s'",
+					    u->host[i], u->host, text);
+				return -EINVAL;
+			}
+		}
+	}
+
+	if (ring_parse_port(port, &portnum)) {
+		ring_seterr(err, errlen, "bad port '%s' in '%s' (expected a decimal number 0..65535)",
+			    port, text);
+		return -EINVAL;
+	}
+	/* canonical form: "04444" and "4444" are the same port */
+	snprintf(u->port, sizeof(u->port), "%u", portnum);
+	u->kind = RING_URI_TCP;
+	return 0;
+}
+
+static int ring_parse_unix(const char *text, const char *path, struct ring_uri *u,
+			   char *err, size_t errlen)
+{
+	size_t len = strlen(path);
+
+	if (!len) {
+		ring_seterr(err, errlen, "empty socket path in '%s' (expected unix:PATH)", text);
+		return -EINVAL;
+	}
+	/* sun_path must also hold the terminating NUL */
+	if (len >= sizeof(u->path)) {
+		ring_seterr(err, errlen,
+			    "unix socket path too long (%zu bytes, at most %zu): '%s' (%s)",
+			    len, sizeof(u->path) - 1, path, strerror(ENAMETOOLONG));
+		return -EINVAL;
+	}
+	memcpy(u->path, path, len + 1);
+	u->kind = RING_URI_UNIX;
+	return 0;
+}
+
+int ring_uri_parse(const char *text, struct ring_uri *uri, char *err, size_t errlen)
+{
+	struct ring_uri u;
+	const char *colon;
+	size_t slen;
+	int ret;
+
+	if (err && errlen)
+		err[0] = '\0';
+	if (!uri) {
+		ring_seterr(err, errlen, "no URI to parse into");
+		return -EINVAL;
+	}
+	if (!text || !*text) {
+		ring_seterr(err, errlen, "empty migration URI (%s)", RING_URI_EXPECTED);
+		return -EINVAL;
+	}
+	colon = strchr(text, ':');
+	if (!colon) {
+		ring_seterr(err, errlen, "missing scheme in URI '%s' (%s)", text, RING_URI_EXPECTED);
+		return -EINVAL;
+	}
+
+	memset(&u, 0, sizeof(u));
+	slen = (size_t)(colon - text);
+	if (slen == 3 && !memcmp(text, "tcp", 3)) {
+		ret = ring_parse_tcp(text, colon + 1, &u, err, errlen);
+	} else if (slen == 4 && !memcmp(text, "unix", 4)) {
+		ret = ring_parse_unix(text, colon + 1, &u, err, errlen);
+	} else if ((slen == 4 && !memcmp(text, "exec", 4)) || (slen == 2 && !memcmp(text, "fd", 2))) {
+		ring_seterr(err, errlen,
+			    "'%.*s:' migration URIs are not supported by kmig (%s)",
+			    (int)slen, text, RING_URI_EXPECTED);
+		ret = -EINVAL;
+	} else {
+		ring_seterr(err, errlen, "unsupported URI scheme '%.*s' (%s)",
+			    slen > 32 ? 32 : (int)slen, text, RING_URI_EXPECTED);
+		ret = -EINVAL;
+	}
+	if (ret)
+		return ret;
+	*uri = u;
+	return 0;
+}
+
+void ring_uri_format(const struct ring_uri *uri, char *buf, size_t len)
+{
+	int hlen, plen;
+	bool bracket;
+
+	if (!buf || !len)
+		return;
+	if (!uri) {
+		buf[0] = '\0';
+		return;
+	}
+	switch (uri->kind) {
+	case RING_URI_TCP:
+		/* strnlen: a hand-built struct need not be NUL-terminated */
+		hlen = (int)strnlen(uri->host, sizeof(uri->host));
+		plen = (int)strnlen(uri->port, sizeof(uri->port));
+		bracket = memchr(uri->host, ':', (size_t)hlen) && uri->host[0] != '[';
+		snprintf(buf, len, bracket ? "tcp:[%.*s]:%.*s" : "tcp:%.*s:%.*s",
+			 hlen, uri->host, plen, uri->port);
+		break;
+	case RING_URI_UNIX:
+		snprintf(buf, len, "unix:%.*s", (int)strnlen(uri->path, sizeof(uri->path)),
+			 uri->path);
+		break;
+	default:
+		snprintf(buf, len, "invalid:");
+		break;
+	}
+}
+
+/* ------------------------------------------------------ socket helpers */
+
+static void ring_tune_socket(int fd, int family)
+{
+	int one = 1, size = RING_SOCKBUF;
+
+	/* Best effort: the kernel clamps these to net.core.[wr]mem_max, and a
+	 * smaller buffer costs throughput, never correctness.  They must be set
+	 * before connect()/listen(): the receive buffer size decides the TCP
+	 * window scale offered in the SYN, and accepted sockets inherit the
+	 * listener's sizes. */
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+	/* Records are handed over whole; Nagle would only hold back the small
+	 * ones (a lone header, the destination's final status) waiting for
+	 * the peer's delayed ACK. */
+	if (family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* Copy the tcp host for getaddrinfo(), dropping "[...]" around IPv6. */
+static int ring_host_copy(const struct ring_uri *uri, char *out, size_t outlen)
+{
+	size_t len = strnlen(uri->host, sizeof(uri->host));
+	const char *h = uri->host;
+
+	if (len == sizeof(uri->host))
+		return -ENAMETOOLONG;
+	if (len >= 2 && h[0] == '[' && h[len - 1] == ']') {
+		h++;
+		len -= 2;
+	}
+	if (!len || len >= outlen)
+		return -EINVAL;
+	memcpy(out, h, len);
+	out[len] = '\0';
+	return 0;
+}
+
+static int ring_resolve(const struct ring_uri *uri, bool passive, struct addrinfo **res)
+{
+	/* No AI_ADDRCONFIG: glibc ignores loopback when deciding which
+	 * families are "configured", which would make tcp:[::1]:PORT fail
+	 * on hosts with only a loopback IPv6 address. */
+	struct addrinfo hints = {
+		.ai_family = AF_UNSPEC,
+		.ai_socktype = SOCK_STREAM,
+		.ai_protocol = IPPROTO_TCP,
+		.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0),
+	};
+	char host[sizeof(uri->host)];
+	unsigned port;
+	int ret;
+
+	ret = ring_host_copy(uri, host, sizeof(host));
+	if (ret)
+		return ret;
+	if (strnlen(uri->port, sizeof(uri->port)) == sizeof(uri->port) ||
+	    ring_parse_port(uri->port, &port))
+		return -EINVAL;
+	if (!passive && port == 0)
+		return -EINVAL;
+
+	ret = getaddrinfo(host, uri->port, &hints, res);
+	switch (ret) {
+	case 0:
+		return 0;
+	case EAI_SYSTEM:
+		return errno ? -errno : -EIO;
+	case EAI_MEMORY:
+		return -ENOMEM;
+	case EAI_AGAIN:
+		return -EAGAIN;
+	case EAI_SERVICE:
+	case EAI_BADFLAGS:
+	case EAI_FAMILY:
+	case EAI_SOCKTYPE:
+		return -EINVAL;
+	default:		/* EAI_NONAME, EAI_NODATA, EAI_FAIL, ... */
+		return -EHOSTUNREACH;
+	}
+}
+
+static int ring_unix_addr(const char *path, size_t pathmax, struct sockaddr_un *sa,
+			  socklen_t *salen)
+{
+	size_t len = strnlen(path, pathmax);
+
+	if (!len)
+		return -EINVAL;
+	if (len == pathmax || len >= sizeof(sa->sun_path))
+		return -ENAMETOOLONG;
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	memcpy(sa->sun_path, path, len + 1);
+	*salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+	return 0;
+}
+
+/* ------------------------------------------------------------- channels */
+
+static int ring_channel_new(int fd, struct ring_channel **out)
+{
+	struct ring_channel *ch;
+	int ret;
+
+	ch = calloc(1, sizeof(*ch));
+	if (!ch)
+		return -ENOMEM;
+	/* COOP_TASKRUN: completions are only ever reaped inside our own
+	 * io_uring_enter(), so the kernel need not IPI the task to run task
+	 * work.  No SINGLE_ISSUER/DEFER_TASKRUN: a channel may be set up by
+	 * one thread and then handed to another (multifd workers). */
+	ret = io_uring_queue_init(RING_QUEUE_DEPTH, &ch->ring, IORING_SETUP_COOP_TASKRUN);
+	if (ret == -EINVAL)
+		ret = io_uring_queue_init(RING_QUEUE_DEPTH, &ch->ring, 0);
+	if (ret < 0)
+		goto err_free;
+	ch->fd = fd;
+	*out = ch;
+	return 0;
+
+err_free:
+	free(ch);
+	return ret;
+}
+
+static int ring_check(const struct ring_channel *ch)
+{
+	if (__atomic_load_n(&ch->aborted, __ATOMIC_SEQ_CST))
+		return -ECANCELED;
+	return ch->broken;
+}
+
+/* Map a failed or truncated transfer to what the caller should see. */
+static int ring_io_error(const struct ring_channel *ch, int res)
+{
+	/* Whatever the socket said after our own shutdown, the cause is the
+	 * abort. */
+	if (__atomic_load_n(&ch->aborted, __ATOMIC_SEQ_CST))
+		return -ECANCELED;
+	/* A peer that dies with unread data in its receive queue sends RST
+	 * instead of FIN.  For a migration stream both mean "the peer went
+	 * away mid-stream", so report both as -EPIPE. */
+	if (res == -ECONNRESET)
+		return -EPIPE;
+	return res;
+}
+
+/* Submit the single prepared SQE and wait for its completion. */
+static int ring_run(struct ring_channel *ch, int *res)
+{
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	/* io_uring_enter() returns the submitted count even when the wait is
+	 * interrupted, so -EINTR here means the SQE is still queued. */
+	do {
+		ret = io_uring_submit_and_wait(&ch->ring, 1);
+	} while (ret == -EINTR);
+	if (ret < 0)
+		goto broken;
+
+	do {
+		ret = io_uring_wait_cqe(&ch->ring, &cqe);
+	} while (ret == -EINTR);
+	if (ret < 0)
+		goto broken;
+	*res = cqe->res;
+	io_uring_cqe_seen(&ch->ring, cqe);
+	return 0;
+
+broken:
+	/* An SQE that was never consumed (or a CQE never reaped) would be
+	 * mistaken for the next operation's: the channel is unusable now. */
+	ch->broken = ret;
+	return ret;
+}
+
+static void ring_account(struct ring_channel *ch, bool send, int n)
+{
+	__atomic_fetch_add(send ? &ch->bytes_sent : &ch->bytes_received, (uint64_t)n,
+			   __ATOMIC_RELAXED);
+}
+
+/* Move every byte of iov[] with one SENDMSG/RECVMSG per batch of at most
+ * RING_IOV_BATCH iovecs.  MSG_WAITALL makes the kernel itself retry short
+ * transfers on stream sockets; the loop covers what it still returns short
+ * (signals, errors after partial progress, MAX_RW_COUNT). */
+static int ring_xfer(struct ring_channel *ch, bool send, const struct iovec *iov, int iovcnt)
+{
+	struct io_uring_sqe *sqe;
+	struct msghdr msg;
+	struct iovec part;
+	size_t off = 0;		/* bytes of iov[i] already done */
+	int i = 0, res, ret;
+
+	if (!ch || iovcnt < 0 || (iovcnt && !iov))
+		return -EINVAL;
+	ret = ring_check(ch);
+	if (ret)
+		return ret;
+
+	for (;;) {
+		/* Skip finished and empty iovecs: a zero-length RECVMSG would
+		 * complete with 0 and read as end-of-stream. */
+		while (i < iovcnt && off == iov[i].iov_len) {
+			i++;
+			off = 0;
+		}
+		if (i == iovcnt)
+			return 0;
+
+		memset(&msg, 0, sizeof(msg));
+		if (off) {
+			/* Resume inside iov[i]: send its tail alone rather
+			 * than copying the rest of the caller's array. */
+			part.iov_base = (char *)iov[i].iov_base + off;
+			part.iov_len = iov[i].iov_len - off;
+			msg.msg_iov = &part;
+			msg.msg_iovlen = 1;
+		} else {
+			/* The kernel only reads the array (for RECVMSG it
+			 * writes the buffers, not the iovecs). */
+			msg.msg_iov = (struct iovec *)&iov[i];
+			msg.msg_iovlen = (size_t)(iovcnt - i < RING_IOV_BATCH ? iovcnt - i
+							      : RING_IOV_BATCH);
+		}
+
+		sqe = io_uring_get_sqe(&ch->ring);
+		if (!sqe)
+			return -EBUSY;	/* cannot happen: nothing else is queued */
+		if (send)
+			io_uring_prep_sendmsg(sqe, ch->fd, &msg, MSG_NOSIGNAL | MSG_WAITALL);
+		else
+			io_uring_prep_recvmsg(sqe, ch->fd, &msg, MSG_WAITALL);
+
+		ret = ring_run(ch, &res);
+		if (ret)
+			return ret;
+		if (res == -EINTR)
+			continue;
+		if (res < 0)
+			return ring_io_error(ch, res);
+		if (res == 0)	/* EOF on recv; no progress possible on send */
+			return ring_io_error(ch, -EPIPE);
+		ring_account(ch, send, res);
+
+		for (size_t left = (size_t)res; left;) {
+			size_t avail = iov[i].iov_len - off;
+
+			if (left < avail) {
+				off += left;
+				left = 0;
+			} else {
+				left -= avail;
+				i++;
+				off = 0;
+			}
+		}
+	}
+}
+
+int ring_sendv(struct ring_channel *ch, const struct iovec *iov, int iovcnt)
+{
+	return ring_xfer(ch, true, iov, iovcnt);
+}
+
+int ring_send(struct ring_channel *ch, const void *buf, size_t len)
+{
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+
+	if (len && !buf)
+		return -EINVAL;
+	return ring_xfer(ch, true, &iov, 1);
+}
+
+int ring_recvv(struct ring_channel *ch, const struct iovec *iov, int iovcnt)
+{
+	return ring_xfer(ch, false, iov, iovcnt);
+}
+
+int ring_recv(struct ring_channel *ch, void *buf, size_t len)
+{
+	struct io_uring_sqe *sqe;
+	size_t done = 0;
+	int res, ret;
+
+	if (!ch || (len && !buf))
+		return -EINVAL;
+	ret = ring_check(ch);
+	if (ret)
+		return ret;
+
+	while (done < len) {
+		size_t chunk = len - done < RING_MAX_RECV ? len - done : RING_MAX_RECV;
+
+		sqe = io_uring_get_sqe(&ch->ring);
+		if (!sqe)
+			return -EBUSY;
+		io_uring_prep_recv(sqe, ch->fd, (char *)buf + done, chunk, MSG_WAITALL);
+		ret = ring_run(ch, &res);
+		if (ret)
+			return ret;
+		if (res == -EINTR)
+			continue;
+		if (res < 0)
+			return ring_io_error(ch, res);
+		if (res == 0)
+			return ring_io_error(ch, -EPIPE);
+		ring_account(ch, false, res);
+		done += (size_t)res;
+	}
+	return 0;
+}
+
+int ring_poll_readable(struct ring_channel *ch, int timeout_ms)
+{
+	int64_t deadline = ring_deadline(timeout_ms);
+	struct pollfd pfd;
+	int n, ret;
+
+	if (!ch)
+		return -EINVAL;
+	for (;;) {
+		ret = ring_check(ch);
+		if (ret)
+			return ret;
+		pfd.fd = ch->fd;
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		n = poll(&pfd, 1, ring_left_ms(deadline));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return 0;
+		/* POLLHUP/POLLERR count as readable: the next recv will not
+		 * block, it reports the error (or -EPIPE). */
+		ret = ring_check(ch);
+		return ret ? ret : 1;
+	}
+}
+
+void ring_channel_abort(struct ring_channel *ch)
+{
+	if (!ch)
+		return;
+	/* Flag first, so the thread our shutdown wakes reports -ECANCELED
+	 * instead of the -EPIPE the shutdown provokes.  shutdown() (unlike
+	 * close()) keeps the fd number valid for that thread's pending
+	 * io_uring request and wakes it through the socket's wait queue. */
+	__atomic_store_n(&ch->aborted, 1, __ATOMIC_SEQ_CST);
+	shutdown(ch->fd, SHUT_RDWR);
+}
+
+void ring_channel_close(struct ring_channel *ch)
+{
+	if (!ch)
+		return;
+	io_uring_queue_exit(&ch->ring);
+	close(ch->fd);
+	free(ch);
+}
+
+uint64_t ring_channel_bytes_sent(const struct ring_channel *ch)
+{
+	return ch ? __atomic_load_n(&ch->bytes_sent, __ATOMIC_RELAXED) : 0;
+}
+
+uint64_t ring_channel_bytes_received(const struct ring_channel *ch)
+{
+	return ch ? __atomic_load_n(&ch->bytes_received, __ATOMIC_RELAXED) : 0;
+}
+
+/* ------------------------------------------------------------ listeners */
+
+static int ring_listen_tcp(struct ring_listener *l)
+{
+	struct addrinfo *res, *ai;
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	int fd = -1, one = 1, ret;
+	unsigned port;
+
+	ret = ring_resolve(&l->uri, true, &res);
+	if (ret)
+		return ret;
+
+	/* Bind the first address that works.  A name with several addresses
+	 * (localhost → 127.0.0.1, ::1) still yields a reachable listener:
+	 * ring_connect() tries every address of the same name. */
+	ret = -EADDRNOTAVAIL;
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+			    ai->ai_protocol);
+		if (fd < 0) {
+			ret = -errno;
+			continue;
+		}
+		/* A destination restarted right after a failed migration must
+		 * be able to rebind while old connections sit in TIME_WAIT. */
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		ring_tune_socket(fd, ai->ai_family);
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, RING_BACKLOG) == 0) {
+			l->family = ai->ai_family;
+			break;
+		}
+		ret = -errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		return ret;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) < 0) {
+		ret = -errno;
+		goto err_close;
+	}
+	if (ss.ss_family == AF_INET6)
+		port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	else
+		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	snprintf(l->uri.port, sizeof(l->uri.port), "%u", port);
+	l->fd = fd;
+	return 0;
+
+err_close:
+	close(fd);
+	return ret;
+}
+
+/* Remove a socket file left behind by a dead listener, but never a live
+ * listener's (that would silently steal its address) nor a non-socket. */
+static int ring_unlink_stale(const struct sockaddr_un *sa, socklen_t salen)
+{
+	struct stat st;
+	int probe, err;
+
+	if (lstat(sa->sun_path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+
+	probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (probe < 0)
+		return -errno;
+	err = connect(probe, (const struct sockaddr *)sa, salen) < 0 ? errno : 0;
+	close(probe);
+	/* EAGAIN: somebody is listening, its backlog is just full. */
+	if (err == 0 || err == EAGAIN)
+		return -EADDRINUSE;
+	if (err != ECONNREFUSED)
+		return -err;
+	if (unlink(sa->sun_path) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+static int ring_listen_unix(struct ring_listener *l)
+{
+	struct sockaddr_un sa;
+	socklen_t salen;
+	struct stat st;
+	int fd, ret;
+
+	ret = ring_unix_addr(l->uri.path, sizeof(l->uri.path), &sa, &salen);
+	if (ret)
+		return ret;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	ring_tune_socket(fd, AF_UNIX);
+
+	ret = ring_unlink_stale(&sa, salen);
+	if (ret)
+		goto err_close;
+	if (bind(fd, (struct sockaddr *)&sa, salen) < 0) {
+		ret = -errno;
+		goto err_close;
+	}
+	/* Remember which file we created, so close never unlinks a socket
+	 * somebody else has bound at the same path since. */
+	if (stat(sa.sun_path, &st) == 0) {
+		l->unlink_on_close = true;
+		l->dev = st.st_dev;
+		l->ino = st.st_ino;
+	}
+	if (listen(fd, RING_BACKLOG) < 0) {
+		ret = -errno;
+		goto err_unlink;
+	}
+	l->family = AF_UNIX;
+	l->fd = fd;
+	return 0;
+
+err_unlink:
+	unlink(sa.sun_path);
+err_close:
+	close(fd);
+	return ret;
+}
+
+int ring_listen(const struct ring_uri *uri, struct ring_listener **out)
+{
+	struct ring_listener *l;
+	int ret;
+
+	if (!uri || !out)
+		return -EINVAL;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->fd = -1;
+	l->uri = *uri;
+	l->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (l->abort_fd < 0) {
+		ret = -errno;
+		goto err_free;
+	}
+
+	switch (uri->kind) {
+	case RING_URI_TCP:
+		ret = ring_listen_tcp(l);
+		break;
+	case RING_URI_UNIX:
+		ret = ring_listen_unix(l);
+		break;
+	default:
+		ret = -EINVAL;
+		break;
+	}
+	if (ret)
+		goto err_abort_fd;
+	*out = l;
+	return 0;
+
+err_abort_fd:
+	close(l->abort_fd);
+err_free:
+	free(l);
+	return ret;
+}
+
+void ring_listener_uri(const struct ring_listener *l, struct ring_uri *uri)
+{
+	if (l && uri)
+		*uri = l->uri;
+}
+
+int ring_accept(struct ring_listener *l, struct ring_channel **out, int timeout_ms)
+{
+	int64_t deadline = ring_deadline(timeout_ms);
+	struct pollfd pfd[2];
+	int fd, n, err, ret;
+
+	if (!l || !out)
+		return -EINVAL;
+	for (;;) {
+		pfd[0] = (struct pollfd){ .fd = l->fd, .events = POLLIN };
+		pfd[1] = (struct pollfd){ .fd = l->abort_fd, .events = POLLIN };
+		n = poll(pfd, 2, ring_left_ms(deadline));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		/* The eventfd is never drained: once aborted, stay aborted. */
+		if (pfd[1].revents)
+			return -ECANCELED;
+		if (n == 0)
+			return -ETIMEDOUT;
+
+		fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0)
+			break;
+		err = errno;
+		/* The listener is non-blocking so a connection reset between
+		 * poll and accept costs a loop, not a hang; Linux also reports
+		 * some pending network errors through accept(2). */
+		if (err == EAGAIN || err == EINTR || err == ECONNABORTED || err == EPROTO ||
+		    err == ENETDOWN || err == ENOPROTOOPT || err == EHOSTDOWN || err == ENONET ||
+		    err == EHOSTUNREACH || err == EOPNOTSUPP || err == ENETUNREACH)
+			continue;
+		return -err;
+	}
+
+	/* Linux copies these from the listener, but only by implementation. */
+	ring_tune_socket(fd, l->family);
+	ret = ring_channel_new(fd, out);
+	if (ret)
+		goto err_close;
+	return 0;
+
+err_close:
+	close(fd);
+	return ret;
+}
+
+void ring_listener_abort(struct ring_listener *l)
+{
+	uint64_t one = 1;
+
+	if (!l)
+		return;
+	/* Can only fail with EAGAIN once the counter is near overflow, which
+	 * leaves it readable anyway. */
+	if (write(l->abort_fd, &one, sizeof(one)) < 0)
+		return;
+}
+
+void ring_listener_close(struct ring_listener *l)
+{
+	struct stat st;
+
+	if (!l)
+		return;
+	/* Unlink before close: a client racing with us then sees ENOENT (and
+	 * retries) rather than a socket file nobody will ever accept on. */
+	if (l->unlink_on_close && stat(l->uri.path, &st) == 0 && st.st_dev == l->dev &&
+	    st.st_ino == l->ino)
+		unlink(l->uri.path);
+	close(l->fd);
+	close(l->abort_fd);
+	free(l);
+}
+
+/* ------------------------------------------------------------- connect */
+
+static bool ring_connect_retryable(int err)
+{
+	/* ECONNREFUSED: nobody listening yet.  ENOENT: unix socket file not
+	 * created yet.  EAGAIN: unix listener's backlog full. */
+	return err == -ECONNREFUSED || err == -ENOENT || err == -EAGAIN;
+}
+
+/* Loopback TCP to a port in the ephemeral range with no listener can
+ * "succeed" by connecting to itself (simultaneous open when the kernel picks
+ * that very port as our source port), which would also block the real
+ * listener's bind.  Treat it as the refusal it really is. */
+static bool ring_self_connected(int fd)
+{
+	struct sockaddr_storage a, b;
+	socklen_t alen = sizeof(a), blen = sizeof(b);
+
+	if (getsockname(fd, (struct sockaddr *)&a, &alen) < 0 ||
+	    getpeername(fd, (struct sockaddr *)&b, &blen) < 0)
+		return false;
+	return alen == blen && !memcmp(&a, &b, alen);
+}
+
+/* One attempt.  Returns a connected blocking fd or -errno. */
+static int ring_try_connect(int family, const struct sockaddr *sa, socklen_t salen,
+			    int64_t deadline)
+{
+	struct pollfd pfd;
+	socklen_t len = sizeof(int);
+	int fd, err, n, flags, wait;
+
+	fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	ring_tune_socket(fd, family);
+
+	if (connect(fd, sa, salen) < 0) {
+		err = errno;
+		if (err != EINPROGRESS)
+			goto err_close;
+		/* Non-blocking so that an unreachable host cannot hold us for
+		 * the kernel's SYN retry period (minutes) past our deadline. */
+		wait = ring_left_ms(deadline);
+		if (wait >= 0 && wait < RING_HANDSHAKE_MIN_MS)
+			wait = RING_HANDSHAKE_MIN_MS;
+		pfd = (struct pollfd){ .fd = fd, .events = POLLOUT };
+		do {
+			n = poll(&pfd, 1, wait);
+		} while (n < 0 && errno == EINTR);
+		if (n < 0) {
+			err = errno;
+			goto err_close;
+		}
+		if (n == 0) {
+			err = ETIMEDOUT;
+			goto err_close;
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err)
+			goto err_close;
+	}
+	if (family != AF_UNIX && ring_self_connected(fd)) {
+		err = ECONNREFUSED;
+		goto err_close;
+	}
+
+	/* The data path does not depend on it (io_uring never blocks on a
+	 * socket), but hand callers an ordinary blocking socket. */
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+		err = errno;
+		goto err_close;
+	}
+	return fd;
+
+err_close:
+	close(fd);
+	return -err;
+}
+
+int ring_connect(const struct ring_uri *uri, int timeout_ms, struct ring_channel **out)
+{
+	int64_t deadline = ring_deadline(timeout_ms);
+	struct addrinfo *res = NULL, *ai;
+	struct sockaddr_un sa_un;
+	socklen_t sa_unlen;
+	int fd = -1, ret, left;
+	bool retry;
+
+	if (!uri || !out)
+		return -EINVAL;
+	switch (uri->kind) {
+	case RING_URI_TCP:
+		ret = ring_resolve(uri, false, &res);
+		break;
+	case RING_URI_UNIX:
+		ret = ring_unix_addr(uri->path, sizeof(uri->path), &sa_un, &sa_unlen);
+		break;
+	default:
+		ret = -EINVAL;
+		break;
+	}
+	if (ret)
+		return ret;
+
+	for (;;) {
+		retry = false;
+		if (res) {
+			ret = -EADDRNOTAVAIL;
+			for (ai = res; ai; ai = ai->ai_next) {
+				fd = ring_try_connect(ai->ai_family, ai->ai_addr, ai->ai_addrlen,
+						      deadline);
+				if (fd >= 0)
+					break;
+				/* Report the refusal rather than, say, an
+				 * unreachable IPv6 sibling address. */
+				if (!retry)
+					ret = fd;
+				if (ring_connect_retryable(fd))
+					retry = true;
+			}
+		} else {
+			fd = ring_try_connect(AF_UNIX, (struct sockaddr *)&sa_un, sa_unlen, deadline);
+			ret = fd;
+			retry = ring_connect_retryable(fd);
+		}
+		if (fd >= 0)
+			break;
+		left = ring_left_ms(deadline);
+		if (!retry || left == 0)
+			goto out;
+		ring_sleep_ms(left < 0 || left > RING_CONNECT_RETRY_MS ? RING_CONNECT_RETRY_MS
+								       : left);
+	}
+
+	ret = ring_channel_new(fd, out);
+	if (ret)
+		close(fd);
+out:
+	if (res)
+		freeaddrinfo(res);
+	return ret;
+}
