@@ -44,18 +44,40 @@ static void publish_page(struct kvm_vm *vm, uint64_t pg)
 		atomic_fetch_add(&vm->dirty_count, 1);
 }
 
-void kvm_dirty_mark_all(struct kvm_vm *vm)
+static void mark_range(struct kvm_vm *vm, uint64_t first, uint64_t end)
 {
-	uint64_t n = kvm_vm_nr_pages(vm);
-
-	for (uint64_t w = 0; w < bitmap_words(vm); w++) {
-		unsigned long want = ~0ul;
-
-		if ((w + 1) * BITS_PER_WORD > n)
-			want = (1ul << (n % BITS_PER_WORD)) - 1;
+	while (first < end) {
+		uint64_t w = first / BITS_PER_WORD;
+		unsigned int lo = (unsigned int)(first % BITS_PER_WORD);
+		uint64_t n = end - first < BITS_PER_WORD - lo ? end - first : BITS_PER_WORD - lo;
+		unsigned long want = (n == BITS_PER_WORD ? ~0ul : ((1ul << n) - 1)) << lo;
 		unsigned long old = atomic_fetch_or(&vm->dirty_bitmap[w], want);
 
 		atomic_fetch_add(&vm->dirty_count, (uint64_t)__builtin_popcountl(want & ~old));
+		first += n;
+	}
+}
+
+/* Every page the guest ever touched.  Ranges that are still holes in the
+ * memfd were never written: they read as zero here and on a destination,
+ * so they need not be sent at all. */
+void kvm_dirty_mark_all(struct kvm_vm *vm)
+{
+	off_t end = (off_t)vm->ram_size, pos = 0;
+
+	while (pos < end) {
+		off_t data = lseek(vm->memfd, pos, SEEK_DATA);
+
+		if (data < 0)
+			break;	/* ENXIO: only holes from here on */
+		off_t hole = lseek(vm->memfd, data, SEEK_HOLE);
+
+		if (hole < 0 || hole > end)
+			hole = end;
+		/* round outwards to whole pages */
+		mark_range(vm, (uint64_t)data / KVM_PAGE_SIZE,
+			   ((uint64_t)hole + KVM_PAGE_SIZE - 1) / KVM_PAGE_SIZE);
+		pos = hole;
 	}
 }
 

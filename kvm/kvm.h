@@ -95,7 +95,8 @@ int kvm_dirty_start(struct kvm_vm *vm, char *err, size_t errlen);
  * stopped: also scan for ring holes so nothing can hide. */
 int kvm_dirty_sync(struct kvm_vm *vm, bool final);
 void kvm_dirty_stop(struct kvm_vm *vm);
-/* Mark every page dirty (start of migration, and overflow recovery). */
+/* Mark every page the guest ever touched dirty (start of migration, and
+ * overflow recovery); memory never populated reads as zero everywhere. */
 void kvm_dirty_mark_all(struct kvm_vm *vm);
 /* Atomically test-and-clear the bit of page index pg. */
 bool kvm_dirty_test_and_clear(struct kvm_vm *vm, uint64_t pg);

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -644,6 +645,8 @@ static void *incoming_main(void *arg)
 
 	if (r) {
 		set_error(m, "no incoming connection: %s", strerror(-r));
+		if (r != -ECANCELED)
+			fprintf(stderr, "kmig: no incoming connection: %s\n", strerror(-r));
 		goto fail;
 	}
 	pthread_mutex_lock(&m->lock);
@@ -662,6 +665,8 @@ static void *incoming_main(void *arg)
 		if (!c->err[0])
 			snprintf(c->err, sizeof(c->err), "%s", strerror(-r));
 		set_error(m, "incoming migration failed: %s", c->err);
+		/* like QEMU's "load of migration failed": the process exits */
+		fprintf(stderr, "kmig: incoming migration failed: %s\n", c->err);
 		send_ack(ch, r, c->err);
 		goto fail;
 	}

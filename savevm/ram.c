@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "savevm/ram.h"
 
@@ -105,26 +104,10 @@ static int ram_save_setup(void *opaque, struct savevm_out *out, char *err, size_
 
 	if (r)
 		return r;
-	/* Everything starts dirty; then drop the memfd's holes, memory the
-	 * guest never touched, which reads as zero on both sides.  Both after
-	 * logging started, so a page first written from now on is logged. */
+	/* Everything the guest ever touched starts dirty; after logging
+	 * started, so a page first written from now on is logged. */
 	kvm_dirty_mark_all(h->vm);
-	uint64_t before = kvm_dirty_count(h->vm);
-	int fd = kvm_vm_memfd(h->vm);
-	off_t end = (off_t)(h->nr_pages * KVM_PAGE_SIZE), pos = 0;
-
-	while (pos < end) {
-		off_t hole = lseek(fd, pos, SEEK_HOLE);
-		if (hole < 0 || hole >= end)
-			break;
-		off_t data = lseek(fd, hole, SEEK_DATA);
-		if (data < 0 || data > end)
-			data = end;
-		for (uint64_t pg = (uint64_t)hole / KVM_PAGE_SIZE; pg < (uint64_t)data / KVM_PAGE_SIZE; pg++)
-			kvm_dirty_test_and_clear(h->vm, pg);
-		pos = data;
-	}
-	atomic_store(&h->holes, before - kvm_dirty_count(h->vm));
+	atomic_store(&h->holes, h->nr_pages - kvm_dirty_count(h->vm));
 	h->cursor = 0;
 	h->batch = 0;
 	h->niov = 2;

@@ -1,0 +1,345 @@
+"""Helpers for kmig's integration tests: real guests on /dev/kvm, real
+sockets, real QMP.  Each test is a small script; exit 77 means skipped
+(meson understands it), with the reason printed.
+
+Nothing here knows kmig's internals: processes are driven over QMP exactly
+as a management tool would drive QEMU, and the migration stream is parsed
+from docs/stream-format.md, independently of the C codec."""
+
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SKIP = 77
+
+
+def skip(reason):
+    print(f"SKIP: {reason}")
+    sys.exit(SKIP)
+
+
+def require_kvm():
+    if not os.path.exists("/dev/kvm"):
+        skip("/dev/kvm does not exist (no KVM on this host)")
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        skip("/dev/kvm is not accessible (run as root or in the kvm group)")
+
+
+def kmig_path():
+    p = os.environ.get("KMIG")
+    if not p or not os.path.exists(p):
+        sys.exit(f"KMIG environment variable must name the kmig binary (got {p!r})")
+    return p
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class QMPError(Exception):
+    def __init__(self, error):
+        super().__init__(f"{error.get('class')}: {error.get('desc')}")
+        self.error = error
+
+
+class QMP:
+    """A minimal QMP client, written against QEMU's protocol."""
+
+    def __init__(self, path, timeout=10.0):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.sock.settimeout(60)
+        self.buf = b""
+        self.events = []
+        self.greeting = self._read()
+        assert "QMP" in self.greeting, self.greeting
+        self.cmd("qmp_capabilities")
+
+    def _read(self):
+        while b"\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("QMP connection closed")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def cmd(self, name, **args):
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            r = self._read()
+            if "event" in r:
+                self.events.append(r)
+                continue
+            if "error" in r:
+                raise QMPError(r["error"])
+            return r["return"]
+
+    def close(self):
+        self.sock.close()
+
+
+class Kmig:
+    """One `kmig run` process with its serial log and QMP socket."""
+
+    def __init__(self, workdir, name, guest="verify", params="", mem=256, vcpus=1,
+                 incoming=None, extra=(), kernel=None, append=None):
+        self.name = name
+        self.serial = os.path.join(workdir, f"{name}.log")
+        self.qmp_path = os.path.join(workdir, f"{name}.qmp")
+        self.stderr_path = os.path.join(workdir, f"{name}.err")
+        args = [kmig_path(), "run", "--mem", str(mem), "--vcpus", str(vcpus),
+                "--serial", self.serial, "--qmp", self.qmp_path]
+        if kernel:
+            args += ["--kernel", kernel]
+            if append:
+                args += ["--append", append]
+        else:
+            args += ["--guest", guest + ("," + params if params else "")]
+        if incoming:
+            args += ["--incoming", incoming]
+        args += list(extra)
+        self.args = args
+        self.err = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen(args, stdout=self.err, stderr=self.err)
+        self._qmp = None
+
+    @property
+    def qmp(self):
+        if self._qmp is None:
+            self._qmp = QMP(self.qmp_path)
+        return self._qmp
+
+    def lines(self):
+        try:
+            with open(self.serial, errors="replace") as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def stderr(self):
+        with open(self.stderr_path, errors="replace") as f:
+            return f.read()
+
+    def wait_lines(self, pattern, count=1, timeout=30):
+        rx = re.compile(pattern)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            got = [l for l in self.lines() if rx.search(l)]
+            if len(got) >= count:
+                return got
+            if any("FAIL" in l for l in self.lines()):
+                raise AssertionError(f"{self.name}: guest reported failure: "
+                                     + "\n".join(self.lines()[-5:]))
+            if self.proc.poll() is not None and len(got) < count:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name}: waited for {count}x /{pattern}/; serial:\n"
+                             + "\n".join(self.lines()[-10:]) + "\nstderr:\n" + self.stderr())
+
+    def failures(self):
+        return [l for l in self.lines() if "FAIL" in l]
+
+    def wait_exit(self, timeout=30):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.qmp.cmd("quit")
+            except Exception:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._qmp:
+            self._qmp.close()
+        self.err.close()
+
+
+def verify_passes(line):
+    """'verify: t=3s passes=12,11 ok' -> [12, 11]"""
+    m = re.search(r"passes=([\d,]+)", line)
+    return [int(x) for x in m.group(1).split(",")] if m else []
+
+
+def wait_migration(qmp, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        info = qmp.cmd("query-migrate")
+        if info.get("status") in ("completed", "failed", "cancelled"):
+            return info
+        time.sleep(0.05)
+    raise AssertionError(f"migration did not finish in {timeout}s: {info}")
+
+
+def workdir(prefix):
+    return tempfile.mkdtemp(prefix=f"kmig-{prefix}-")
+
+
+# ---- the stream format (docs/stream-format.md), parsed independently ----
+
+REC_SECTION, REC_RAM, REC_PART, REC_DEVICE, REC_PASS_END, REC_EOF = 1, 2, 3, 4, 5, 0x7F
+HEADER_SIZE = 32
+
+
+class StreamReader:
+    """Splits a byte stream into records as they arrive.  feed() returns
+    complete records: (kind, offset, bytes) with offset in the stream."""
+
+    def __init__(self):
+        self.buf = b""
+        self.pos = 0
+        self.header_done = False
+
+    def _need(self, n):
+        return len(self.buf) >= n
+
+    def feed(self, data):
+        self.buf += data
+        out = []
+        while True:
+            rec = self._next()
+            if rec is None:
+                return out
+            out.append(rec)
+
+    def _take(self, n, kind):
+        rec = (kind, self.pos, self.buf[:n])
+        self.buf = self.buf[n:]
+        self.pos += n
+        return rec
+
+    def _next(self):
+        if not self.header_done:
+            if not self._need(HEADER_SIZE):
+                return None
+            self.header_done = True
+            return self._take(HEADER_SIZE, "header")
+        if not self._need(4):
+            return None
+        (t,) = struct.unpack_from("<I", self.buf)
+        if t == REC_SECTION:
+            if not self._need(24):
+                return None
+            name_len = struct.unpack_from("<I", self.buf, 20)[0]
+            return self._take(24 + name_len, "section") if self._need(24 + name_len) else None
+        if t == REC_RAM:
+            if not self._need(12):
+                return None
+            count = struct.unpack_from("<I", self.buf, 8)[0]
+            if not self._need(12 + 8 * count):
+                return None
+            hdrs = struct.unpack_from(f"<{count}Q", self.buf, 12)
+            normal = sum(1 for h in hdrs if not h & 1)
+            n = 12 + 8 * count + 4096 * normal
+            return self._take(n, "ram") if self._need(n) else None
+        if t in (REC_PART, REC_DEVICE):
+            if not self._need(12):
+                return None
+            n = 12 + struct.unpack_from("<I", self.buf, 8)[0]
+            return self._take(n, "device" if t == REC_DEVICE else "part") if self._need(n) else None
+        if t == REC_PASS_END:
+            return self._take(8, "pass-end") if self._need(8) else None
+        if t == REC_EOF:
+            return self._take(20, "eof") if self._need(20) else None
+        raise ValueError(f"unknown record type {t} at stream offset {self.pos}")
+
+
+class Proxy:
+    """Forwards one migration connection, letting a test cut or rewrite the
+    source-to-destination stream.  mutate(kind, offset, record) returns the
+    bytes to forward, None to cut the connection there, or (bytes, "cut")
+    to forward bytes and then cut."""
+
+    def __init__(self, dest_port, mutate=None, cut_at=None):
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(1)
+        self.port = self.lsock.getsockname()[1]
+        self.dest_port = dest_port
+        self.mutate = mutate
+        self.cut_at = cut_at
+        self.forwarded = 0
+        self.cut = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _back(self, src, dst):
+        try:
+            while True:
+                data = dst.recv(65536)
+                if not data:
+                    break
+                src.sendall(data)
+        except OSError:
+            pass
+
+    def _run(self):
+        src, _ = self.lsock.accept()
+        dst = socket.create_connection(("127.0.0.1", self.dest_port))
+        threading.Thread(target=self._back, args=(src, dst), daemon=True).start()
+        reader = StreamReader() if self.mutate else None
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if self.cut_at is not None and self.forwarded + len(data) >= self.cut_at:
+                    dst.sendall(data[: self.cut_at - self.forwarded])
+                    self.forwarded = self.cut_at
+                    self.cut = True
+                    break
+                if reader:
+                    for kind, off, rec in reader.feed(data):
+                        out = self.mutate(kind, off, rec)
+                        cut = out is None or isinstance(out, tuple)
+                        if isinstance(out, tuple):
+                            out = out[0]
+                        if out:
+                            dst.sendall(out)
+                            self.forwarded += len(out)
+                        if cut:
+                            self.cut = True
+                            raise StopIteration
+                else:
+                    dst.sendall(data)
+                    self.forwarded += len(data)
+        except (OSError, StopIteration):
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        self.lsock.close()

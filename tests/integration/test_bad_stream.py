@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Hostile and broken migration streams.  A proxy between source and
+destination cuts the stream at random points or rewrites records.  Every
+time: the destination refuses with a clear error, writes nothing outside
+guest RAM, never starts its guest and exits 1; the source reports
+'failed' and its guest keeps running, still correct."""
+import random
+import struct
+import sys
+
+from kmiglib import (Kmig, Proxy, free_port, require_kvm, verify_passes, wait_migration, workdir)
+
+MAX_DEVICE = 1 << 20
+
+
+def patch(rec, off, fmt, value):
+    b = bytearray(rec)
+    struct.pack_into(fmt, b, off, value)
+    return bytes(b)
+
+
+def first(kind_wanted, fn):
+    """Apply fn to the first record of a kind; forward the rest."""
+    state = {"done": False}
+
+    def mutate(kind, off, rec):
+        if kind == kind_wanted and not state["done"]:
+            state["done"] = True
+            return fn(rec)
+        return rec
+    return mutate
+
+
+def nth(kind_wanted, n, fn):
+    state = {"seen": 0}
+
+    def mutate(kind, off, rec):
+        if kind == kind_wanted:
+            state["seen"] += 1
+            if state["seen"] == n:
+                return fn(rec)
+        return rec
+    return mutate
+
+
+CASES = [
+    # (name, proxy kwargs, what the destination must say)
+    ("bad magic", dict(mutate=first("header", lambda r: b"NOTKMIG!" + r[8:])), "magic"),
+    ("unsupported version", dict(mutate=first("header", lambda r: patch(r, 8, "<I", 7))), "version"),
+    ("guest size mismatch", dict(mutate=first("header", lambda r: patch(r, 16, "<Q", 512 << 20))), "MiB"),
+    ("unknown section", dict(mutate=first("section", lambda r: r[:24] + b"x" + r[25:])), "unknown section"),
+    ("duplicate section", dict(mutate=first("section", lambda r: r + r)), "duplicate section"),
+    ("page outside guest RAM", dict(mutate=first("ram", lambda r: patch(r, 12, "<Q", 0x7fff00000000))),
+     "outside guest RAM"),
+    ("page just past the end of RAM", dict(mutate=first("ram", lambda r: patch(r, 12, "<Q", 256 << 20))),
+     "outside guest RAM"),
+    ("device state past its bound", dict(mutate=first("device", lambda r: patch(r, 8, "<I", MAX_DEVICE + 1))),
+     "exceeds"),
+    ("torn device state", dict(mutate=nth("device", 2, lambda r: patch(r, 12, "<I", 0xdead))), "state"),
+    ("device sent twice", dict(mutate=first("device", lambda r: r + r)), "twice"),
+    ("cut inside a device record", dict(mutate=first("device", lambda r: (r[: len(r) // 2], "cut"))),
+     "truncated"),
+    ("cut before the end marker", dict(mutate=first("eof", lambda r: None)), "truncated"),
+    ("end marker with wrong page count", dict(mutate=first("eof", lambda r: patch(r, 12, "<Q", 1))),
+     "does not match"),
+]
+
+
+def run_case(wd, n, name, proxy_kw, expect):
+    port = free_port()
+    dst = Kmig(wd, f"dst{n}", params="ws=16", incoming=f"tcp:127.0.0.1:{port}")
+    src = Kmig(wd, f"src{n}", params="ws=16")
+    proxy = Proxy(port, **proxy_kw)
+    try:
+        src.wait_lines(r" ok$", 1)
+        src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{proxy.port}")
+        info = wait_migration(src.qmp)
+        assert info["status"] == "failed", f"{name}: source status {info}"
+        code = dst.wait_exit(30)
+        assert code == 1, f"{name}: destination exit status {code}"
+        err = dst.stderr()
+        assert expect.lower() in err.lower(), f"{name}: destination said: {err!r}"
+        assert not dst.lines(), f"{name}: destination guest ran: {dst.lines()}"
+        # the source guest resumed and is still correct
+        assert src.qmp.cmd("query-status")["status"] == "running"
+        before = verify_passes(src.wait_lines(r" ok$")[-1])
+        n_ok = len(src.wait_lines(r" ok$"))
+        src.wait_lines(r" ok$", n_ok + 2, timeout=20)
+        after = verify_passes(src.wait_lines(r" ok$")[-1])
+        assert after > before and not src.failures()
+        print(f"ok: {name}: destination refused ({err.strip().splitlines()[-1][:110]}); "
+              f"source: {info.get('error-desc', '')[:80]!r}, guest still running")
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def main():
+    require_kvm()
+    wd = workdir("badstream")
+    n = 0
+    for name, kw, expect in CASES:
+        run_case(wd, n, name, kw, expect)
+        n += 1
+    rng = random.Random(int(sys.argv[1]) if len(sys.argv) > 1 else 4242)
+    for i in range(6):
+        cut = rng.choice([rng.randrange(1, 32), rng.randrange(32, 4096), rng.randrange(4096, 8 << 20)])
+        run_case(wd, n, f"cut at byte {cut}", dict(cut_at=cut), "truncated")
+        n += 1
+    print(f"{n} broken streams refused; source guest kept running every time")
+
+
+if __name__ == "__main__":
+    main()

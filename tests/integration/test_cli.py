@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Bad command lines and bad guest files: a clear message, a non-zero
+exit, never a crash (no death by signal), nothing left running."""
+import os
+import subprocess
+import tempfile
+
+from kmiglib import kmig_path, require_kvm
+
+K = kmig_path()
+
+
+def run(args, expect_rc, expect_text, timeout=20):
+    p = subprocess.run([K] + args, capture_output=True, text=True, timeout=timeout)
+    out = p.stdout + p.stderr
+    assert p.returncode >= 0, f"{args}: killed by signal {-p.returncode}"
+    assert p.returncode == expect_rc, f"{args}: exit {p.returncode}, expected {expect_rc}: {out}"
+    assert expect_text.lower() in out.lower(), f"{args}: expected {expect_text!r} in: {out}"
+    print(f"ok: kmig {' '.join(args)[:60]!s:<62} -> {out.strip().splitlines()[0][:90] if out.strip() else ''}")
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="kmig-cli-")
+    # help everywhere
+    run([], 2, "Usage: kmig COMMAND")
+    run(["--help"], 0, "Commands:")
+    for sub in ("run", "migrate", "demo"):
+        run([sub, "--help"], 0, f"Usage: kmig {sub}")
+    run(["frobnicate"], 2, "unknown command")
+    # values refused before anything starts
+    run(["run", "--guest", "idle", "--mem", "abc"], 2, "invalid --mem")
+    run(["run", "--guest", "idle", "--mem", "-5"], 2, "invalid --mem")
+    run(["run", "--guest", "idle", "--vcpus", "0"], 2, "invalid --vcpus")
+    run(["run", "--guest", "idle", "--vcpus", "65"], 2, "invalid --vcpus")
+    run(["run", "--guest", "idle", "--dirty-ring", "1000"], 2, "power of two")
+    run(["run", "--guest", "idle,ws"], 2, "invalid --guest")
+    run(["run"], 2, "exactly one of --kernel")
+    run(["run", "--guest", "idle", "--kernel", "/x"], 2, "exactly one of --kernel")
+    run(["migrate", "--qmp", "/nonexistent.sock", "tcp:127.0.0.1:1"], 1, "cannot connect")
+    run(["migrate", "tcp:127.0.0.1:1"], 2, "Usage")
+    require_kvm()
+    run(["run", "--guest", "idle", "--mem", "15"], 1, "at least 16 MiB")
+    run(["run", "--guest", "nosuch"], 1, "unknown built-in guest")
+    run(["run", "--kernel", "/nonexistent/kernel.elf"], 1, "cannot open kernel")
+    run(["run", "--kernel", tmp], 1, "not a regular file")
+    with open(os.path.join(tmp, "text"), "w") as f:
+        f.write("not a kernel\n" * 100)
+    run(["run", "--kernel", os.path.join(tmp, "text")], 1, "no multiboot header")
+    # a multiboot header whose ELF is cut short
+    elf = open(os.environ["VERIFY_ELF"], "rb").read()
+    with open(os.path.join(tmp, "short.elf"), "wb") as f:
+        f.write(elf[:4200])
+    run(["run", "--kernel", os.path.join(tmp, "short.elf")], 1, "outside the file")
+    # a 64-bit ELF (this very program's loader would refuse it, as QEMU does)
+    with open(os.path.join(tmp, "elf64"), "wb") as f:
+        f.write(b"\x7fELF\x02\x01\x01" + b"\0" * 9 + elf[16:])
+    run(["run", "--kernel", os.path.join(tmp, "elf64")], 1, "32-bit")
+    run(["run", "--guest", "idle", "--incoming", "foo:bar"], 1, "unsupported URI scheme")
+    run(["run", "--guest", "idle", "--incoming", "tcp:127.0.0.1:99999"], 1, "port")
+    run(["run", "--guest", "idle", "--incoming", "exec:cat"], 1, "not supported")
+    run(["run", "--guest", "idle", "--qmp", "/nonexistent/dir/q.sock"], 1, "q.sock")
+    run(["run", "--guest", "idle", "--serial", "/nonexistent/dir/s.log"], 1, "cannot open serial")
+    print("all bad command lines refused cleanly")
+
+
+if __name__ == "__main__":
+    main()
