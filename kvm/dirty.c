@@ -17,7 +17,6 @@
 
 #include "kvm/kvm-int.h"
 
-#define BITS_PER_WORD (8 * sizeof(unsigned long))
 /* Background harvest period: at this machine's fault rate (~10 µs per
  * first write) a vCPU fills a 4096-entry ring in ~40 ms, so 1 ms keeps the
  * ring far from full. */
@@ -30,32 +29,9 @@ struct dirty_backend {
 	void (*stop)(struct kvm_vm *vm);
 };
 
-static uint64_t bitmap_words(const struct kvm_vm *vm)
-{
-	return (kvm_vm_nr_pages(vm) + BITS_PER_WORD - 1) / BITS_PER_WORD;
-}
-
 static void publish_page(struct kvm_vm *vm, uint64_t pg)
 {
-	unsigned long bit = 1ul << (pg % BITS_PER_WORD);
-	unsigned long old = atomic_fetch_or(&vm->dirty_bitmap[pg / BITS_PER_WORD], bit);
-
-	if (!(old & bit))
-		atomic_fetch_add(&vm->dirty_count, 1);
-}
-
-static void mark_range(struct kvm_vm *vm, uint64_t first, uint64_t end)
-{
-	while (first < end) {
-		uint64_t w = first / BITS_PER_WORD;
-		unsigned int lo = (unsigned int)(first % BITS_PER_WORD);
-		uint64_t n = end - first < BITS_PER_WORD - lo ? end - first : BITS_PER_WORD - lo;
-		unsigned long want = (n == BITS_PER_WORD ? ~0ul : ((1ul << n) - 1)) << lo;
-		unsigned long old = atomic_fetch_or(&vm->dirty_bitmap[w], want);
-
-		atomic_fetch_add(&vm->dirty_count, (uint64_t)__builtin_popcountl(want & ~old));
-		first += n;
-	}
+	dirty_bitmap_set(&vm->dirty, pg);
 }
 
 /* Every page the guest ever touched.  Ranges that are still holes in the
@@ -75,44 +51,25 @@ void kvm_dirty_mark_all(struct kvm_vm *vm)
 		if (hole < 0 || hole > end)
 			hole = end;
 		/* round outwards to whole pages */
-		mark_range(vm, (uint64_t)data / KVM_PAGE_SIZE,
-			   ((uint64_t)hole + KVM_PAGE_SIZE - 1) / KVM_PAGE_SIZE);
+		dirty_bitmap_set_range(&vm->dirty, (uint64_t)data / KVM_PAGE_SIZE,
+				       ((uint64_t)hole + KVM_PAGE_SIZE - 1) / KVM_PAGE_SIZE);
 		pos = hole;
 	}
 }
 
 bool kvm_dirty_test_and_clear(struct kvm_vm *vm, uint64_t pg)
 {
-	unsigned long bit = 1ul << (pg % BITS_PER_WORD);
-	unsigned long old = atomic_fetch_and(&vm->dirty_bitmap[pg / BITS_PER_WORD], ~bit);
-
-	if (old & bit) {
-		atomic_fetch_sub(&vm->dirty_count, 1);
-		return true;
-	}
-	return false;
+	return dirty_bitmap_test_and_clear(&vm->dirty, pg);
 }
 
 uint64_t kvm_dirty_find_next(struct kvm_vm *vm, uint64_t pg)
 {
-	uint64_t n = kvm_vm_nr_pages(vm);
-
-	while (pg < n) {
-		unsigned long w = atomic_load_explicit(&vm->dirty_bitmap[pg / BITS_PER_WORD],
-						       memory_order_relaxed);
-		w &= ~0ul << (pg % BITS_PER_WORD);
-		if (w) {
-			pg = (pg / BITS_PER_WORD) * BITS_PER_WORD + (uint64_t)__builtin_ctzl(w);
-			return pg < n ? pg : n;
-		}
-		pg = (pg / BITS_PER_WORD + 1) * BITS_PER_WORD;
-	}
-	return n;
+	return dirty_bitmap_find_next(&vm->dirty, pg);
 }
 
 uint64_t kvm_dirty_count(struct kvm_vm *vm)
 {
-	return atomic_load(&vm->dirty_count);
+	return dirty_bitmap_count(&vm->dirty);
 }
 
 /* Re-protect all RAM and mark it dirty: the recovery after a ring overflow
@@ -350,8 +307,7 @@ const char *kvm_dirty_backend_name(const struct kvm_vm *vm)
 
 int kvm_dirty_init(struct kvm_vm *vm, char *err, size_t errlen)
 {
-	vm->dirty_bitmap = calloc(bitmap_words(vm), sizeof(*vm->dirty_bitmap));
-	if (!vm->dirty_bitmap)
+	if (dirty_bitmap_init(&vm->dirty, kvm_vm_nr_pages(vm)))
 		goto nomem;
 	if (vm->cfg.dirty_backend == KVM_DIRTY_RING) {
 		/* room for a full ring, a repaired hole and a second lap */
@@ -377,7 +333,7 @@ nomem:
 
 void kvm_dirty_fini(struct kvm_vm *vm)
 {
-	free(vm->dirty_bitmap);
+	dirty_bitmap_fini(&vm->dirty);
 	free(vm->harvest_buf);
 	free(vm->log_buf);
 }
@@ -415,9 +371,7 @@ void kvm_dirty_stop(struct kvm_vm *vm)
 	backend(vm)->stop(vm);
 	vm->dirty_active = false;
 	/* Leave the bitmap clean for a later migration. */
-	for (uint64_t w = 0; w < bitmap_words(vm); w++)
-		atomic_store(&vm->dirty_bitmap[w], 0ul);
-	atomic_store(&vm->dirty_count, 0);
+	dirty_bitmap_clear_all(&vm->dirty);
 }
 
 void kvm_dirty_get_stats(struct kvm_vm *vm, struct kvm_dirty_stats *st)

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 
 #include "kvm/kvm.h"
+#include "kvm/bitmap.h"
 #include "kvm/dirty-ring.h"
 
 #define KVM_MAX_SLOTS 2
@@ -75,8 +76,7 @@ struct kvm_vm {
 	/* dirty tracking */
 	pthread_mutex_t dirty_lock;	/* serialises harvest + reset */
 	bool dirty_active;
-	_Atomic(unsigned long) *dirty_bitmap;
-	_Atomic uint64_t dirty_count;
+	struct dirty_bitmap dirty;
 	uint64_t *harvest_buf;		/* RAM page indices collected, pre-publish */
 	size_t harvest_cap;
 	unsigned long *log_buf;		/* KVM_GET_DIRTY_LOG scratch */

@@ -471,8 +471,11 @@ static void handle_io(struct kvm_vcpu *v)
 			char d[64];
 			snprintf(d, sizeof(d), "guest wrote exit code %u to port 0x%x", data[0], port);
 			vm_stop_for_good(v->vm, KVM_STOP_GUEST_EXIT, data[0], d);
-		} else if (!wr) {
-			memset(data, 0xff, run->io.size);	/* nothing there */
+		} else {
+			if (!wr)
+				memset(data, 0xff, run->io.size);	/* nothing there */
+			if (getenv("KMIG_TRACE_IO"))
+				fprintf(stderr, "io %s port 0x%x size %u\n", wr ? "out" : "in", port, run->io.size);
 		}
 	}
 }

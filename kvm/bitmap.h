@@ -1,0 +1,29 @@
+/* kvm/bitmap.h — the dirty bitmap: one bit per page of guest RAM, set by
+ * harvesters and cleared by the sender on different threads, so every
+ * update is atomic and the count of set bits is kept exact alongside. */
+#ifndef KMIG_KVM_BITMAP_H
+#define KMIG_KVM_BITMAP_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct dirty_bitmap {
+	_Atomic(unsigned long) *words;
+	uint64_t nbits;
+	_Atomic uint64_t count;
+};
+
+int dirty_bitmap_init(struct dirty_bitmap *b, uint64_t nbits);
+void dirty_bitmap_fini(struct dirty_bitmap *b);
+/* Returns true if the bit was clear. */
+bool dirty_bitmap_set(struct dirty_bitmap *b, uint64_t bit);
+/* Sets [first, end). */
+void dirty_bitmap_set_range(struct dirty_bitmap *b, uint64_t first, uint64_t end);
+bool dirty_bitmap_test_and_clear(struct dirty_bitmap *b, uint64_t bit);
+/* First set bit at or after bit, or nbits. */
+uint64_t dirty_bitmap_find_next(struct dirty_bitmap *b, uint64_t bit);
+uint64_t dirty_bitmap_count(struct dirty_bitmap *b);
+void dirty_bitmap_clear_all(struct dirty_bitmap *b);
+
+#endif
