@@ -227,6 +227,14 @@ bool fake_machine_has_handler(struct machine *m)
 	return h;
 }
 
+void fake_machine_get_handler(struct machine *m, machine_event_fn *fn, void **opaque)
+{
+	g_mutex_lock(&m->handler_lock);
+	*fn = m->handler;
+	*opaque = m->handler_opaque;
+	g_mutex_unlock(&m->handler_lock);
+}
+
 void fake_machine_join_threads(struct machine *m)
 {
 	for (;;) {

@@ -238,9 +238,10 @@ static void test_negotiation(void **state)
 
 /* ------------------------------------------------------------------ ids */
 
-static void check_id(struct tclient *c, const char *cmd_fmt, const char *id_json, bool want_return)
+/* send cmd_head + id_json + "}" */
+static void check_id(struct tclient *c, const char *cmd_head, const char *id_json, bool want_return)
 {
-	char *text = g_strdup_printf(cmd_fmt, id_json);
+	char *text = g_strconcat(cmd_head, id_json, "}", NULL);
 	JsonNode *r = tc_cmd(c, text);
 	JsonParser *p = json_parser_new();
 	JsonObject *o = json_node_get_object(r);
@@ -260,9 +261,9 @@ static void test_id_echo(void **state)
 {
 	struct fx *f = *state;
 	struct tclient *c = tc_connect_negotiated(f->path);
-	const char *ok = "{\"execute\": \"query-status\", \"id\": %s}";
-	const char *bad = "{\"execute\": \"nope\", \"id\": %s}";
-	const char *noexec = "{\"id\": %s}";
+	const char *ok = "{\"execute\": \"query-status\", \"id\": ";
+	const char *bad = "{\"execute\": \"nope\", \"id\": ";
+	const char *noexec = "{\"id\": ";
 	JsonNode *r;
 
 	check_id(c, ok, "42", true);
@@ -920,31 +921,6 @@ static void test_events(void **state)
 		fake_machine_set_migration(f->m, &none);
 	}
 
-	/* SHUTDOWN: guest exit, host error, host signal */
-	fake_machine_emit(f->m, MACHINE_EVENT_SHUTDOWN, 0, true);
-	fake_machine_join_threads(f->m);
-	e = read_event(c, "SHUTDOWN");
-	d = json_object_get_object_member(json_node_get_object(e), "data");
-	assert_int_equal(json_object_get_size(d), 2);
-	assert_true(json_object_get_boolean_member(d, "guest"));
-	assert_string_equal(json_object_get_string_member(d, "reason"), "guest-shutdown");
-	json_node_unref(e);
-	fake_machine_set_runstate(f->m, RUNSTATE_INTERNAL_ERROR);
-	fake_machine_emit(f->m, MACHINE_EVENT_SHUTDOWN, -1, true);
-	fake_machine_join_threads(f->m);
-	e = read_event(c, "SHUTDOWN");
-	d = json_object_get_object_member(json_node_get_object(e), "data");
-	assert_false(json_object_get_boolean_member(d, "guest"));
-	assert_string_equal(json_object_get_string_member(d, "reason"), "host-error");
-	json_node_unref(e);
-	fake_machine_set_runstate(f->m, RUNSTATE_RUNNING);
-	fake_machine_emit(f->m, MACHINE_EVENT_SHUTDOWN, -1, true);
-	fake_machine_join_threads(f->m);
-	e = read_event(c, "SHUTDOWN");
-	d = json_object_get_object_member(json_node_get_object(e), "data");
-	assert_string_equal(json_object_get_string_member(d, "reason"), "host-signal");
-	json_node_unref(e);
-
 	/* the client still negotiating saw none of it */
 	assert_no_message(neg, 20);
 
@@ -955,8 +931,9 @@ static void test_events(void **state)
 	fake_machine_join_threads(f->m);
 	assert_no_message(c, 50);
 
-	/* quit: {} first, then the machine is asked to quit, and its
-	 * SHUTDOWN says who asked */
+	/* quit: {} first, then the machine is asked to quit and SHUTDOWN
+	 * says who asked; just one, though the (fake) machine reports its
+	 * end too */
 	r = cmd(c, "{\"execute\": \"quit\", \"id\": 99}");
 	assert_int_equal(json_object_get_size(ret_obj(r)), 0);
 	json_node_unref(r);
@@ -964,11 +941,54 @@ static void test_events(void **state)
 	fake_machine_join_threads(f->m);
 	e = read_event(c, "SHUTDOWN");
 	d = json_object_get_object_member(json_node_get_object(e), "data");
+	assert_int_equal(json_object_get_size(d), 2);
 	assert_false(json_object_get_boolean_member(d, "guest"));
 	assert_string_equal(json_object_get_string_member(d, "reason"), "host-qmp-quit");
 	json_node_unref(e);
+	assert_no_message(c, 50);
 	tc_close(neg);
 	tc_close(c);
+}
+
+/* SHUTDOWN reasons for what the machine reports (exit code or -1) */
+static void test_shutdown_reasons(void **state)
+{
+	static const struct {
+		int64_t arg;
+		enum machine_runstate rs;
+		bool guest;
+		const char *reason;
+	} cases[] = {
+		{ 0, RUNSTATE_SHUTDOWN, true, "guest-shutdown" },
+		{ 3, RUNSTATE_SHUTDOWN, true, "guest-shutdown" },
+		{ -1, RUNSTATE_INTERNAL_ERROR, false, "host-error" },
+		{ -1, RUNSTATE_RUNNING, false, "host-signal" },
+	};
+	size_t i;
+
+	for (i = 0; i < G_N_ELEMENTS(cases); i++) {
+		struct fx *f = fx_new(NULL);
+		struct tclient *c = tc_connect_negotiated(f->path);
+		JsonNode *e;
+		JsonObject *d;
+		void *fs = f;
+
+		fake_machine_set_runstate(f->m, cases[i].rs);
+		fake_machine_emit(f->m, MACHINE_EVENT_SHUTDOWN, cases[i].arg, true);
+		fake_machine_join_threads(f->m);
+		e = read_event(c, "SHUTDOWN");
+		d = json_object_get_object_member(json_node_get_object(e), "data");
+		assert_int_equal(json_object_get_size(d), 2);
+		assert_int_equal(json_object_get_boolean_member(d, "guest"), cases[i].guest);
+		assert_string_equal(json_object_get_string_member(d, "reason"), cases[i].reason);
+		json_node_unref(e);
+		/* once only */
+		fake_machine_emit(f->m, MACHINE_EVENT_SHUTDOWN, -1, true);
+		fake_machine_join_threads(f->m);
+		assert_no_message(c, 30);
+		tc_close(c);
+		teardown(&fs);
+	}
 }
 
 /* ----------------------------------------------------- parameters, caps */
@@ -1359,6 +1379,21 @@ static void test_start_stop(void **state)
 	fake_machine_join_threads(f->m);
 	tc_spin(10);
 
+	/* a handler call that started before stop and arrives after it (the
+	 * real machine_emit() calls outside its lock): no use after free */
+	{
+		machine_event_fn fn;
+		void *opaque;
+
+		assert_int_equal(qmp_server_start(f->m, path2, &s2, err, sizeof(err)), 0);
+		fake_machine_get_handler(f->m, &fn, &opaque);
+		assert_non_null(fn);
+		qmp_server_stop(s2);
+		fn(opaque, MACHINE_EVENT_STOP, 0);
+		fn(opaque, MACHINE_EVENT_SHUTDOWN, -1);
+		assert_false(g_main_context_pending(NULL));
+	}
+
 	/* stop leaves alone a file that is no longer its socket */
 	assert_int_equal(qmp_server_start(f->m, path2, &s2, err, sizeof(err)), 0);
 	g_remove(path2);
@@ -1389,6 +1424,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pipelining, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_query_migrate_shapes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_events, setup, teardown),
+		cmocka_unit_test(test_shutdown_reasons),
 		cmocka_unit_test_setup_teardown(test_parameters, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_capabilities, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrate, setup, teardown),

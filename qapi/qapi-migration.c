@@ -1,0 +1,129 @@
+/* qapi/qapi-migration.c — QEMU's MigrationInfo (query-migrate) from
+ * struct migration_info.
+ *
+ * Which members are present follows QEMU (migration/migration.c,
+ * fill_source_migration_info, populate_time_info, populate_ram_info), not
+ * the has_* flags of struct migration_info:
+ *
+ *   status none                 {}  (nothing at all)
+ *   setup, failed, cancelled    status (+ error-desc)
+ *   active, cancelling, device  status, setup-time, total-time,
+ *                               expected-downtime, ram (+ error-desc)
+ *   completed                   status, setup-time, total-time, downtime,
+ *                               ram with remaining = dirty-pages-rate = 0
+ *   destination side (incoming) status only (+ error-desc)
+ *
+ * kmig adds "x-kmig" (struct migration_kmig_stats) whenever status is
+ * present; QMP clients ignore members they do not know.
+ */
+#include "qapi/qmp-internal.h"
+
+#include <string.h>
+
+static void add_ram(JsonBuilder *b, const struct migration_info *info)
+{
+	const struct migration_ram_stats *r = &info->ram;
+	bool completed = info->status == MIGRATION_STATUS_COMPLETED;
+
+	json_builder_set_member_name(b, "ram");
+	json_builder_begin_object(b);
+	qmp_builder_add_uint(b, "transferred", r->transferred);
+	qmp_builder_add_uint(b, "remaining", completed ? 0 : r->remaining);
+	qmp_builder_add_uint(b, "total", r->total);
+	qmp_builder_add_uint(b, "duplicate", r->duplicate);
+	qmp_builder_add_uint(b, "skipped", r->skipped);
+	qmp_builder_add_uint(b, "normal", r->normal);
+	qmp_builder_add_uint(b, "normal-bytes", r->normal_bytes);
+	qmp_builder_add_uint(b, "dirty-pages-rate", completed ? 0 : r->dirty_pages_rate);
+	qmp_builder_add_double(b, "mbps", r->mbps);
+	qmp_builder_add_uint(b, "dirty-sync-count", r->dirty_sync_count);
+	qmp_builder_add_uint(b, "postcopy-requests", 0);
+	qmp_builder_add_uint(b, "page-size", r->page_size);
+	qmp_builder_add_uint(b, "multifd-bytes", 0);
+	qmp_builder_add_uint(b, "pages-per-second", r->pages_per_second);
+	qmp_builder_add_uint(b, "precopy-bytes", r->precopy_bytes);
+	qmp_builder_add_uint(b, "downtime-bytes", r->downtime_bytes);
+	qmp_builder_add_uint(b, "postcopy-bytes", 0);
+	qmp_builder_add_uint(b, "dirty-sync-missed-zero-copy", 0);
+	json_builder_end_object(b);
+}
+
+static void add_kmig(JsonBuilder *b, const struct migration_kmig_stats *k)
+{
+	json_builder_set_member_name(b, "x-kmig");
+	json_builder_begin_object(b);
+	if (k->dirty_mode) {
+		json_builder_set_member_name(b, "dirty-mode");
+		json_builder_add_string_value(b, k->dirty_mode);
+	}
+	qmp_builder_add_uint(b, "ring-overflows", k->ring_overflows);
+	qmp_builder_add_uint(b, "ring-full-exits", k->ring_full_exits);
+	qmp_builder_add_uint(b, "ring-resyncs", k->ring_resyncs);
+	qmp_builder_add_uint(b, "pages-harvested", k->pages_harvested);
+	qmp_builder_add_uint(b, "passes", k->passes);
+	json_builder_end_object(b);
+}
+
+JsonNode *qapi_migration_info_to_json(const struct migration_info *info)
+{
+	JsonBuilder *b = json_builder_new();
+	bool times = false, expected = false;
+	const char *status;
+	JsonNode *root;
+
+	json_builder_begin_object(b);
+	status = migration_status_name(info->status);
+	if (info->status == MIGRATION_STATUS_NONE || !status)
+		goto out;
+
+	json_builder_set_member_name(b, "status");
+	json_builder_add_string_value(b, status);
+
+	if (!info->is_incoming) {
+		switch (info->status) {
+		case MIGRATION_STATUS_ACTIVE:
+		case MIGRATION_STATUS_CANCELLING:
+		case MIGRATION_STATUS_DEVICE:
+			times = expected = true;
+			break;
+		case MIGRATION_STATUS_COMPLETED:
+			times = true;
+			break;
+		default:
+			break;
+		}
+	}
+	if (times) {
+		qmp_builder_add_uint(b, "setup-time", info->setup_time_ms);
+		qmp_builder_add_uint(b, "total-time", info->total_time_ms);
+		if (expected)
+			qmp_builder_add_uint(b, "expected-downtime", info->expected_downtime_ms);
+		else
+			qmp_builder_add_uint(b, "downtime", info->downtime_ms);
+		add_ram(b, info);
+	}
+	if (info->has_error && info->error_desc[0]) {
+		char desc[sizeof(info->error_desc) + 1];
+
+		/* the machine fills a fixed array: never trust the NUL */
+		memcpy(desc, info->error_desc, sizeof(info->error_desc));
+		desc[sizeof(info->error_desc)] = '\0';
+		json_builder_set_member_name(b, "error-desc");
+		json_builder_add_string_value(b, desc);
+	}
+	add_kmig(b, &info->kmig);
+out:
+	json_builder_end_object(b);
+	root = json_builder_get_root(b);
+	g_object_unref(b);
+	return root;
+}
+
+char *qapi_migration_info_to_string(const struct migration_info *info, gboolean pretty)
+{
+	JsonNode *node = qapi_migration_info_to_json(info);
+	char *s = qmp_json_to_string(node, pretty);
+
+	json_node_unref(node);
+	return s;
+}

@@ -1,0 +1,601 @@
+/* qapi/qmp-commands.c — the QMP commands kmig implements: a table of
+ * name, argument spec and handler.  Arguments are checked generically
+ * against the spec before a handler runs (qmp_check_args), with QEMU's
+ * error messages, so handlers only look at well-typed members.
+ */
+#include "qapi/qmp-internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+/* QEMU's MAX_MIGRATE_DOWNTIME, in ms */
+#define QMP_MAX_DOWNTIME_MS 2000000u
+
+/* ------------------------------------------------------------- helpers */
+
+static JsonNode *empty_object(void)
+{
+	JsonNode *n = json_node_new(JSON_NODE_OBJECT);
+
+	json_node_take_object(n, json_object_new());
+	return n;
+}
+
+static JsonNode *builder_finish(JsonBuilder *b)
+{
+	JsonNode *n = json_builder_get_root(b);
+
+	g_object_unref(b);
+	return n;
+}
+
+/* Result of a machine_*() call that returns 0 or -errno with err. */
+static JsonNode *machine_result(int ret, const char *err, GError **errp)
+{
+	if (ret >= 0)
+		return empty_object();
+	g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "%s", err[0] ? err : g_strerror(-ret));
+	return NULL;
+}
+
+static bool arg_bool(JsonObject *args, const char *name)
+{
+	JsonNode *n = json_object_get_member(args, name);
+
+	return n && json_node_get_boolean(n);
+}
+
+/* ------------------------------------------------------ argument checks */
+
+static const char *type_word(enum qmp_arg_type t)
+{
+	switch (t) {
+	case QMP_ARG_STR:
+		return "string";
+	case QMP_ARG_BOOL:
+		return "boolean";
+	case QMP_ARG_INT:
+		return "integer";
+	case QMP_ARG_UINT64:
+		return "uint64";
+	case QMP_ARG_NUMBER:
+		return "number";
+	case QMP_ARG_OBJECT:
+		return "object";
+	case QMP_ARG_ARRAY:
+		return "array";
+	case QMP_ARG_ANY:
+		break;
+	}
+	return "value";
+}
+
+static bool has_type(JsonNode *n, enum qmp_arg_type t)
+{
+	GType vt = JSON_NODE_HOLDS_VALUE(n) ? json_node_get_value_type(n) : G_TYPE_INVALID;
+
+	switch (t) {
+	case QMP_ARG_STR:
+		return vt == G_TYPE_STRING;
+	case QMP_ARG_BOOL:
+		return vt == G_TYPE_BOOLEAN;
+	case QMP_ARG_INT:
+		return vt == G_TYPE_INT64;
+	case QMP_ARG_UINT64:
+		/* json-glib has int64 only: what does not fit is negative */
+		return vt == G_TYPE_INT64 && json_node_get_int(n) >= 0;
+	case QMP_ARG_NUMBER:
+		return vt == G_TYPE_INT64 || vt == G_TYPE_DOUBLE;
+	case QMP_ARG_OBJECT:
+		return JSON_NODE_HOLDS_OBJECT(n);
+	case QMP_ARG_ARRAY:
+		return JSON_NODE_HOLDS_ARRAY(n);
+	case QMP_ARG_ANY:
+		return true;
+	}
+	return false;
+}
+
+static bool check_args_prefixed(const struct qmp_arg_spec *spec, JsonObject *args, const char *prefix,
+				GError **err)
+{
+	const struct qmp_arg_spec *a;
+	GList *members, *l;
+	bool ok = true;
+
+	for (a = spec; a && a->name; a++) {
+		JsonNode *n = json_object_get_member(args, a->name);
+
+		if (!n) {
+			if (a->required) {
+				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s%s' is missing",
+					    prefix, a->name);
+				return false;
+			}
+			continue;
+		}
+		if (!has_type(n, a->type)) {
+			g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s%s' expects %s", prefix,
+				    a->name, type_word(a->type));
+			return false;
+		}
+	}
+
+	members = json_object_get_members(args);
+	for (l = members; l; l = l->next) {
+		const char *name = l->data;
+
+		for (a = spec; a && a->name; a++)
+			if (!strcmp(a->name, name))
+				break;
+		if (!a || !a->name) {
+			g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s%s' is unexpected", prefix,
+				    name);
+			ok = false;
+			break;
+		}
+	}
+	g_list_free(members);
+	return ok;
+}
+
+bool qmp_check_args(const struct qmp_arg_spec *spec, JsonObject *args, GError **err)
+{
+	return check_args_prefixed(spec, args, "", err);
+}
+
+/* ---------------------------------------------------- migration tables */
+
+const struct qmp_migration_cap_info qmp_migration_caps[QMP_MIGCAP__MAX] = {
+#define QMP_CAP_INFO(id, name, supported) [QMP_MIGCAP_##id] = { name, supported },
+	QMP_MIGRATION_CAPABILITIES(QMP_CAP_INFO)
+#undef QMP_CAP_INFO
+};
+
+int qmp_migration_cap_lookup(const char *name)
+{
+	int i;
+
+	for (i = 0; i < QMP_MIGCAP__MAX; i++)
+		if (!strcmp(qmp_migration_caps[i].name, name))
+			return i;
+	return -1;
+}
+
+/* QEMU's MigrationParameters members (the reference schema's, plus those
+ * QEMU 7.2 still had), their argument type, and the machine parameter each
+ * one sets: 0 = known but not supported by kmig yet. */
+#define QMP_MIGRATION_PARAMETERS(X)                                          \
+	X("announce-initial", ANY, 0)                                        \
+	X("announce-max", ANY, 0)                                            \
+	X("announce-rounds", ANY, 0)                                         \
+	X("announce-step", ANY, 0)                                           \
+	X("throttle-trigger-threshold", ANY, 0)                              \
+	X("cpu-throttle-initial", ANY, 0)                                    \
+	X("cpu-throttle-increment", ANY, 0)                                  \
+	X("cpu-throttle-tailslow", ANY, 0)                                   \
+	X("tls-creds", ANY, 0)                                               \
+	X("tls-hostname", ANY, 0)                                            \
+	X("tls-authz", ANY, 0)                                               \
+	X("max-bandwidth", UINT64, MIGRATION_PARAM_MAX_BANDWIDTH)            \
+	X("avail-switchover-bandwidth", ANY, 0)                              \
+	X("downtime-limit", UINT64, MIGRATION_PARAM_DOWNTIME_LIMIT)          \
+	X("x-checkpoint-delay", ANY, 0)                                      \
+	X("multifd-channels", ANY, 0)                                        \
+	X("xbzrle-cache-size", ANY, 0)                                       \
+	X("max-postcopy-bandwidth", ANY, 0)                                  \
+	X("max-cpu-throttle", ANY, 0)                                        \
+	X("multifd-compression", ANY, 0)                                     \
+	X("multifd-zlib-level", ANY, 0)                                      \
+	X("multifd-qatzip-level", ANY, 0)                                    \
+	X("multifd-zstd-level", ANY, 0)                                      \
+	X("block-bitmap-mapping", ANY, 0)                                    \
+	X("x-vcpu-dirty-limit-period", ANY, 0)                               \
+	X("vcpu-dirty-limit", ANY, 0)                                        \
+	X("mode", ANY, 0)                                                    \
+	X("zero-page-detection", ANY, 0)                                     \
+	X("direct-io", ANY, 0)                                               \
+	X("cpr-exec-command", ANY, 0)                                        \
+	/* QEMU 7.2 only */                                                  \
+	X("compress-level", ANY, 0)                                          \
+	X("compress-threads", ANY, 0)                                        \
+	X("compress-wait-thread", ANY, 0)                                    \
+	X("decompress-threads", ANY, 0)                                      \
+	X("block-incremental", ANY, 0)
+
+struct param_info {
+	const char *name;
+	unsigned int mask;
+};
+
+static const struct param_info migration_params[] = {
+#define QMP_PARAM_INFO(name, type, mask) { name, mask },
+	QMP_MIGRATION_PARAMETERS(QMP_PARAM_INFO)
+#undef QMP_PARAM_INFO
+};
+
+/* ------------------------------------------------------------ commands */
+
+static JsonNode *cmd_qmp_capabilities(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+				      GError **err)
+{
+	JsonNode *en = json_object_get_member(args, "enable");
+	bool want_oob = false;
+
+	if (en) {
+		JsonArray *a = json_node_get_array(en);
+		guint i, n = json_array_get_length(a);
+
+		for (i = 0; i < n; i++) {
+			JsonNode *e = json_array_get_element(a, i);
+			const char *name;
+
+			if (!has_type(e, QMP_ARG_STR)) {
+				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter 'enable[%u]' expects string",
+					    i);
+				return NULL;
+			}
+			name = json_node_get_string(e);
+			if (strcmp(name, "oob")) {
+				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
+					    "Parameter 'enable[%u]' does not accept value '%s'", i, name);
+				return NULL;
+			}
+			want_oob = true;
+		}
+	}
+	if (qmp_conn_negotiated(c)) {
+		g_set_error(err, QMP_ERROR, QMP_ERROR_COMMAND_NOT_FOUND,
+			    "Capabilities negotiation is already complete, command ignored");
+		return NULL;
+	}
+	if (want_oob) {
+		/* QMPCapability has only "oob", and kmig does not offer it */
+		g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Capability 'oob' not available");
+		return NULL;
+	}
+	qmp_conn_set_negotiated(c);
+	return empty_object();
+}
+
+static JsonNode *cmd_query_commands(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+				    GError **err)
+{
+	JsonBuilder *b = json_builder_new();
+	size_t i;
+
+	json_builder_begin_array(b);
+	for (i = 0; i < qmp_n_commands; i++) {
+		json_builder_begin_object(b);
+		json_builder_set_member_name(b, "name");
+		json_builder_add_string_value(b, qmp_commands[i].name);
+		json_builder_end_object(b);
+	}
+	json_builder_end_array(b);
+	return builder_finish(b);
+}
+
+JsonNode *qmp_version_json(void)
+{
+	JsonBuilder *b = json_builder_new();
+
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "qemu");
+	json_builder_begin_object(b);
+	qmp_builder_add_int(b, "micro", QMP_QEMU_MICRO);
+	qmp_builder_add_int(b, "minor", QMP_QEMU_MINOR);
+	qmp_builder_add_int(b, "major", QMP_QEMU_MAJOR);
+	json_builder_end_object(b);
+	json_builder_set_member_name(b, "package");
+	json_builder_add_string_value(b, QMP_PACKAGE);
+	json_builder_end_object(b);
+	return builder_finish(b);
+}
+
+static JsonNode *cmd_query_version(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+				   GError **err)
+{
+	return qmp_version_json();
+}
+
+static JsonNode *cmd_query_status(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+				  GError **err)
+{
+	enum machine_runstate rs = machine_runstate(qmp_server_state(s)->machine);
+	const char *name = machine_runstate_name(rs);
+	JsonBuilder *b = json_builder_new();
+
+	json_builder_begin_object(b);
+	/* QEMU: running iff the run state is "running"; one snapshot keeps
+	 * the two members consistent */
+	json_builder_set_member_name(b, "running");
+	json_builder_add_boolean_value(b, rs == RUNSTATE_RUNNING);
+	json_builder_set_member_name(b, "singlestep");
+	json_builder_add_boolean_value(b, FALSE);
+	json_builder_set_member_name(b, "status");
+	json_builder_add_string_value(b, name ? name : "internal-error");
+	json_builder_end_object(b);
+	return builder_finish(b);
+}
+
+static JsonNode *cmd_stop(struct qmp_server *s, struct qmp_conn *c, JsonObject *args, GError **err)
+{
+	char e[256] = "";
+
+	return machine_result(machine_stop(qmp_server_state(s)->machine, e, sizeof(e)), e, err);
+}
+
+static JsonNode *cmd_cont(struct qmp_server *s, struct qmp_conn *c, JsonObject *args, GError **err)
+{
+	char e[256] = "";
+
+	return machine_result(machine_cont(qmp_server_state(s)->machine, e, sizeof(e)), e, err);
+}
+
+static JsonNode *cmd_quit(struct qmp_server *s, struct qmp_conn *c, JsonObject *args, GError **err)
+{
+	/* the server requests the quit once this answer is on its way */
+	qmp_server_state(s)->quit_pending = true;
+	return empty_object();
+}
+
+static const struct qmp_arg_spec migrate_args[] = {
+	{ "uri", QMP_ARG_STR, true },
+	{ "blk", QMP_ARG_BOOL, false },
+	{ "inc", QMP_ARG_BOOL, false },
+	{ "detach", QMP_ARG_BOOL, false },
+	{ "resume", QMP_ARG_BOOL, false },
+	{ NULL, 0, false },
+};
+
+static JsonNode *cmd_migrate(struct qmp_server *s, struct qmp_conn *c, JsonObject *args, GError **err)
+{
+	const char *uri = json_object_get_string_member(args, "uri");
+	char e[512] = "";
+
+	if (arg_bool(args, "blk") || arg_bool(args, "inc")) {
+		g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
+			    "Block migration (blk/inc) is not supported by kmig");
+		return NULL;
+	}
+	if (arg_bool(args, "resume")) {
+		/* kmig has no postcopy, so never a paused one */
+		g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Cannot resume if there is no paused migration");
+		return NULL;
+	}
+	/* "detach" is ignored, as in QEMU: migrate always returns at once */
+	return machine_result(machine_migrate(qmp_server_state(s)->machine, uri, e, sizeof(e)), e, err);
+}
+
+static const struct qmp_arg_spec migrate_incoming_args[] = {
+	{ "uri", QMP_ARG_STR, true },
+	{ NULL, 0, false },
+};
+
+static JsonNode *cmd_migrate_incoming(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+				      GError **err)
+{
+	const char *uri = json_object_get_string_member(args, "uri");
+	char e[512] = "";
+
+	return machine_result(machine_migrate_incoming(qmp_server_state(s)->machine, uri, e, sizeof(e)), e,
+			      err);
+}
+
+static JsonNode *cmd_migrate_cancel(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+				    GError **err)
+{
+	char e[512] = "";
+
+	return machine_result(machine_migrate_cancel(qmp_server_state(s)->machine, e, sizeof(e)), e, err);
+}
+
+static JsonNode *cmd_query_migrate(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+				   GError **err)
+{
+	struct migration_info info;
+
+	memset(&info, 0, sizeof(info));
+	machine_query_migrate(qmp_server_state(s)->machine, &info);
+	return qapi_migration_info_to_json(&info);
+}
+
+static const struct qmp_arg_spec set_params_args[] = {
+#define QMP_PARAM_SPEC(name, type, mask) { name, QMP_ARG_##type, false },
+	QMP_MIGRATION_PARAMETERS(QMP_PARAM_SPEC)
+#undef QMP_PARAM_SPEC
+	{ NULL, 0, false },
+};
+
+static JsonNode *cmd_migrate_set_parameters(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+					    GError **err)
+{
+	struct migration_params p;
+	unsigned int mask = 0;
+	char e[512] = "";
+	size_t i;
+
+	memset(&p, 0, sizeof(p));
+	/* validate everything before changing anything */
+	for (i = 0; i < G_N_ELEMENTS(migration_params); i++) {
+		const struct param_info *pi = &migration_params[i];
+		JsonNode *n = json_object_get_member(args, pi->name);
+
+		if (!n)
+			continue;
+		switch (pi->mask) {
+		case MIGRATION_PARAM_DOWNTIME_LIMIT:
+			p.downtime_limit_ms = (uint64_t)json_node_get_int(n);
+			if (p.downtime_limit_ms > QMP_MAX_DOWNTIME_MS) {
+				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
+					    "Parameter 'downtime-limit' expects an integer in the range of 0 to %u ms",
+					    QMP_MAX_DOWNTIME_MS);
+				return NULL;
+			}
+			break;
+		case MIGRATION_PARAM_MAX_BANDWIDTH:
+			p.max_bandwidth = (uint64_t)json_node_get_int(n);
+			break;
+		default:
+			g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s' is not supported by kmig yet",
+				    pi->name);
+			return NULL;
+		}
+		mask |= pi->mask;
+	}
+	if (!mask)
+		return empty_object();
+	return machine_result(machine_set_params(qmp_server_state(s)->machine, &p, mask, e, sizeof(e)), e,
+			      err);
+}
+
+static JsonNode *cmd_query_migrate_parameters(struct qmp_server *s, struct qmp_conn *c,
+					      JsonObject *args, GError **err)
+{
+	struct migration_params p;
+	JsonBuilder *b = json_builder_new();
+
+	memset(&p, 0, sizeof(p));
+	machine_get_params(qmp_server_state(s)->machine, &p);
+	json_builder_begin_object(b);
+	qmp_builder_add_uint(b, "downtime-limit", p.downtime_limit_ms);
+	qmp_builder_add_uint(b, "max-bandwidth", p.max_bandwidth);
+	json_builder_end_object(b);
+	return builder_finish(b);
+}
+
+static const struct qmp_arg_spec set_caps_args[] = {
+	{ "capabilities", QMP_ARG_ARRAY, true },
+	{ NULL, 0, false },
+};
+
+static const struct qmp_arg_spec cap_status_spec[] = {
+	{ "capability", QMP_ARG_STR, true },
+	{ "state", QMP_ARG_BOOL, true },
+	{ NULL, 0, false },
+};
+
+static bool migration_running(struct machine *m)
+{
+	struct migration_info info;
+
+	memset(&info, 0, sizeof(info));
+	machine_query_migrate(m, &info);
+	if (info.is_incoming)
+		return false;
+	switch (info.status) {
+	case MIGRATION_STATUS_SETUP:
+	case MIGRATION_STATUS_ACTIVE:
+	case MIGRATION_STATUS_DEVICE:
+	case MIGRATION_STATUS_CANCELLING:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static JsonNode *cmd_migrate_set_capabilities(struct qmp_server *s, struct qmp_conn *c,
+					      JsonObject *args, GError **err)
+{
+	struct qmp_server_state *st = qmp_server_state(s);
+	JsonArray *a = json_object_get_array_member(args, "capabilities");
+	guint i, n = json_array_get_length(a);
+	bool caps[QMP_MIGCAP__MAX];
+
+	memcpy(caps, st->caps, sizeof(caps));
+	for (i = 0; i < n; i++) {
+		JsonNode *e = json_array_get_element(a, i);
+		char prefix[48];
+		JsonObject *o;
+		int cap;
+
+		if (!JSON_NODE_HOLDS_OBJECT(e)) {
+			g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter 'capabilities[%u]' expects object",
+				    i);
+			return NULL;
+		}
+		o = json_node_get_object(e);
+		snprintf(prefix, sizeof(prefix), "capabilities[%u].", i);
+		if (!check_args_prefixed(cap_status_spec, o, prefix, err))
+			return NULL;
+		cap = qmp_migration_cap_lookup(json_object_get_string_member(o, "capability"));
+		if (cap < 0) {
+			g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
+				    "Parameter 'capability' does not accept value '%s'",
+				    json_object_get_string_member(o, "capability"));
+			return NULL;
+		}
+		caps[cap] = json_object_get_boolean_member(o, "state");
+	}
+
+	if (migration_running(st->machine)) {
+		g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "There's a migration process in progress");
+		return NULL;
+	}
+	for (i = 0; i < QMP_MIGCAP__MAX; i++) {
+		if (caps[i] && !qmp_migration_caps[i].supported) {
+			g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Capability '%s' is not supported by kmig yet",
+				    qmp_migration_caps[i].name);
+			return NULL;
+		}
+	}
+	memcpy(st->caps, caps, sizeof(caps));
+	return empty_object();
+}
+
+static JsonNode *cmd_query_migrate_capabilities(struct qmp_server *s, struct qmp_conn *c,
+						JsonObject *args, GError **err)
+{
+	struct qmp_server_state *st = qmp_server_state(s);
+	JsonBuilder *b = json_builder_new();
+	int i;
+
+	json_builder_begin_array(b);
+	for (i = 0; i < QMP_MIGCAP__MAX; i++) {
+		json_builder_begin_object(b);
+		json_builder_set_member_name(b, "capability");
+		json_builder_add_string_value(b, qmp_migration_caps[i].name);
+		json_builder_set_member_name(b, "state");
+		json_builder_add_boolean_value(b, st->caps[i]);
+		json_builder_end_object(b);
+	}
+	json_builder_end_array(b);
+	return builder_finish(b);
+}
+
+static const struct qmp_arg_spec qmp_capabilities_args[] = {
+	{ "enable", QMP_ARG_ARRAY, false },
+	{ NULL, 0, false },
+};
+
+const struct qmp_command qmp_commands[] = {
+	{ "qmp_capabilities", qmp_capabilities_args, cmd_qmp_capabilities, QMP_CMD_NEGOTIATION },
+	{ "query-commands", NULL, cmd_query_commands, 0 },
+	{ "query-version", NULL, cmd_query_version, 0 },
+	{ "query-status", NULL, cmd_query_status, 0 },
+	{ "stop", NULL, cmd_stop, 0 },
+	{ "cont", NULL, cmd_cont, 0 },
+	{ "quit", NULL, cmd_quit, 0 },
+	{ "migrate", migrate_args, cmd_migrate, 0 },
+	{ "migrate-incoming", migrate_incoming_args, cmd_migrate_incoming, 0 },
+	{ "migrate_cancel", NULL, cmd_migrate_cancel, 0 },
+	{ "query-migrate", NULL, cmd_query_migrate, 0 },
+	{ "migrate-set-parameters", set_params_args, cmd_migrate_set_parameters, 0 },
+	{ "query-migrate-parameters", NULL, cmd_query_migrate_parameters, 0 },
+	{ "migrate-set-capabilities", set_caps_args, cmd_migrate_set_capabilities, 0 },
+	{ "query-migrate-capabilities", NULL, cmd_query_migrate_capabilities, 0 },
+};
+
+const size_t qmp_n_commands = G_N_ELEMENTS(qmp_commands);
+
+const struct qmp_command *qmp_command_lookup(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < qmp_n_commands; i++)
+		if (!strcmp(qmp_commands[i].name, name))
+			return &qmp_commands[i];
+	return NULL;
+}

@@ -1,0 +1,193 @@
+/* qapi/qmp-internal.h — pieces of the QMP server shared between its files
+ * (and its unit tests).  Not an interface for the rest of kmig: that is
+ * qapi/qmp.h.
+ */
+#ifndef KMIG_QAPI_QMP_INTERNAL_H
+#define KMIG_QAPI_QMP_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#include "qapi/qmp.h"
+
+#ifndef KMIG_VERSION
+#define KMIG_VERSION "0.1.0"
+#endif
+#define QMP_PACKAGE "kmig-" KMIG_VERSION
+/* The QEMU release whose QMP interface kmig follows (query-version). */
+#define QMP_QEMU_MAJOR 7
+#define QMP_QEMU_MINOR 2
+#define QMP_QEMU_MICRO 0
+
+/* Largest request accepted, in bytes; bigger ones get an error and are
+ * skipped.  Deepest nesting of arrays and objects in a request. */
+#define QMP_MAX_MESSAGE (1u << 20)
+#define QMP_MAX_NESTING 1024
+/* A client that leaves this much output unread is not read from until it
+ * catches up; one that leaves QMP_MAX_PENDING_OUTPUT is disconnected. */
+#define QMP_OUTPUT_HIGH_WATER (1u << 20)
+#define QMP_MAX_PENDING_OUTPUT (16u << 20)
+
+/* ----------------------------------------------------------- error classes */
+
+/* QEMU's QapiErrorClass, in QEMU's order. */
+enum qmp_error_class {
+	QMP_ERROR_GENERIC,
+	QMP_ERROR_COMMAND_NOT_FOUND,
+	QMP_ERROR_DEVICE_NOT_ACTIVE,
+	QMP_ERROR_DEVICE_NOT_FOUND,
+	QMP_ERROR_KVM_MISSING_CAP,
+	QMP_ERROR__MAX,
+};
+const char *qmp_error_class_name(enum qmp_error_class c);
+/* GError domain whose codes are enum qmp_error_class. */
+#define QMP_ERROR (qmp_error_quark())
+GQuark qmp_error_quark(void);
+
+/* --------------------------------------------------------- JSON splitting */
+
+/* Splits a byte stream into top-level JSON values without parsing them:
+ * tracks strings (double- and, as QEMU allows, single-quoted, which are
+ * rewritten as double-quoted), escapes and nesting.  For each complete value
+ * it calls fn with the text (NUL-terminated, len bytes) and error NULL; for
+ * input it must reject it calls fn with json NULL and a QMP error
+ * description, then carries on with the next value:
+ *  - a value larger than max_size bytes or nested deeper than max_depth is
+ *    skipped to its end (without being stored) and reported once;
+ *  - a control character (other than tab, CR, LF outside strings), a 0xFE
+ *    or 0xFF byte, or a stray '}' / ']' reports an error and resets the
+ *    splitter, which is how QMP clients resynchronise. */
+struct json_splitter;
+typedef void (*json_splitter_fn)(void *opaque, const char *json, size_t len, const char *error);
+struct json_splitter *json_splitter_new(size_t max_size, unsigned int max_depth, json_splitter_fn fn,
+					void *opaque);
+void json_splitter_feed(struct json_splitter *js, const char *buf, size_t len);
+/* Drop a partial value (nothing is reported). */
+void json_splitter_reset(struct json_splitter *js);
+void json_splitter_free(struct json_splitter *js);
+
+/* ------------------------------------------------------------ JSON output */
+
+/* Serialise node as QMP sends it: one line (unless pretty), non-ASCII
+ * characters escaped as \uXXXX, invalid UTF-8 replaced by U+FFFD. */
+char *qmp_json_to_string(JsonNode *node, gboolean pretty);
+/* JSON integers are int64 in json-glib: clamp. */
+void qmp_builder_add_uint(JsonBuilder *b, const char *name, uint64_t v);
+void qmp_builder_add_int(JsonBuilder *b, const char *name, int64_t v);
+/* Non-finite numbers become 0 (JSON has no NaN or infinity). */
+void qmp_builder_add_double(JsonBuilder *b, const char *name, double v);
+/* A copy of node where any non-finite number is replaced by null. */
+JsonNode *qmp_json_sanitized_copy(JsonNode *node);
+
+/* ------------------------------------------------------ migration tables */
+
+/* QEMU's MigrationCapability, in its schema order, and whether kmig
+ * implements it.  Turning a capability on = flipping its flag here and
+ * acting on qmp_server->caps[] where it matters. */
+#define QMP_MIGRATION_CAPABILITIES(X)                                \
+	X(XBZRLE, "xbzrle", false)                                   \
+	X(RDMA_PIN_ALL, "rdma-pin-all", false)                       \
+	X(AUTO_CONVERGE, "auto-converge", false)                     \
+	X(EVENTS, "events", true)                                    \
+	X(POSTCOPY_RAM, "postcopy-ram", false)                       \
+	X(X_COLO, "x-colo", false)                                   \
+	X(RELEASE_RAM, "release-ram", false)                         \
+	X(RETURN_PATH, "return-path", false)                         \
+	X(PAUSE_BEFORE_SWITCHOVER, "pause-before-switchover", false) \
+	X(MULTIFD, "multifd", false)                                 \
+	X(DIRTY_BITMAPS, "dirty-bitmaps", false)                     \
+	X(POSTCOPY_BLOCKTIME, "postcopy-blocktime", false)           \
+	X(LATE_BLOCK_ACTIVATE, "late-block-activate", false)         \
+	X(X_IGNORE_SHARED, "x-ignore-shared", false)                 \
+	X(VALIDATE_UUID, "validate-uuid", false)                     \
+	X(BACKGROUND_SNAPSHOT, "background-snapshot", false)         \
+	X(ZERO_COPY_SEND, "zero-copy-send", false)                   \
+	X(POSTCOPY_PREEMPT, "postcopy-preempt", false)               \
+	X(SWITCHOVER_ACK, "switchover-ack", false)                   \
+	X(DIRTY_LIMIT, "dirty-limit", false)                         \
+	X(MAPPED_RAM, "mapped-ram", false)
+
+enum qmp_migration_cap {
+#define QMP_CAP_ENUM(id, name, supported) QMP_MIGCAP_##id,
+	QMP_MIGRATION_CAPABILITIES(QMP_CAP_ENUM)
+#undef QMP_CAP_ENUM
+	QMP_MIGCAP__MAX,
+};
+
+struct qmp_migration_cap_info {
+	const char *name;
+	bool supported;
+};
+extern const struct qmp_migration_cap_info qmp_migration_caps[QMP_MIGCAP__MAX];
+/* -1 if name is not a MigrationCapability */
+int qmp_migration_cap_lookup(const char *name);
+
+/* -------------------------------------------------------------- commands */
+
+enum qmp_arg_type {
+	QMP_ARG_STR,
+	QMP_ARG_BOOL,
+	QMP_ARG_INT,	/* int64 */
+	QMP_ARG_UINT64, /* also QAPI 'size'; negative numbers are refused */
+	QMP_ARG_NUMBER,
+	QMP_ARG_OBJECT,
+	QMP_ARG_ARRAY,
+	QMP_ARG_ANY,
+};
+
+struct qmp_arg_spec {
+	const char *name;
+	enum qmp_arg_type type;
+	bool required;
+};
+
+struct qmp_server;
+struct qmp_conn;
+
+/* Returns the "return" value (a new node) or NULL with *err set.  args has
+ * been checked against the command's spec: every required member is there
+ * and every member present has its type. */
+typedef JsonNode *(*qmp_handler_fn)(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+				    GError **err);
+
+#define QMP_CMD_NEGOTIATION (1u << 0) /* usable in capabilities negotiation */
+
+struct qmp_command {
+	const char *name;
+	const struct qmp_arg_spec *args; /* terminated by a NULL name; NULL = none */
+	qmp_handler_fn fn;
+	unsigned int flags;
+};
+
+extern const struct qmp_command qmp_commands[];
+extern const size_t qmp_n_commands;
+const struct qmp_command *qmp_command_lookup(const char *name);
+
+/* query-version's answer, also in the greeting */
+JsonNode *qmp_version_json(void);
+
+/* Check args (never NULL) against spec the way QEMU's input visitor does:
+ * members in spec order (missing, then type), then unexpected members. */
+bool qmp_check_args(const struct qmp_arg_spec *spec, JsonObject *args, GError **err);
+
+/* --------------------------------------------- server state for commands */
+
+struct qmp_server_state {
+	struct machine *machine;
+	bool caps[QMP_MIGCAP__MAX];	/* migration capabilities */
+	bool quit_pending;		/* quit answered; request it once sent */
+	bool quit_requested;		/* machine_request_quit() done by QMP */
+};
+struct qmp_server_state *qmp_server_state(struct qmp_server *s);
+/* client side of negotiation */
+bool qmp_conn_negotiated(struct qmp_conn *c);
+void qmp_conn_set_negotiated(struct qmp_conn *c);
+
+/* An event message; data (not taken, may be NULL: no "data" member). */
+JsonNode *qmp_event_build(const char *name, JsonNode *data, int64_t when_us);
+
+#endif

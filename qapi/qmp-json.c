@@ -1,0 +1,172 @@
+/* qapi/qmp-json.c — JSON output helpers for QMP: serialisation the way
+ * QMP sends it (one line, ASCII), integer clamping, error classes, events.
+ */
+#include "qapi/qmp-internal.h"
+
+#include <math.h>
+#include <string.h>
+
+static const char *const error_class_names[QMP_ERROR__MAX] = {
+	[QMP_ERROR_GENERIC] = "GenericError",
+	[QMP_ERROR_COMMAND_NOT_FOUND] = "CommandNotFound",
+	[QMP_ERROR_DEVICE_NOT_ACTIVE] = "DeviceNotActive",
+	[QMP_ERROR_DEVICE_NOT_FOUND] = "DeviceNotFound",
+	[QMP_ERROR_KVM_MISSING_CAP] = "KVMMissingCap",
+};
+
+const char *qmp_error_class_name(enum qmp_error_class c)
+{
+	if ((unsigned int)c >= QMP_ERROR__MAX)
+		return error_class_names[QMP_ERROR_GENERIC];
+	return error_class_names[c];
+}
+
+GQuark qmp_error_quark(void)
+{
+	return g_quark_from_static_string("kmig-qmp-error-quark");
+}
+
+/* Escape every non-ASCII character of a valid JSON text as \uXXXX.  Bytes
+ * >= 0x80 can only occur inside strings, where an escape means the same. */
+static char *ascii_escape(const char *s)
+{
+	GString *out;
+	const char *p;
+
+	for (p = s; *p; p++)
+		if ((unsigned char)*p >= 0x80)
+			break;
+	if (!*p)
+		return g_strdup(s);
+
+	out = g_string_sized_new(strlen(s) + 16);
+	g_string_append_len(out, s, p - s);
+	while (*p) {
+		unsigned char c = (unsigned char)*p;
+		gunichar u;
+
+		if (c < 0x80) {
+			g_string_append_c(out, (char)c);
+			p++;
+			continue;
+		}
+		u = g_utf8_get_char_validated(p, -1);
+		if (u == (gunichar)-1 || u == (gunichar)-2) {
+			g_string_append(out, "\\ufffd");
+			p++;
+			continue;
+		}
+		if (u >= 0x10000) {
+			gunichar v = u - 0x10000;
+
+			g_string_append_printf(out, "\\u%04x\\u%04x", 0xd800 + (v >> 10), 0xdc00 + (v & 0x3ff));
+		} else {
+			g_string_append_printf(out, "\\u%04x", u);
+		}
+		p = g_utf8_next_char(p);
+	}
+	return g_string_free(out, FALSE);
+}
+
+char *qmp_json_to_string(JsonNode *node, gboolean pretty)
+{
+	JsonGenerator *gen = json_generator_new();
+	char *raw, *out;
+
+	json_generator_set_pretty(gen, pretty);
+	if (pretty)
+		json_generator_set_indent(gen, 2);
+	json_generator_set_root(gen, node);
+	raw = json_generator_to_data(gen, NULL);
+	g_object_unref(gen);
+	out = ascii_escape(raw);
+	g_free(raw);
+	return out;
+}
+
+void qmp_builder_add_uint(JsonBuilder *b, const char *name, uint64_t v)
+{
+	if (name)
+		json_builder_set_member_name(b, name);
+	json_builder_add_int_value(b, v > (uint64_t)G_MAXINT64 ? G_MAXINT64 : (gint64)v);
+}
+
+void qmp_builder_add_int(JsonBuilder *b, const char *name, int64_t v)
+{
+	if (name)
+		json_builder_set_member_name(b, name);
+	json_builder_add_int_value(b, v);
+}
+
+void qmp_builder_add_double(JsonBuilder *b, const char *name, double v)
+{
+	if (name)
+		json_builder_set_member_name(b, name);
+	json_builder_add_double_value(b, isfinite(v) ? v : 0.0);
+}
+
+static void sanitize_in_place(JsonNode *node);
+
+static void sanitize_member(JsonObject *o, const gchar *name, JsonNode *member, gpointer data)
+{
+	sanitize_in_place(member);
+}
+
+static void sanitize_element(JsonArray *a, guint i, JsonNode *element, gpointer data)
+{
+	sanitize_in_place(element);
+}
+
+static void sanitize_in_place(JsonNode *node)
+{
+	switch (JSON_NODE_TYPE(node)) {
+	case JSON_NODE_OBJECT:
+		json_object_foreach_member(json_node_get_object(node), sanitize_member, NULL);
+		break;
+	case JSON_NODE_ARRAY:
+		json_array_foreach_element(json_node_get_array(node), sanitize_element, NULL);
+		break;
+	case JSON_NODE_VALUE:
+		if (json_node_get_value_type(node) == G_TYPE_DOUBLE && !isfinite(json_node_get_double(node)))
+			json_node_init_null(node);
+		break;
+	case JSON_NODE_NULL:
+		break;
+	}
+}
+
+JsonNode *qmp_json_sanitized_copy(JsonNode *node)
+{
+	JsonNode *copy = json_node_copy(node);
+
+	sanitize_in_place(copy);
+	return copy;
+}
+
+JsonNode *qmp_event_build(const char *name, JsonNode *data, int64_t when_us)
+{
+	JsonBuilder *b = json_builder_new();
+	JsonNode *root;
+
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "event");
+	json_builder_add_string_value(b, name);
+	if (data) {
+		json_builder_set_member_name(b, "data");
+		json_builder_add_value(b, json_node_copy(data)); /* takes it */
+	}
+	json_builder_set_member_name(b, "timestamp");
+	json_builder_begin_object(b);
+	if (when_us < 0) {
+		qmp_builder_add_int(b, "seconds", -1);
+		qmp_builder_add_int(b, "microseconds", -1);
+	} else {
+		qmp_builder_add_int(b, "seconds", when_us / G_USEC_PER_SEC);
+		qmp_builder_add_int(b, "microseconds", when_us % G_USEC_PER_SEC);
+	}
+	json_builder_end_object(b);
+	json_builder_end_object(b);
+	root = json_builder_get_root(b);
+	g_object_unref(b);
+	return root;
+}
