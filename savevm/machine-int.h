@@ -49,6 +49,7 @@ struct machine {
 	enum machine_runstate runstate;
 	bool quit;
 	int exit_code;
+	pthread_mutex_t ev_lock;	/* held while a handler runs */
 	machine_event_fn ev;
 	void *ev_opaque;
 

@@ -39,17 +39,14 @@ const char *migration_status_name(enum migration_status s)
 	return (unsigned int)s < sizeof(status_names) / sizeof(status_names[0]) ? status_names[s] : "?";
 }
 
+/* Handlers run under ev_lock, which machine_set_event_handler() takes
+ * too: once it returns, the old handler is not running and never will. */
 void machine_emit(struct machine *m, enum machine_event ev, int64_t arg)
 {
-	machine_event_fn fn;
-	void *opaque;
-
-	pthread_mutex_lock(&m->lock);
-	fn = m->ev;
-	opaque = m->ev_opaque;
-	pthread_mutex_unlock(&m->lock);
-	if (fn)
-		fn(opaque, ev, arg);
+	pthread_mutex_lock(&m->ev_lock);
+	if (m->ev)
+		m->ev(m->ev_opaque, ev, arg);
+	pthread_mutex_unlock(&m->ev_lock);
 }
 
 void machine_set_runstate_locked(struct machine *m, enum machine_runstate s)
@@ -179,6 +176,7 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 	m->cfg = *cfg;
 	m->cmdline = strdup(cfg->cmdline ? cfg->cmdline : "");
 	pthread_mutex_init(&m->lock, NULL);
+	pthread_mutex_init(&m->ev_lock, NULL);
 	pthread_cond_init(&m->cond, NULL);
 	m->params.downtime_limit_ms = DEFAULT_DOWNTIME_LIMIT_MS;
 	m->runstate = RUNSTATE_PRELAUNCH;
@@ -240,10 +238,10 @@ int machine_start(struct machine *m, char *err, size_t errlen)
 
 void machine_set_event_handler(struct machine *m, machine_event_fn fn, void *opaque)
 {
-	pthread_mutex_lock(&m->lock);
+	pthread_mutex_lock(&m->ev_lock);
 	m->ev = fn;
 	m->ev_opaque = opaque;
-	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&m->ev_lock);
 }
 
 int machine_wait(struct machine *m)
@@ -332,14 +330,14 @@ int machine_cont(struct machine *m, char *err, size_t errlen)
 	pthread_mutex_lock(&m->lock);
 	enum machine_runstate s = m->runstate;
 
-	if (s == RUNSTATE_INMIGRATE || s == RUNSTATE_FINISH_MIGRATE || s == RUNSTATE_SHUTDOWN ||
-	    s == RUNSTATE_INTERNAL_ERROR) {
+	if (s == RUNSTATE_FINISH_MIGRATE || s == RUNSTATE_SHUTDOWN || s == RUNSTATE_INTERNAL_ERROR) {
 		pthread_mutex_unlock(&m->lock);
-		snprintf(err, errlen, s == RUNSTATE_INMIGRATE ? "Guest is waiting for an incoming migration"
-				      : "Cannot continue a guest in state '%s'", machine_runstate_name(s));
+		snprintf(err, errlen, "Cannot continue a guest in state '%s'", machine_runstate_name(s));
 		return -EPERM;
 	}
-	if (s == RUNSTATE_RUNNING) {
+	/* As QEMU: on a destination, cont means "run once the migration
+	 * has arrived", which is what kmig does anyway. */
+	if (s == RUNSTATE_RUNNING || s == RUNSTATE_INMIGRATE) {
 		pthread_mutex_unlock(&m->lock);
 		return 0;
 	}

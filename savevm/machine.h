@@ -83,7 +83,7 @@ struct migration_ram_stats {
 
 /* kmig's own counters, reported under "x-kmig" (an extension) */
 struct migration_kmig_stats {
-	const char *dirty_mode;		/* "dirty-ring" or "dirty-bitmap" */
+	const char *dirty_mode;		/* "dirty-ring" or "dirty-bitmap" (static) */
 	uint64_t ring_overflows;	/* dirty-ring overflows detected */
 	uint64_t ring_full_exits;
 	uint64_t ring_resyncs;		/* full re-protect + resend recoveries */
@@ -120,7 +120,9 @@ enum machine_event {
 	MACHINE_EVENT_MIGRATION,	/* arg: enum migration_status */
 	MACHINE_EVENT_MIGRATION_PASS,	/* arg: pass number */
 };
-/* Called from any thread; must not call back into the machine. */
+/* Called from any thread, one call at a time; must not call back into the
+ * machine.  After machine_set_event_handler() returns, the previous
+ * handler is not running and will not run again. */
 typedef void (*machine_event_fn)(void *opaque, enum machine_event ev, int64_t arg);
 
 /* Create the VM, load the guest, register every savevm entry.  Nothing runs
@@ -142,7 +144,8 @@ bool machine_running(struct machine *m);
 int machine_stop(struct machine *m, char *err, size_t errlen);
 int machine_cont(struct machine *m, char *err, size_t errlen);
 
-/* Migration.  Errors: -EINVAL bad argument, -EBUSY already migrating, -EPERM
+/* Migration.  machine_migrate() and machine_migrate_incoming() return as
+ * soon as the migration thread runs.  Errors: -EINVAL bad argument, -EBUSY already migrating, -EPERM
  * not allowed in this state; err says which, in words. */
 int machine_migrate(struct machine *m, const char *uri, char *err, size_t errlen);
 int machine_migrate_incoming(struct machine *m, const char *uri, char *err, size_t errlen);
