@@ -64,8 +64,10 @@ static size_t collect(struct dirty_ring *r, struct dirty_gfn *out, size_t cap, b
 			/* A DIRTY entry a whole ring ahead of the kernel's
 			 * reset index replaced one we read but the kernel
 			 * never reset: that page lost its write protection. */
-			if (r->fetch - r->kreset >= r->size)
+			if (r->fetch - r->kreset >= r->size) {
 				rep->overflow = true;
+				rep->why |= DIRTY_RING_OVF_LAPPED;
+			}
 			out[n].slot = e->slot;
 			out[n].offset = e->offset;
 			n++;
@@ -91,12 +93,14 @@ static size_t collect(struct dirty_ring *r, struct dirty_gfn *out, size_t cap, b
 		r->fetch += hole;
 		r->suspect = false;
 		rep->overflow = true;
+		rep->why |= DIRTY_RING_OVF_HOLE;
 		rep->holes_fixed++;
 	}
 	/* A full ring of unreset entries: the kernel may have pushed past it
 	 * and overwritten entries before we read them. */
 	if (r->fetch - r->kreset >= r->size) {
 		rep->overflow = true;
+		rep->why |= DIRTY_RING_OVF_FULL_READ;
 		r->suspect = true;
 	}
 	return n;
@@ -114,6 +118,7 @@ static int check_walk(struct dirty_ring *r, struct dirty_ring_report *rep)
 		return -EPROTO;
 	}
 	rep->overflow = true;
+	rep->why |= DIRTY_RING_OVF_WALK;
 	struct kvm_dirty_gfn *e = slot_at(r, r->kreset);
 	uint32_t f = flags_acquire(e);
 
@@ -158,6 +163,7 @@ static int phantom_step(struct dirty_ring *r, uint32_t collected, struct dirty_r
 	r->phantom_fetch = r->fetch;
 	r->suspect = true;
 	rep->overflow = true;
+	rep->why |= DIRTY_RING_OVF_PHANTOM;
 	rep->holes_fixed++;
 	return 1;
 }

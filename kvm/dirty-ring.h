@@ -67,9 +67,17 @@ struct dirty_gfn {
 	uint64_t offset;
 };
 
+/* which detector saw the overflow (dirty_ring_report.why) */
+#define DIRTY_RING_OVF_LAPPED 1u	/* DIRTY entry a ring ahead of kreset */
+#define DIRTY_RING_OVF_FULL_READ 2u	/* read a whole ring of unreset entries */
+#define DIRTY_RING_OVF_WALK 4u		/* the reset walk stopped short */
+#define DIRTY_RING_OVF_HOLE 8u		/* non-DIRTY at fetch, DIRTY further on */
+#define DIRTY_RING_OVF_PHANTOM 16u	/* full, yet nothing to read, twice */
+
 struct dirty_ring_report {
 	uint32_t collected;	/* entries read */
 	bool overflow;		/* pages may have been lost: resync needed */
+	unsigned int why;	/* DIRTY_RING_OVF_* */
 	uint32_t holes_fixed;
 };
 

@@ -8,7 +8,9 @@
  * the page will see the bit set again if the guest writes it afterwards.
  */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -143,9 +145,19 @@ static int harvest_one_ring(struct kvm_vm *vm, struct kvm_vcpu *v, unsigned int 
 			publish_page(vm, pg);
 	}
 	vm->dstats.harvested += rep.collected;
+	if (getenv("KMIG_TRACE_DIRTY") && rep.collected > 1000) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		fprintf(stderr, "kmig: %ld.%06ld vCPU %u collected %u (flags %x)\n", (long)ts.tv_sec % 1000,
+			ts.tv_nsec / 1000, v->idx, rep.collected, flags);
+	}
 	vm->dstats.holes_fixed += rep.holes_fixed;
 	if (rep.overflow) {
 		vm->dstats.overflows++;
+		if (getenv("KMIG_TRACE_DIRTY"))
+			fprintf(stderr, "kmig: vCPU %u ring overflow (why 0x%x): fetch %u kreset %u "
+				"collected %u holes fixed %u\n", v->idx, rep.why, v->ring.fetch,
+				v->ring.kreset, rep.collected, rep.holes_fixed);
 		r = resync_all(vm);
 	}
 	return r;
@@ -210,13 +222,23 @@ static int ring_start(struct kvm_vm *vm)
 {
 	int r = set_logging(vm, true);
 
-	if (r || vm->cfg.harvest_on_full_only)
+	if (r)
 		return r;
 	vm->harvester_stop = false;
 	r = -pthread_create(&vm->harvester, NULL, harvester_main, vm);
-	if (!r)
-		vm->harvester_running = true;
-	return r;
+	if (r)
+		return r;
+	vm->harvester_running = true;
+	/* The harvester must run when its timer fires, not when busy vCPU
+	 * threads let it: on a host that pushes an entry per guest write, a
+	 * 4096-entry ring fills in a few milliseconds.  It does little work,
+	 * so a real-time priority costs the guest almost nothing.  Without
+	 * the privilege it runs as a normal thread (and ring-full exits
+	 * still harvest). */
+	struct sched_param sp = { .sched_priority = 1 };
+
+	vm->harvester_rt = pthread_setschedparam(vm->harvester, SCHED_FIFO, &sp) == 0;
+	return 0;
 }
 
 static void ring_stop(struct kvm_vm *vm)

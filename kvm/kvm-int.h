@@ -83,6 +83,7 @@ struct kvm_vm {
 	struct kvm_dirty_stats dstats;
 	pthread_t harvester;
 	bool harvester_running;
+	bool harvester_rt;		/* runs SCHED_FIFO */
 	bool harvester_stop;
 };
 

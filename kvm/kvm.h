@@ -29,7 +29,6 @@ struct kvm_vm_config {
 	unsigned int nr_vcpus;
 	enum kvm_dirty_backend dirty_backend;
 	uint32_t ring_entries;		/* per vCPU, power of two */
-	bool harvest_on_full_only;	/* test knob, see machine.h */
 };
 
 /* What stopped the guest for good */

@@ -185,7 +185,6 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 		.mem_bytes = cfg->mem_mib << 20, .nr_vcpus = cfg->vcpus,
 		.dirty_backend = cfg->dirty_mode == DIRTY_MODE_BITMAP ? KVM_DIRTY_BITMAP : KVM_DIRTY_RING,
 		.ring_entries = cfg->dirty_ring_entries ? cfg->dirty_ring_entries : 4096,
-		.harvest_on_full_only = cfg->harvest_on_full_only,
 	};
 	struct kvm_vm_callbacks cb = { .serial_out = on_serial, .stopped = on_stopped, .opaque = m };
 	int r = open_serial(m, err, errlen);

@@ -31,9 +31,6 @@ struct machine_config {
 	enum dirty_mode dirty_mode;
 	uint32_t dirty_ring_entries;	/* per vCPU; power of two */
 	const char *incoming;		/* NULL, "defer" or a URI */
-	/* test knob: harvest the ring only on ring-full exits (no background
-	 * harvest), which provokes this kernel's ring overflow on purpose */
-	bool harvest_on_full_only;
 };
 
 /* QEMU's RunState names (query-status) */

@@ -109,6 +109,8 @@ static int sync_all(struct machine *m, bool final)
 	return 0;
 }
 
+/* Between chunks: publish progress, and pick up a max-bandwidth changed
+ * by migrate-set-parameters (it applies at once, as in QEMU). */
 static void update_stats(struct machine *m, struct savevm_out *out)
 {
 	uint64_t pending = total_pending(m);
@@ -116,6 +118,7 @@ static void update_stats(struct machine *m, struct savevm_out *out)
 	pthread_mutex_lock(&m->lock);
 	m->mig.transferred = out->bytes;
 	m->mig.remaining = pending;
+	out->max_bandwidth = m->params.max_bandwidth;
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -127,11 +130,12 @@ static int run_pass(struct machine *m, struct savevm_out *out)
 	FOR_EACH_ENTRY(m, e, true) {
 		int r;
 
-		while ((r = e->ops->save_iterate(e->opaque, out)) == 0) {
+		do {
+			r = e->ops->save_iterate(e->opaque, out);
 			update_stats(m, out);
 			if (m->mig.cancel)
 				return -ECANCELED;
-		}
+		} while (r == 0);
 		if (r < 0)
 			return r;
 	}
@@ -324,7 +328,7 @@ static void *source_main(void *arg)
 	struct ring_uri uri;
 	struct ring_channel *ch = NULL;
 	char err[256] = "";
-	struct savevm_out out = { .cancel = &m->mig.cancel, .max_bandwidth = m->params.max_bandwidth };
+	struct savevm_out out = { .cancel = &m->mig.cancel };
 	bool setup_done = false;
 	int r = ring_uri_parse(m->mig.uri, &uri, err, sizeof(err));
 
@@ -342,6 +346,7 @@ static void *source_main(void *arg)
 		goto fail;
 	}
 	out.ch = ch;
+	update_stats(m, &out);
 	struct savevm_entry *e;
 
 	FOR_EACH_ENTRY(m, e, true) {

@@ -107,9 +107,6 @@ static void run_usage(FILE *f)
 		"  --dirty-ring N        track dirty pages with KVM dirty rings of N entries per vCPU\n"
 		"                        (power of two, default 4096; the default backend)\n"
 		"  --dirty-bitmap        track dirty pages with KVM's dirty bitmap instead\n"
-		"  --test-harvest-on-full-only\n"
-		"                        testing: harvest rings only on ring-full exits, which provokes\n"
-		"                        this host's ring overflow on purpose\n"
 		"  -h, --help            this help\n"
 		"\n"
 		"Exit status: the code the guest wrote to port 0xf4, 0 after quit, 1 when an\n"
@@ -163,7 +160,6 @@ int cmd_run(int argc, char **argv)
 		{ "serial", required_argument, NULL, 's' }, { "qmp", required_argument, NULL, 'q' },
 		{ "incoming", required_argument, NULL, 'i' }, { "dirty-ring", required_argument, NULL, 'r' },
 		{ "dirty-bitmap", no_argument, NULL, 'b' },
-		{ "test-harvest-on-full-only", no_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' }, { 0 },
 	};
 	struct machine_config cfg = { .mem_mib = 256, .vcpus = 1, .dirty_mode = DIRTY_MODE_RING,
@@ -212,7 +208,6 @@ int cmd_run(int argc, char **argv)
 			cfg.dirty_mode = DIRTY_MODE_RING;
 			break;
 		case 'b': cfg.dirty_mode = DIRTY_MODE_BITMAP; break;
-		case 'T': cfg.harvest_on_full_only = true; break;
 		case 'h': run_usage(stdout); return 0;
 		default: run_usage(stderr); return 2;
 		}

@@ -7,7 +7,7 @@ exit with code 3).
 
 usage: test_migrate.py [--backend ring|bitmap] [--vcpus N] [--runs N]
                        [--ws MIB] [--rate MIB/S] [--mem MIB] [--ring N]
-                       [--harvest-on-full-only] [--expect-overflow]"""
+                       [--expect-overflow] [--throttle S] [--lm 0|1]"""
 import argparse
 import sys
 import time
@@ -18,9 +18,7 @@ from kmiglib import (Kmig, free_port, require_kvm, verify_passes, wait_migration
 def one_run(args, n, wd):
     port = free_port()
     extra = ["--dirty-bitmap"] if args.backend == "bitmap" else ["--dirty-ring", str(args.ring)]
-    if args.harvest_on_full_only:
-        extra.append("--test-harvest-on-full-only")
-    params = f"ws={args.ws},rate={args.rate}"
+    params = f"ws={args.ws},rate={args.rate},lm={args.lm}"
     dst = Kmig(wd, f"dst{n}", params=params, mem=args.mem, vcpus=args.vcpus,
                incoming=f"tcp:127.0.0.1:{port}", extra=extra)
     src = Kmig(wd, f"src{n}", params=params, mem=args.mem, vcpus=args.vcpus, extra=extra)
@@ -28,7 +26,16 @@ def one_run(args, n, wd):
         src.wait_lines(r" ok$", 2)
         before = verify_passes(src.wait_lines(r" ok$")[-1])
         src.qmp.cmd("migrate-set-parameters", **{"downtime-limit": args.downtime})
+        if args.throttle:
+            # a long, slow precopy first: the guest dirties at full speed
+            # against a 16 MB/s link, then the link opens up
+            src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 16 << 20})
         src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
+        if args.throttle:
+            time.sleep(args.throttle)
+            mid = src.qmp.cmd("query-migrate")
+            assert mid["status"] == "active", mid
+            src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 0})
         info = wait_migration(src.qmp)
         assert info["status"] == "completed", info
         assert src.qmp.cmd("query-status")["status"] == "postmigrate"
@@ -42,7 +49,7 @@ def one_run(args, n, wd):
         time.sleep(0.5)
         assert not dst.failures()
         k = info.get("x-kmig", {})
-        print(f"run {n}: {args.backend} {args.vcpus} vCPU ws={args.ws}MiB rate={args.rate}: "
+        print(f"run {n}: {args.backend} {args.vcpus} vCPU ws={args.ws}MiB rate={args.rate} lm={args.lm}: "
               f"total {info['total-time']} ms, downtime {info['downtime']} ms, "
               f"{info['ram']['transferred'] >> 20} MiB, {info['ram']['dirty-sync-count']} syncs, "
               f"overflows {k.get('ring-overflows')}, resyncs {k.get('ring-resyncs')}, "
@@ -61,9 +68,13 @@ def main():
     ap.add_argument("--ws", type=int, default=32)
     ap.add_argument("--rate", type=int, default=0)
     ap.add_argument("--mem", type=int, default=256)
+    ap.add_argument("--lm", type=int, default=1, choices=[0, 1],
+                    help="guest works in 64-bit ring 3 (1, native on PVM hosts) or 32-bit ring 0 "
+                         "(0, emulated on PVM hosts: the path on which this kernel overflows rings)")
     ap.add_argument("--ring", type=int, default=4096)
     ap.add_argument("--downtime", type=int, default=300)
-    ap.add_argument("--harvest-on-full-only", action="store_true")
+    ap.add_argument("--throttle", type=float, default=0,
+                    help="seconds of precopy at 16 MB/s before the link opens up")
     ap.add_argument("--expect-overflow", action="store_true")
     args = ap.parse_args()
     require_kvm()
