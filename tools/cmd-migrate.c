@@ -52,9 +52,11 @@ static void show_progress(JsonObject *info, bool tty, bool final)
 			printf("\n");
 		fflush(stdout);
 	} else {
-		printf("%-9s sent %s, remaining %s, %.0f Mbps, syncs %lld, expected downtime %lld ms\n",
-		       status, tx, rem, mbps, (long long)passes,
-		       (long long)qmp_get_int(info, "expected-downtime", 0));
+		printf("%-9s sent %s, remaining %s, %.0f Mbps, syncs %lld", status, tx, rem, mbps,
+		       (long long)passes);
+		if (json_object_has_member(info, "expected-downtime"))
+			printf(", expected downtime %lld ms", (long long)qmp_get_int(info, "expected-downtime", 0));
+		printf("\n");
 	}
 }
 
