@@ -33,8 +33,7 @@ def one_run(args, n, wd):
         src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
         if args.throttle:
             time.sleep(args.throttle)
-            mid = src.qmp.cmd("query-migrate")
-            assert mid["status"] == "active", mid
+            # (a guest that dirties little may converge even at 16 MB/s)
             src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 0})
         info = wait_migration(src.qmp)
         assert info["status"] == "completed", info
