@@ -200,7 +200,7 @@ static int precopy(struct machine *m, struct savevm_out *out)
 
 static int save_devices(struct machine *m, struct savevm_out *out)
 {
-	static uint8_t buf[STREAM_BLOB_HDR_SIZE + KVM_STATE_MAX_SIZE];
+	uint8_t buf[STREAM_BLOB_HDR_SIZE + KVM_STATE_MAX_SIZE];
 	struct savevm_entry *e;
 
 	FOR_EACH_ENTRY(m, e, false) {
@@ -495,7 +495,7 @@ static struct savevm_entry *section(struct load_ctx *c, uint32_t id, bool iterab
 
 static int load_ram(struct load_ctx *c)
 {
-	static uint64_t hdrs[STREAM_MAX_PAGES_PER_REC];
+	uint64_t hdrs[STREAM_MAX_PAGES_PER_REC];
 	uint32_t id, count;
 	int r = stream_read_ram(&c->in.src, KVM_PAGE_SIZE, &id, hdrs, &count, c->err, sizeof(c->err));
 

@@ -76,6 +76,8 @@ def main():
     ap.add_argument("--dst", required=True)
     ap.add_argument("--ready", help="wait until the source's serial log has this text")
     ap.add_argument("--serial", help="source serial log path (with @DIR@)")
+    ap.add_argument("--defer", action="store_true",
+                    help="the destination was started with 'incoming defer': send migrate-incoming")
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="qmpdrv-")
     s = socket.socket()
@@ -91,6 +93,8 @@ def main():
     try:
         sq, dq = QMP(f"{d}/src.qmp"), QMP(f"{d}/dst.qmp")
         assert dq.execute("query-status")["status"] == "inmigrate"
+        if args.defer:
+            dq.execute("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
         if args.ready:
             log = args.serial.replace("@DIR@", d)
             for _ in range(6000):

@@ -2,6 +2,7 @@
 """Bad command lines and bad guest files: a clear message, a non-zero
 exit, never a crash (no death by signal), nothing left running."""
 import os
+import shutil
 import subprocess
 import tempfile
 
@@ -60,6 +61,12 @@ def main():
     run(["run", "--guest", "idle", "--incoming", "exec:cat"], 1, "not supported")
     run(["run", "--guest", "idle", "--qmp", "/nonexistent/dir/q.sock"], 1, "q.sock")
     run(["run", "--guest", "idle", "--serial", "/nonexistent/dir/s.log"], 1, "cannot open serial")
+    if os.geteuid() == 0 and shutil.which("unshare"):
+        # a host without /dev/kvm: hide it in a private mount namespace
+        hide = f"mount -t tmpfs none /dev && exec {K} run --guest idle"
+        p = subprocess.run(["unshare", "-m", "sh", "-c", hide], capture_output=True, text=True, timeout=20)
+        assert p.returncode == 1 and "cannot open /dev/kvm" in p.stderr, (p.returncode, p.stderr)
+        print(f"ok: without /dev/kvm -> {p.stderr.strip()}")
     print("all bad command lines refused cleanly")
 
 

@@ -14,9 +14,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DRIVER = os.path.join(HERE, "qemu_style_migrate.py")
 
 
-def drive(src, dst):
+def drive(src, dst, defer=False):
     cmd = [sys.executable, DRIVER, "--src", src, "--dst", dst,
-           "--ready", "idle: ready", "--serial", "@DIR@/src.log"]
+           "--ready", "idle: ready", "--serial", "@DIR@/src.log"] + (["--defer"] if defer else [])
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     print(r.stdout + r.stderr)
     assert r.returncode == 0, f"driver failed against: {src}"
@@ -28,6 +28,8 @@ def main():
     common = f"{k} run --guest idle,fill=16 --mem 64 --qmp @QMP@"
     drive(f"{common} --serial @DIR@/src.log",
           f"{common} --serial @DIR@/dst.log --incoming tcp:127.0.0.1:@PORT@")
+    drive(f"{common} --serial @DIR@/src.log",
+          f"{common} --serial @DIR@/dst.log --incoming defer", defer=True)
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         print("QEMU not installed: only the kmig half ran")
@@ -37,6 +39,8 @@ def main():
          f"-kernel {elf} -append fill=16")
     drive(f"{q} -serial file:@DIR@/src.log",
           f"{q} -serial file:@DIR@/dst.log -incoming tcp:127.0.0.1:@PORT@")
+    drive(f"{q} -serial file:@DIR@/src.log",
+          f"{q} -serial file:@DIR@/dst.log -incoming defer", defer=True)
 
 
 if __name__ == "__main__":
