@@ -2,7 +2,7 @@
 BUILD ?= build
 MESON_OPTS ?=
 
-.PHONY: all deps configure demo check bench clean
+.PHONY: all deps configure demo check bench bench-ring-loss clean
 
 all: configure
 	@ninja -C $(BUILD)
@@ -21,6 +21,9 @@ check: deps all
 
 bench: deps all
 	@python3 bench/bench.py --build $(BUILD)
+
+bench-ring-loss: deps all
+	@python3 bench/ring_loss.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -256,17 +256,18 @@ static int stop_and_copy(struct machine *m, struct savevm_out *out)
 {
 	uint64_t t0 = migration_now_ns();
 
+	/* One step: a 'stop' racing with the switchover either happened
+	 * before (the guest stays paused on failure) or finds finish-migrate
+	 * and does nothing. */
 	pthread_mutex_lock(&m->lock);
 	m->mig.downtime_start_ns = t0;
 	m->mig.resume_on_fail = m->runstate == RUNSTATE_RUNNING;
-	pthread_mutex_unlock(&m->lock);
-	if (m->mig.resume_on_fail) {
-		kvm_vm_pause(m->vm);
-		machine_emit(m, MACHINE_EVENT_STOP, 0);
-	}
-	pthread_mutex_lock(&m->lock);
 	machine_set_runstate_locked(m, RUNSTATE_FINISH_MIGRATE);
 	pthread_mutex_unlock(&m->lock);
+	/* idempotent; also waits out a concurrent stop still pausing */
+	kvm_vm_pause(m->vm);
+	if (m->mig.resume_on_fail)
+		machine_emit(m, MACHINE_EVENT_STOP, 0);
 
 	uint64_t bytes0 = out->bytes;
 	struct savevm_entry *e;
