@@ -145,7 +145,7 @@ static int harvest_one_ring(struct kvm_vm *vm, struct kvm_vcpu *v, unsigned int 
 			publish_page(vm, pg);
 	}
 	vm->dstats.harvested += rep.collected;
-	if (getenv("KMIG_TRACE_DIRTY") && rep.collected > 1000) {
+	if (vm->trace_dirty && rep.collected > 1000) {
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		fprintf(stderr, "kmig: %ld.%06ld vCPU %u collected %u (flags %x)\n", (long)ts.tv_sec % 1000,
@@ -154,7 +154,7 @@ static int harvest_one_ring(struct kvm_vm *vm, struct kvm_vcpu *v, unsigned int 
 	vm->dstats.holes_fixed += rep.holes_fixed;
 	if (rep.overflow) {
 		vm->dstats.overflows++;
-		if (getenv("KMIG_TRACE_DIRTY"))
+		if (vm->trace_dirty)
 			fprintf(stderr, "kmig: vCPU %u ring overflow (why 0x%x): fetch %u kreset %u "
 				"collected %u holes fixed %u\n", v->idx, rep.why, v->ring.fetch,
 				v->ring.kreset, rep.collected, rep.holes_fixed);

@@ -70,6 +70,9 @@ struct kvm_vm {
 	enum kvm_stop_reason stop_reason;
 	int stop_code;
 
+	/* diagnostics, from KMIG_TRACE_IO / KMIG_TRACE_DIRTY at creation */
+	bool trace_io, trace_dirty;
+
 	struct serial16550 serial;
 	pthread_mutex_t serial_lock;
 

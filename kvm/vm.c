@@ -365,6 +365,8 @@ int kvm_vm_create(const struct kvm_vm_config *cfg, const struct kvm_vm_callbacks
 	if (cb)
 		vm->cb = *cb;
 	vm->kvm_fd = vm->vm_fd = vm->memfd = -1;
+	vm->trace_io = getenv("KMIG_TRACE_IO") != NULL;
+	vm->trace_dirty = getenv("KMIG_TRACE_DIRTY") != NULL;
 	vm->ram_size = cfg->mem_bytes;
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_cond_init(&vm->cond, NULL);
@@ -474,7 +476,7 @@ static void handle_io(struct kvm_vcpu *v)
 		} else {
 			if (!wr)
 				memset(data, 0xff, run->io.size);	/* nothing there */
-			if (getenv("KMIG_TRACE_IO"))
+			if (v->vm->trace_io)
 				fprintf(stderr, "io %s port 0x%x size %u\n", wr ? "out" : "in", port, run->io.size);
 		}
 	}
