@@ -64,6 +64,84 @@ static void add_kmig(JsonBuilder *b, const struct migration_kmig_stats *k)
 	json_builder_end_object(b);
 }
 
+static void add_times(JsonBuilder *b, const char *member, const char *time_name,
+		      const struct migration_device_time *t, unsigned int n)
+{
+	json_builder_set_member_name(b, member);
+	json_builder_begin_array(b);
+	for (unsigned int i = 0; i < n; i++) {
+		char name[sizeof(t[i].name) + 1];
+
+		memcpy(name, t[i].name, sizeof(t[i].name));
+		name[sizeof(t[i].name)] = '\0';
+		json_builder_begin_object(b);
+		json_builder_set_member_name(b, "name");
+		json_builder_add_string_value(b, name);
+		qmp_builder_add_uint(b, "instance-id", t[i].instance_id);
+		qmp_builder_add_uint(b, time_name, t[i].time_us);
+		json_builder_end_object(b);
+	}
+	json_builder_end_array(b);
+}
+
+static void add_phases(JsonBuilder *b, const struct migration_info *info)
+{
+	const struct migration_phases *p = &info->phases;
+
+	json_builder_set_member_name(b, "x-kmig-downtime-phases");
+	json_builder_begin_object(b);
+	if (info->is_incoming) {
+		qmp_builder_add_uint(b, "loaded", p->loaded_us);
+		qmp_builder_add_uint(b, "vcpus-started", p->started_us);
+	} else {
+		qmp_builder_add_uint(b, "vcpus-stopped", p->vcpus_stopped_us);
+		qmp_builder_add_uint(b, "iterable-saved", p->iterable_saved_us);
+		qmp_builder_add_uint(b, "non-iterable-saved", p->devices_saved_us);
+		qmp_builder_add_uint(b, "end-of-stream", p->eof_us);
+		qmp_builder_add_uint(b, "acknowledged", p->end_us);
+	}
+	json_builder_end_object(b);
+}
+
+/* The seeds' members (remaining, device-state-times) and kmig's savevm
+ * extensions; see docs/qmp.md. */
+static void add_savevm(JsonBuilder *b, const struct migration_info *info)
+{
+	if (info->has_remaining) {
+		qmp_builder_add_uint(b, "remaining", info->remaining);
+		json_builder_set_member_name(b, "x-kmig-pending");
+		json_builder_begin_array(b);
+		for (unsigned int i = 0; i < info->nr_pending; i++) {
+			json_builder_begin_object(b);
+			json_builder_set_member_name(b, "name");
+			json_builder_add_string_value(b, info->pending[i].name);
+			qmp_builder_add_uint(b, "instance-id", info->pending[i].instance_id);
+			qmp_builder_add_uint(b, "bytes", info->pending[i].bytes);
+			json_builder_end_object(b);
+		}
+		json_builder_end_array(b);
+	}
+	if (info->nr_device_times)
+		add_times(b, "device-state-times", "save-time", info->device_times, info->nr_device_times);
+	if (info->nr_iterable_times)
+		add_times(b, "x-kmig-iterable-save-times", "save-time", info->iterable_times,
+			  info->nr_iterable_times);
+	if (info->nr_load_times)
+		add_times(b, "x-kmig-device-load-times", "load-time", info->load_times, info->nr_load_times);
+	if (info->phases.valid)
+		add_phases(b, info);
+	if (info->has_stall) {
+		json_builder_set_member_name(b, "x-kmig-stall");
+		json_builder_begin_object(b);
+		json_builder_set_member_name(b, "stalled");
+		json_builder_add_boolean_value(b, info->stall.stalled);
+		qmp_builder_add_uint(b, "iterations", info->stall.iterations);
+		qmp_builder_add_uint(b, "since-ms", info->stall.since_ms);
+		qmp_builder_add_uint(b, "min-remaining", info->stall.min_remaining);
+		json_builder_end_object(b);
+	}
+}
+
 JsonNode *qapi_migration_info_to_json(const struct migration_info *info)
 {
 	JsonBuilder *b = json_builder_new();
@@ -112,6 +190,7 @@ JsonNode *qapi_migration_info_to_json(const struct migration_info *info)
 		json_builder_add_string_value(b, desc);
 	}
 	add_kmig(b, &info->kmig);
+	add_savevm(b, info);
 out:
 	json_builder_end_object(b);
 	root = json_builder_get_root(b);

@@ -203,7 +203,10 @@ int qmp_migration_cap_lookup(const char *name)
 	X("compress-threads", ANY, 0)                                        \
 	X("compress-wait-thread", ANY, 0)                                    \
 	X("decompress-threads", ANY, 0)                                      \
-	X("block-incremental", ANY, 0)
+	X("block-incremental", ANY, 0)                                       \
+	/* kmig's own: the stall window (docs/qmp.md) */                     \
+	X("x-kmig-stall-iterations", UINT64, MIGRATION_PARAM_STALL_ITERATIONS) \
+	X("x-kmig-stall-ms", UINT64, MIGRATION_PARAM_STALL_MS)
 
 struct param_info {
 	const char *name;
@@ -438,6 +441,12 @@ static JsonNode *cmd_migrate_set_parameters(struct qmp_server *s, struct qmp_con
 		case MIGRATION_PARAM_MAX_BANDWIDTH:
 			p.max_bandwidth = (uint64_t)json_node_get_int(n);
 			break;
+		case MIGRATION_PARAM_STALL_ITERATIONS:
+			p.stall_iterations = (uint64_t)json_node_get_int(n);
+			break;
+		case MIGRATION_PARAM_STALL_MS:
+			p.stall_ms = (uint64_t)json_node_get_int(n);
+			break;
 		default:
 			g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s' is not supported by kmig yet",
 				    pi->name);
@@ -462,6 +471,8 @@ static JsonNode *cmd_query_migrate_parameters(struct qmp_server *s, struct qmp_c
 	json_builder_begin_object(b);
 	qmp_builder_add_uint(b, "downtime-limit", p.downtime_limit_ms);
 	qmp_builder_add_uint(b, "max-bandwidth", p.max_bandwidth);
+	qmp_builder_add_uint(b, "x-kmig-stall-iterations", p.stall_iterations);
+	qmp_builder_add_uint(b, "x-kmig-stall-ms", p.stall_ms);
 	json_builder_end_object(b);
 	return builder_finish(b);
 }
@@ -570,6 +581,29 @@ static const struct qmp_arg_spec qmp_capabilities_args[] = {
 	{ NULL, 0, false },
 };
 
+/* kmig's own: change a blob device's dirty rate while it runs */
+static const struct qmp_arg_spec blob_set_args[] = {
+	{ "id", QMP_ARG_STR, true },
+	{ "dirty-rate", QMP_ARG_UINT64, true },
+	{ NULL, 0, false },
+};
+
+static JsonNode *cmd_x_kmig_blob_set(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+				     GError **err)
+{
+	char e[256] = "";
+	int r = machine_blob_set_dirty_rate(qmp_server_state(s)->machine,
+					    json_object_get_string_member(args, "id"),
+					    (uint64_t)json_object_get_int_member(args, "dirty-rate"), e, sizeof(e));
+
+	(void)c;
+	if (r == -ENOENT) {
+		g_set_error(err, QMP_ERROR, QMP_ERROR_DEVICE_NOT_FOUND, "%s", e);
+		return NULL;
+	}
+	return machine_result(r, e, err);
+}
+
 const struct qmp_command qmp_commands[] = {
 	{ "qmp_capabilities", qmp_capabilities_args, cmd_qmp_capabilities, QMP_CMD_NEGOTIATION },
 	{ "query-commands", NULL, cmd_query_commands, 0 },
@@ -586,6 +620,7 @@ const struct qmp_command qmp_commands[] = {
 	{ "query-migrate-parameters", NULL, cmd_query_migrate_parameters, 0 },
 	{ "migrate-set-capabilities", set_caps_args, cmd_migrate_set_capabilities, 0 },
 	{ "query-migrate-capabilities", NULL, cmd_query_migrate_capabilities, 0 },
+	{ "x-kmig-blob-set", blob_set_args, cmd_x_kmig_blob_set, 0 },
 };
 
 const size_t qmp_n_commands = G_N_ELEMENTS(qmp_commands);

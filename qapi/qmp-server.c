@@ -634,6 +634,16 @@ static void deliver_event(struct qmp_server *s, const struct pending_event *pe)
 		json_builder_end_object(b);
 		break;
 	}
+	case MACHINE_EVENT_STALL:
+		/* kmig's own event, sent whether or not "events" is on: a
+		 * management tool that asked nothing still wants to know */
+		name = "X_KMIG_MIGRATION_STALL";
+		b = json_builder_new();
+		json_builder_begin_object(b);
+		json_builder_set_member_name(b, "stalled");
+		json_builder_add_boolean_value(b, pe->arg != 0);
+		json_builder_end_object(b);
+		break;
 	case MACHINE_EVENT_MIGRATION_PASS:
 		if (!s->st.caps[QMP_MIGCAP_EVENTS])
 			return;

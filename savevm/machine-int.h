@@ -7,6 +7,7 @@
 
 #include "kvm/kvm.h"
 #include "ring/ring.h"
+#include "savevm/blob.h"
 #include "savevm/machine.h"
 #include "savevm/ram.h"
 #include "savevm/savevm.h"
@@ -32,6 +33,10 @@ struct migration {
 	uint64_t remaining;
 	char error[512];
 	bool resume_on_fail;		/* the guest ran before switchover */
+	struct migration_phases phases;
+	struct migration_stall stall;
+	uint64_t stall_since_ns;	/* when remaining last fell */
+	bool stall_valid;		/* at least one pass measured */
 };
 
 struct machine {
@@ -43,6 +48,8 @@ struct machine {
 	struct kvm_vm *vm;
 	struct savevm_registry *reg;
 	struct ram_handler *ram;
+	struct blob *blobs[8];
+	unsigned int nr_blobs;
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;

@@ -12,6 +12,8 @@
 
 #define DEFAULT_DOWNTIME_LIMIT_MS 300
 #define MAX_DOWNTIME_LIMIT_MS 2000000	/* QEMU's bound */
+#define DEFAULT_STALL_ITERATIONS 5
+#define DEFAULT_STALL_MS 5000
 #define MAX_KERNEL_SIZE (64u << 20)
 
 static const char *const runstate_names[] = {
@@ -167,6 +169,44 @@ static int open_serial(struct machine *m, char *err, size_t errlen)
 	return 0;
 }
 
+/* The --device list: iterable devices, registered after RAM. */
+static int add_devices(struct machine *m, char *err, size_t errlen)
+{
+	if (m->cfg.nr_devices > sizeof(m->blobs) / sizeof(m->blobs[0])) {
+		snprintf(err, errlen, "at most %zu devices", sizeof(m->blobs) / sizeof(m->blobs[0]));
+		return -E2BIG;
+	}
+	for (unsigned int i = 0; i < m->cfg.nr_devices; i++) {
+		struct blob_config c;
+		int r = blob_parse(m->cfg.devices[i], &c, err, errlen);
+
+		for (unsigned int j = 0; !r && j < m->nr_blobs; j++) {
+			if (!strcmp(blob_id(m->blobs[j]), c.id)) {
+				snprintf(err, errlen, "two devices with id '%s'", c.id);
+				r = -EEXIST;
+			}
+		}
+		if (!r && (r = blob_register(m->reg, m->vm, &c, &m->blobs[m->nr_blobs])))
+			snprintf(err, errlen, "cannot create blob '%s': %s", c.id, strerror(-r));
+		if (r)
+			return r;
+		m->nr_blobs++;
+	}
+	return 0;
+}
+
+int machine_blob_set_dirty_rate(struct machine *m, const char *id, uint64_t rate, char *err, size_t errlen)
+{
+	for (unsigned int i = 0; i < m->nr_blobs; i++) {
+		if (!strcmp(blob_id(m->blobs[i]), id)) {
+			blob_set_dirty_rate(m->blobs[i], rate);
+			return 0;
+		}
+	}
+	snprintf(err, errlen, "Device '%s' not found", id);
+	return -ENOENT;
+}
+
 int machine_create(const struct machine_config *cfg, struct machine **out, char *err, size_t errlen)
 {
 	struct machine *m = calloc(1, sizeof(*m));
@@ -179,6 +219,8 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 	pthread_mutex_init(&m->ev_lock, NULL);
 	pthread_cond_init(&m->cond, NULL);
 	m->params.downtime_limit_ms = DEFAULT_DOWNTIME_LIMIT_MS;
+	m->params.stall_iterations = DEFAULT_STALL_ITERATIONS;
+	m->params.stall_ms = DEFAULT_STALL_MS;
 	m->runstate = RUNSTATE_PRELAUNCH;
 
 	struct kvm_vm_config vc = {
@@ -197,6 +239,8 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 		r = -ENOMEM;
 	if (!r)
 		r = ram_handler_register(m->reg, m->vm, &m->ram);
+	if (!r)
+		r = add_devices(m, err, errlen);
 	if (!r)
 		r = devices_register(m->reg, m->vm);
 	if (r) {
@@ -276,6 +320,8 @@ void machine_destroy(struct machine *m)
 	migration_join(m);
 	if (m->vm)
 		kvm_vm_shutdown(m->vm);
+	for (unsigned int i = 0; i < m->nr_blobs; i++)
+		blob_free(m->blobs[i]);
 	if (m->reg) {
 		devices_free(m->reg);
 		savevm_registry_free(m->reg);
@@ -410,6 +456,61 @@ int machine_migrate_cancel(struct machine *m, char *err, size_t errlen)
 	return 0;	/* QEMU: cancelling nothing is not an error */
 }
 
+static void add_time(struct migration_device_time *t, unsigned int *n, unsigned int max,
+		     const struct savevm_entry *e, uint64_t us)
+{
+	if (*n == max)
+		return;
+	snprintf(t[*n].name, sizeof(t[*n].name), "%s", e->name);
+	t[*n].instance_id = e->instance_id;
+	t[*n].time_us = us;
+	(*n)++;
+}
+
+/* The savevm-level figures: system-wide remaining and its breakdown while
+ * active, per-entry times once completed.  Called with m->lock held;
+ * pending() is cheap and thread-safe. */
+static void fill_savevm_info(struct machine *m, struct migration_info *info, enum migration_status s)
+{
+	const struct migration *g = &m->mig;
+	bool active = s == MIGRATION_STATUS_ACTIVE || s == MIGRATION_STATUS_CANCELLING;
+
+	for (size_t i = 0; i < savevm_registry_count(m->reg); i++) {
+		struct savevm_entry *e = savevm_registry_at(m->reg, i);
+
+		if (!g->incoming && active && e->iterable) {
+			uint64_t b = e->ops->pending(e->opaque);
+
+			info->remaining += b;
+			if (!strcmp(e->name, "ram"))
+				info->ram.remaining = b;
+			if (info->nr_pending < sizeof(info->pending) / sizeof(info->pending[0])) {
+				snprintf(info->pending[info->nr_pending].name, 65, "%s", e->name);
+				info->pending[info->nr_pending].instance_id = e->instance_id;
+				info->pending[info->nr_pending++].bytes = b;
+			}
+		}
+		if (s != MIGRATION_STATUS_COMPLETED)
+			continue;
+		if (g->incoming)
+			add_time(info->load_times, &info->nr_load_times, MIGRATION_MAX_DEVICES, e,
+				 e->load_time_us);
+		else if (e->iterable)
+			add_time(info->iterable_times, &info->nr_iterable_times,
+				 sizeof(info->iterable_times) / sizeof(info->iterable_times[0]), e, e->save_time_us);
+		else
+			add_time(info->device_times, &info->nr_device_times, MIGRATION_MAX_DEVICES, e,
+				 e->save_time_us);
+	}
+	info->has_remaining = !g->incoming && active;
+	if (s == MIGRATION_STATUS_COMPLETED)
+		info->phases = g->phases;
+	if (!g->incoming && s != MIGRATION_STATUS_NONE && s != MIGRATION_STATUS_SETUP) {
+		info->has_stall = true;
+		info->stall = g->stall;
+	}
+}
+
 void machine_query_migrate(struct machine *m, struct migration_info *info)
 {
 	struct ram_stats rs;
@@ -468,6 +569,7 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 		info->has_error = true;
 		snprintf(info->error_desc, sizeof(info->error_desc), "%s", g->error);
 	}
+	fill_savevm_info(m, info, s);
 	info->kmig.dirty_mode = kvm_dirty_backend_name(m->vm);
 	info->kmig.ring_overflows = ds.overflows;
 	info->kmig.ring_full_exits = ds.ring_full_exits;
@@ -497,7 +599,16 @@ int machine_set_params(struct machine *m, const struct migration_params *p, unsi
 			 (size_t)SIZE_MAX / 2);
 		return -EINVAL;
 	}
+	if (((mask & MIGRATION_PARAM_STALL_ITERATIONS) && !p->stall_iterations) ||
+	    ((mask & MIGRATION_PARAM_STALL_MS) && p->stall_ms > 3600000)) {
+		snprintf(err, errlen, "the stall window needs at least 1 iteration and at most 3600000 ms");
+		return -EINVAL;
+	}
 	pthread_mutex_lock(&m->lock);
+	if (mask & MIGRATION_PARAM_STALL_ITERATIONS)
+		m->params.stall_iterations = p->stall_iterations;
+	if (mask & MIGRATION_PARAM_STALL_MS)
+		m->params.stall_ms = p->stall_ms;
 	if (mask & MIGRATION_PARAM_DOWNTIME_LIMIT)
 		m->params.downtime_limit_ms = p->downtime_limit_ms;
 	if (mask & MIGRATION_PARAM_MAX_BANDWIDTH)

@@ -31,6 +31,10 @@ struct machine_config {
 	enum dirty_mode dirty_mode;
 	uint32_t dirty_ring_entries;	/* per vCPU; power of two */
 	const char *incoming;		/* NULL, "defer" or a URI */
+	/* devices: "blob,id=NAME,size=SIZE[,dirty-rate=B/S][,stop-copy=SIZE]"
+	 * (a source and its destination need the same list) */
+	const char *const *devices;
+	unsigned int nr_devices;
 };
 
 /* QEMU's RunState names (query-status) */
@@ -88,6 +92,36 @@ struct migration_kmig_stats {
 	uint64_t passes;
 };
 
+/* One device's time in the stop-and-copy phase (source: save; destination:
+ * load), in microseconds. */
+struct migration_device_time {
+	char name[65];
+	uint32_t instance_id;
+	uint64_t time_us;
+};
+#define MIGRATION_MAX_DEVICES 256
+
+/* Where the downtime went, µs from the moment the source decided to stop
+ * the guest.  Source: vcpus_stopped, iterable_saved (final harvest and the
+ * rest of RAM and of iterable devices), devices_saved (non-iterable), eof
+ * (end of stream sent), end (destination acknowledged) = downtime.
+ * Destination, µs from the end of stream: loaded (devices loaded), started
+ * (vCPUs running). */
+struct migration_phases {
+	bool valid;
+	uint64_t vcpus_stopped_us, iterable_saved_us, devices_saved_us, eof_us, end_us;
+	uint64_t loaded_us, started_us;
+};
+
+/* The stall signal: system-wide remaining bytes, sampled after each pass,
+ * that have not fallen below their lowest value for the whole window. */
+struct migration_stall {
+	bool stalled;
+	uint64_t iterations;		/* passes since remaining last fell */
+	uint64_t since_ms;		/* ms since remaining last fell */
+	uint64_t min_remaining;
+};
+
 struct migration_info {
 	enum migration_status status;
 	bool is_incoming;		/* this is the destination side */
@@ -103,11 +137,34 @@ struct migration_info {
 	bool has_error;
 	char error_desc[512];
 	struct migration_kmig_stats kmig;
+	/* the seeds: system-wide remaining (RAM + every device), while active */
+	bool has_remaining;
+	uint64_t remaining;
+	/* the seeds: every non-iterable device saved in stop-and-copy, in save
+	 * order; from completion until the next migration starts */
+	unsigned int nr_device_times;
+	struct migration_device_time device_times[MIGRATION_MAX_DEVICES];
+	/* extensions (x-kmig-*): stop-and-copy time of each iterable entry;
+	 * destination: load time of each device */
+	unsigned int nr_iterable_times;
+	struct migration_device_time iterable_times[16];
+	unsigned int nr_load_times;
+	struct migration_device_time load_times[MIGRATION_MAX_DEVICES];
+	struct migration_phases phases;
+	bool has_stall;
+	struct migration_stall stall;
+	/* per-entry pending bytes, the breakdown of remaining (x-kmig-pending) */
+	unsigned int nr_pending;
+	struct { char name[65]; uint32_t instance_id; uint64_t bytes; } pending[16];
 };
 
 struct migration_params {
 	uint64_t downtime_limit_ms;	/* default 300 */
 	uint64_t max_bandwidth;		/* bytes/s; 0 = unlimited */
+	/* stall window: stalled when remaining has not fallen for this many
+	 * passes AND this many ms (extensions, defaults 5 and 5000) */
+	uint64_t stall_iterations;
+	uint64_t stall_ms;
 };
 
 enum machine_event {
@@ -116,6 +173,7 @@ enum machine_event {
 	MACHINE_EVENT_SHUTDOWN,		/* arg: guest exit code or -1 */
 	MACHINE_EVENT_MIGRATION,	/* arg: enum migration_status */
 	MACHINE_EVENT_MIGRATION_PASS,	/* arg: pass number */
+	MACHINE_EVENT_STALL,		/* arg: 1 stalled, 0 recovered */
 };
 /* Called from any thread, one call at a time; must not call back into the
  * machine.  After machine_set_event_handler() returns, the previous
@@ -152,10 +210,16 @@ void machine_get_params(struct machine *m, struct migration_params *p);
 /* Only the fields flagged in the mask change; validated as a whole first. */
 #define MIGRATION_PARAM_DOWNTIME_LIMIT (1u << 0)
 #define MIGRATION_PARAM_MAX_BANDWIDTH (1u << 1)
+#define MIGRATION_PARAM_STALL_ITERATIONS (1u << 2)
+#define MIGRATION_PARAM_STALL_MS (1u << 3)
 int machine_set_params(struct machine *m, const struct migration_params *p, unsigned int mask,
 		       char *err, size_t errlen);
 
 /* The incoming URI actually bound (tcp port 0 resolved), "" if none. */
 void machine_incoming_uri(struct machine *m, char *buf, size_t len);
+
+/* Change a blob device's dirty rate (bytes/s) while it runs; -ENOENT if
+ * there is no blob with that id. */
+int machine_blob_set_dirty_rate(struct machine *m, const char *id, uint64_t rate, char *err, size_t errlen);
 
 #endif

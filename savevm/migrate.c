@@ -145,6 +145,30 @@ static int run_pass(struct machine *m, struct savevm_out *out)
 	return savevm_out_send(out, buf, sizeof(buf));
 }
 
+/* The stall signal: remaining (system-wide, exact after the sync) is
+ * compared with its lowest value so far; if it has not fallen below it for
+ * stall_iterations passes and stall_ms, the migration is stalled until it
+ * does.  Called with m->lock held; returns +1/-1 when the signal turned
+ * on/off, 0 otherwise. */
+static int update_stall(struct machine *m, uint64_t pending, uint64_t now)
+{
+	struct migration *g = &m->mig;
+	bool was = g->stall.stalled;
+
+	if (!g->stall_valid || pending < g->stall.min_remaining) {
+		g->stall_valid = true;
+		g->stall.min_remaining = pending;
+		g->stall.iterations = 0;
+		g->stall_since_ns = now;
+	} else {
+		g->stall.iterations++;
+	}
+	g->stall.since_ms = (now - g->stall_since_ns) / 1000000;
+	g->stall.stalled = g->stall.iterations >= m->params.stall_iterations &&
+			   g->stall.since_ms >= m->params.stall_ms;
+	return g->stall.stalled == was ? 0 : g->stall.stalled ? 1 : -1;
+}
+
 /* After a pass: harvest, measure, decide.  Returns 1 to switch over. */
 static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_start,
 		       uint64_t pass_bytes, uint64_t pages_before)
@@ -172,7 +196,10 @@ static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_
 	m->mig.expected_downtime_ms = m->mig.bandwidth ? pending * 1000 / m->mig.bandwidth : 0;
 	uint64_t limit = m->params.downtime_limit_ms;
 	bool converge = pending == 0 || pending * 1000 <= (unsigned __int128)m->mig.bandwidth * limit;
+	int stall = update_stall(m, pending, now);
 	pthread_mutex_unlock(&m->lock);
+	if (stall)
+		machine_emit(m, MACHINE_EVENT_STALL, stall > 0);
 	return converge;
 }
 
@@ -268,17 +295,24 @@ static int stop_and_copy(struct machine *m, struct savevm_out *out)
 	kvm_vm_pause(m->vm);
 	if (m->mig.resume_on_fail)
 		machine_emit(m, MACHINE_EVENT_STOP, 0);
+	struct migration_phases ph = { .valid = true };
 
+	ph.vcpus_stopped_us = (migration_now_ns() - t0) / 1000;
 	uint64_t bytes0 = out->bytes;
 	struct savevm_entry *e;
 	int r = sync_all(m, true);
 
 	FOR_EACH_ENTRY(m, e, true) {
+		uint64_t t1 = migration_now_ns();
+
 		if (!r)
 			r = e->ops->save_complete(e->opaque, out);
+		e->save_time_us = (migration_now_ns() - t1) / 1000;
 	}
+	ph.iterable_saved_us = (migration_now_ns() - t0) / 1000;
 	if (!r)
 		r = save_devices(m, out);
+	ph.devices_saved_us = (migration_now_ns() - t0) / 1000;
 	if (!r) {
 		struct ram_stats rs;
 		uint8_t buf[STREAM_EOF_SIZE];
@@ -289,6 +323,7 @@ static int stop_and_copy(struct machine *m, struct savevm_out *out)
 		stream_encode_eof(buf, &eof);
 		r = savevm_out_send(out, buf, sizeof(buf));
 	}
+	ph.eof_us = (migration_now_ns() - t0) / 1000;
 	pthread_mutex_lock(&m->lock);
 	m->mig.downtime_bytes = out->bytes - bytes0;
 	m->mig.transferred = out->bytes;
@@ -298,7 +333,13 @@ static int stop_and_copy(struct machine *m, struct savevm_out *out)
 		fetch_refusal(m, out->ch);
 		return r;
 	}
-	return wait_ack(m, out->ch);
+	r = wait_ack(m, out->ch);
+	/* the downtime, measured by the caller, ends here too */
+	ph.end_us = (migration_now_ns() - t0) / 1000;
+	pthread_mutex_lock(&m->lock);
+	m->mig.phases = ph;
+	pthread_mutex_unlock(&m->lock);
+	return r;
 }
 
 static void source_fail(struct machine *m, int r)
@@ -371,8 +412,8 @@ static void *source_main(void *arg)
 	FOR_EACH_ENTRY(m, e, true)
 		e->ops->save_cleanup(e->opaque);
 	pthread_mutex_lock(&m->lock);
-	m->mig.end_ns = migration_now_ns();
-	m->mig.downtime_ms = (m->mig.end_ns - m->mig.downtime_start_ns) / 1000000;
+	m->mig.end_ns = m->mig.downtime_start_ns + m->mig.phases.end_us * 1000;
+	m->mig.downtime_ms = m->mig.phases.end_us / 1000;
 	m->mig.precopy_bytes = out.bytes - m->mig.downtime_bytes;
 	machine_set_runstate_locked(m, RUNSTATE_POSTMIGRATE);
 	m->mig.ch = NULL;
@@ -407,8 +448,10 @@ int migration_source_start(struct machine *m, const char *uri, char *err, size_t
 	snprintf(m->mig.uri, sizeof(m->mig.uri), "%s", uri);
 	m->mig.start_ns = migration_now_ns();
 	m->mig.status = MIGRATION_STATUS_NONE;
-	for (size_t i = 0; i < savevm_registry_count(m->reg); i++)
+	for (size_t i = 0; i < savevm_registry_count(m->reg); i++) {
 		savevm_registry_at(m->reg, i)->save_time_us = 0;
+		savevm_registry_at(m->reg, i)->load_time_us = 0;
+	}
 	migration_set_status(m, MIGRATION_STATUS_SETUP);
 	r = -pthread_create(&m->mig.thread, NULL, source_main, m);
 	if (r) {
@@ -513,6 +556,23 @@ static int load_ram(struct load_ctx *c)
 	return e->ops->load_ram(e->opaque, &c->in, hdrs, count, c->err, sizeof(c->err));
 }
 
+static int load_part(struct load_ctx *c)
+{
+	uint32_t id, len;
+	int r = stream_read_blob_hdr(&c->in.src, STREAM_MAX_PART, &id, &len, c->err, sizeof(c->err));
+
+	if (r)
+		return r;
+	struct savevm_entry *e = section(c, id, true, "PART");
+
+	if (!e || !e->ops->load_part) {
+		if (e)
+			snprintf(c->err, sizeof(c->err), "PART record for section '%s', which takes none", e->name);
+		return -EPROTO;
+	}
+	return e->ops->load_part(e->opaque, &c->in, len, c->err, sizeof(c->err));
+}
+
 static int load_device(struct load_ctx *c)
 {
 	uint32_t id, len;
@@ -567,6 +627,12 @@ static int load_eof(struct load_ctx *c)
 				 e->declared ? "the state of" : "section", e->name, e->instance_id);
 			return -EPROTO;
 		}
+		if (e->iterable && e->ops->load_complete) {
+			int r = e->ops->load_complete(e->opaque, c->err, sizeof(c->err));
+
+			if (r)
+				return r;
+		}
 	}
 	return 0;
 }
@@ -585,10 +651,7 @@ static int load_stream(struct load_ctx *c)
 		case STREAM_REC_SECTION: r = load_section(c); break;
 		case STREAM_REC_RAM: r = load_ram(c); break;
 		case STREAM_REC_DEVICE: r = load_device(c); break;
-		case STREAM_REC_PART:
-			snprintf(c->err, sizeof(c->err), "PART record but no entry here takes parts");
-			r = -EPROTO;
-			break;
+		case STREAM_REC_PART: r = load_part(c); break;
 		case STREAM_REC_PASS_END: {
 			uint32_t pass;
 			r = stream_read_pass_end(&c->in.src, &pass, c->err, sizeof(c->err));
@@ -665,6 +728,8 @@ static void *incoming_main(void *arg)
 	pthread_mutex_lock(&m->lock);
 	m->mig.transferred = c->in.bytes;
 	pthread_mutex_unlock(&m->lock);
+	uint64_t eof_ns = migration_now_ns();
+
 	if (!r)
 		r = apply_devices(c);
 	if (r) {
@@ -676,6 +741,8 @@ static void *incoming_main(void *arg)
 		send_ack(ch, r, c->err);
 		goto fail;
 	}
+	uint64_t loaded_ns = migration_now_ns();
+
 	send_ack(ch, 0, "loaded");
 	/* Only a complete, valid, loaded stream starts the guest. */
 	r = kvm_vm_start(m->vm);
@@ -685,6 +752,8 @@ static void *incoming_main(void *arg)
 	}
 	pthread_mutex_lock(&m->lock);
 	m->mig.end_ns = migration_now_ns();
+	m->mig.phases = (struct migration_phases){ .valid = true, .loaded_us = (loaded_ns - eof_ns) / 1000,
+						   .started_us = (m->mig.end_ns - eof_ns) / 1000 };
 	m->mig.ch = NULL;
 	machine_set_runstate_locked(m, RUNSTATE_RUNNING);
 	pthread_mutex_unlock(&m->lock);

@@ -49,9 +49,17 @@ struct savevm_ops {
 	/* Guest stopped: send everything left. */
 	int (*save_complete)(void *opaque, struct savevm_out *out);
 	void (*save_cleanup)(void *opaque);
-	/* Bytes still to send; exact after sync (collects dirty state). */
+	/* Bytes still to send: cheap, callable from any thread.  Between syncs
+	 * it is an estimate (KVM may hold dirty pages not harvested yet);
+	 * right after sync() it is exact. */
 	uint64_t (*pending)(void *opaque);
 	int (*sync)(void *opaque, bool final);
+	/* iterable, destination side: a PART record's payload (len bytes,
+	 * bounded by the codec) is read by the handler from in */
+	int (*load_part)(void *opaque, struct savevm_in *in, uint32_t len, char *err, size_t errlen);
+	/* iterable, destination side, at end of stream: is the state complete
+	 * and consistent? */
+	int (*load_complete)(void *opaque, char *err, size_t errlen);
 	/* iterable, destination side: a RAM record whose headers are
 	 * validated by the codec; payloads still to be read from in. */
 	int (*load_ram)(void *opaque, struct savevm_in *in, const uint64_t *hdrs, uint32_t count,

@@ -107,6 +107,11 @@ static void run_usage(FILE *f)
 		"  --dirty-ring N        track dirty pages with KVM dirty rings of N entries per vCPU\n"
 		"                        (power of two, default 4096; the default backend)\n"
 		"  --dirty-bitmap        track dirty pages with KVM's dirty bitmap instead\n"
+		"  --device blob,id=NAME,size=SIZE[,dirty-rate=BYTES/S][,stop-copy=SIZE]\n"
+		"                        an iterable device with SIZE bytes of state (like a VFIO\n"
+		"                        device) rewritten at dirty-rate while the guest runs, plus\n"
+		"                        stop-copy bytes sent only when stopped; K/M/G suffixes;\n"
+		"                        repeatable; a destination needs the same devices\n"
 		"  -h, --help            this help\n"
 		"\n"
 		"Exit status: the code the guest wrote to port 0xf4, 0 after quit, 1 when an\n"
@@ -160,11 +165,14 @@ int cmd_run(int argc, char **argv)
 		{ "serial", required_argument, NULL, 's' }, { "qmp", required_argument, NULL, 'q' },
 		{ "incoming", required_argument, NULL, 'i' }, { "dirty-ring", required_argument, NULL, 'r' },
 		{ "dirty-bitmap", no_argument, NULL, 'b' },
+		{ "device", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' }, { 0 },
 	};
 	struct machine_config cfg = { .mem_mib = 256, .vcpus = 1, .dirty_mode = DIRTY_MODE_RING,
 				      .dirty_ring_entries = 4096 };
 	const char *qmp_path = NULL, *append = NULL;
+	const char *devices[8];
+	unsigned int nr_devices = 0;
 	char *guest_name = NULL, *guest_cmdline = NULL;
 	uint64_t v;
 	int o;
@@ -208,6 +216,14 @@ int cmd_run(int argc, char **argv)
 			cfg.dirty_mode = DIRTY_MODE_RING;
 			break;
 		case 'b': cfg.dirty_mode = DIRTY_MODE_BITMAP; break;
+		case 'D':
+			if (nr_devices == sizeof(devices) / sizeof(devices[0])) {
+				fprintf(stderr, "kmig run: at most %zu --device options\n",
+					sizeof(devices) / sizeof(devices[0]));
+				return 2;
+			}
+			devices[nr_devices++] = optarg;
+			break;
 		case 'h': run_usage(stdout); return 0;
 		default: run_usage(stderr); return 2;
 		}
@@ -225,6 +241,8 @@ int cmd_run(int argc, char **argv)
 		return 2;
 	}
 	cfg.guest_name = guest_name;
+	cfg.devices = devices;
+	cfg.nr_devices = nr_devices;
 	cfg.cmdline = guest_name ? guest_cmdline : append;
 
 	char err[512] = "";

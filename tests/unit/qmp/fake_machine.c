@@ -444,6 +444,13 @@ int machine_migrate_cancel(struct machine *m, char *err, size_t errlen)
 	return ret;
 }
 
+int machine_blob_set_dirty_rate(struct machine *m, const char *id, uint64_t rate, char *err, size_t errlen)
+{
+	(void)m, (void)rate;
+	snprintf(err, errlen, "Device '%s' not found", id);
+	return -ENOENT;
+}
+
 void machine_query_migrate(struct machine *m, struct migration_info *info)
 {
 	int dummy;
