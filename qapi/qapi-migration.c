@@ -31,7 +31,6 @@ static void add_ram(JsonBuilder *b, const struct migration_info *info)
 	qmp_builder_add_uint(b, "remaining", completed ? 0 : r->remaining);
 	qmp_builder_add_uint(b, "total", r->total);
 	qmp_builder_add_uint(b, "duplicate", r->duplicate);
-	qmp_builder_add_uint(b, "skipped", r->skipped);
 	qmp_builder_add_uint(b, "normal", r->normal);
 	qmp_builder_add_uint(b, "normal-bytes", r->normal_bytes);
 	qmp_builder_add_uint(b, "dirty-pages-rate", completed ? 0 : r->dirty_pages_rate);

@@ -78,7 +78,6 @@ struct migration_ram_stats {
 	uint64_t dirty_pages_rate;	/* pages/s dirtied in the last pass */
 	uint64_t precopy_bytes;
 	uint64_t downtime_bytes;
-	uint64_t skipped;		/* always 0 (deprecated in QEMU) */
 	double mbps;
 };
 

@@ -722,6 +722,7 @@ static void *incoming_main(void *arg)
 	m->mig.ch = ch;
 	m->mig.start_ns = migration_now_ns();
 	pthread_mutex_unlock(&m->lock);
+	migration_set_status(m, MIGRATION_STATUS_ACTIVE);
 	c->m = m;
 	savevm_in_init(&c->in, ch);
 	r = load_stream(c);
@@ -797,8 +798,8 @@ int migration_incoming_listen(struct machine *m, const char *uri, char *err, siz
 	}
 	ring_listener_uri(m->mig.listener, &u);
 	ring_uri_format(&u, m->mig.uri, sizeof(m->mig.uri));
+	/* like QEMU: no status until a source connects */
 	m->mig.incoming = true;
-	migration_set_status(m, MIGRATION_STATUS_ACTIVE);
 	r = -pthread_create(&m->mig.thread, NULL, incoming_main, m);
 	if (r) {
 		snprintf(err, errlen, "cannot start the incoming migration thread");
