@@ -180,10 +180,10 @@ int qmp_migration_cap_lookup(const char *name)
 	X("tls-hostname", ANY, 0)                                            \
 	X("tls-authz", ANY, 0)                                               \
 	X("max-bandwidth", UINT64, MIGRATION_PARAM_MAX_BANDWIDTH)            \
-	X("avail-switchover-bandwidth", ANY, 0)                              \
+	X("avail-switchover-bandwidth", UINT64, MIGRATION_PARAM_AVAIL_SWITCHOVER_BANDWIDTH) \
 	X("downtime-limit", UINT64, MIGRATION_PARAM_DOWNTIME_LIMIT)          \
 	X("x-checkpoint-delay", ANY, 0)                                      \
-	X("multifd-channels", ANY, 0)                                        \
+	X("multifd-channels", UINT64, MIGRATION_PARAM_MULTIFD_CHANNELS)      \
 	X("xbzrle-cache-size", ANY, 0)                                       \
 	X("max-postcopy-bandwidth", ANY, 0)                                  \
 	X("max-cpu-throttle", ANY, 0)                                        \
@@ -447,6 +447,12 @@ static JsonNode *cmd_migrate_set_parameters(struct qmp_server *s, struct qmp_con
 		case MIGRATION_PARAM_STALL_MS:
 			p.stall_ms = (uint64_t)json_node_get_int(n);
 			break;
+		case MIGRATION_PARAM_AVAIL_SWITCHOVER_BANDWIDTH:
+			p.avail_switchover_bandwidth = (uint64_t)json_node_get_int(n);
+			break;
+		case MIGRATION_PARAM_MULTIFD_CHANNELS:
+			p.multifd_channels = (uint64_t)json_node_get_int(n);
+			break;
 		default:
 			g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s' is not supported by kmig yet",
 				    pi->name);
@@ -471,6 +477,8 @@ static JsonNode *cmd_query_migrate_parameters(struct qmp_server *s, struct qmp_c
 	json_builder_begin_object(b);
 	qmp_builder_add_uint(b, "downtime-limit", p.downtime_limit_ms);
 	qmp_builder_add_uint(b, "max-bandwidth", p.max_bandwidth);
+	qmp_builder_add_uint(b, "avail-switchover-bandwidth", p.avail_switchover_bandwidth);
+	qmp_builder_add_uint(b, "multifd-channels", p.multifd_channels);
 	qmp_builder_add_uint(b, "x-kmig-stall-iterations", p.stall_iterations);
 	qmp_builder_add_uint(b, "x-kmig-stall-ms", p.stall_ms);
 	json_builder_end_object(b);

@@ -221,6 +221,7 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 	m->params.downtime_limit_ms = DEFAULT_DOWNTIME_LIMIT_MS;
 	m->params.stall_iterations = DEFAULT_STALL_ITERATIONS;
 	m->params.stall_ms = DEFAULT_STALL_MS;
+	m->params.multifd_channels = 2;	/* QEMU's default */
 	m->runstate = RUNSTATE_PRELAUNCH;
 
 	struct kvm_vm_config vc = {
@@ -599,6 +600,11 @@ int machine_set_params(struct machine *m, const struct migration_params *p, unsi
 			 (size_t)SIZE_MAX / 2);
 		return -EINVAL;
 	}
+	if ((mask & MIGRATION_PARAM_MULTIFD_CHANNELS) &&
+	    (p->multifd_channels < 1 || p->multifd_channels > 255)) {
+		snprintf(err, errlen, "Parameter 'multifd_channels' expects a value between 1 and 255");
+		return -EINVAL;
+	}
 	if (((mask & MIGRATION_PARAM_STALL_ITERATIONS) && !p->stall_iterations) ||
 	    ((mask & MIGRATION_PARAM_STALL_MS) && p->stall_ms > 3600000)) {
 		snprintf(err, errlen, "the stall window needs at least 1 iteration and at most 3600000 ms");
@@ -609,6 +615,10 @@ int machine_set_params(struct machine *m, const struct migration_params *p, unsi
 		m->params.stall_iterations = p->stall_iterations;
 	if (mask & MIGRATION_PARAM_STALL_MS)
 		m->params.stall_ms = p->stall_ms;
+	if (mask & MIGRATION_PARAM_AVAIL_SWITCHOVER_BANDWIDTH)
+		m->params.avail_switchover_bandwidth = p->avail_switchover_bandwidth;
+	if (mask & MIGRATION_PARAM_MULTIFD_CHANNELS)
+		m->params.multifd_channels = p->multifd_channels;
 	if (mask & MIGRATION_PARAM_DOWNTIME_LIMIT)
 		m->params.downtime_limit_ms = p->downtime_limit_ms;
 	if (mask & MIGRATION_PARAM_MAX_BANDWIDTH)

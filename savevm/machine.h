@@ -164,6 +164,12 @@ struct migration_params {
 	 * passes AND this many ms (extensions, defaults 5 and 5000) */
 	uint64_t stall_iterations;
 	uint64_t stall_ms;
+	/* QEMU's: bytes/s the switchover decision assumes instead of the
+	 * measured bandwidth (0 = use the measured one) */
+	uint64_t avail_switchover_bandwidth;
+	/* QEMU's: channels for the multifd capability (1..255, default 2;
+	 * stored for now: kmig does not offer multifd yet) */
+	uint64_t multifd_channels;
 };
 
 enum machine_event {
@@ -211,6 +217,8 @@ void machine_get_params(struct machine *m, struct migration_params *p);
 #define MIGRATION_PARAM_MAX_BANDWIDTH (1u << 1)
 #define MIGRATION_PARAM_STALL_ITERATIONS (1u << 2)
 #define MIGRATION_PARAM_STALL_MS (1u << 3)
+#define MIGRATION_PARAM_AVAIL_SWITCHOVER_BANDWIDTH (1u << 4)
+#define MIGRATION_PARAM_MULTIFD_CHANNELS (1u << 5)
 int machine_set_params(struct machine *m, const struct migration_params *p, unsigned int mask,
 		       char *err, size_t errlen);
 

@@ -193,9 +193,13 @@ static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_
 	m->mig.mbps = (double)m->mig.bandwidth * 8 / 1e6;
 	m->mig.pages_per_second = (rs.normal + rs.duplicate - pages_before) * 1000000000ull / dt;
 	m->mig.dirty_pages_rate = pending / KVM_PAGE_SIZE * 1000000000ull / dt;
-	m->mig.expected_downtime_ms = m->mig.bandwidth ? pending * 1000 / m->mig.bandwidth : 0;
+	/* as QEMU: a bandwidth the operator vouches for replaces the
+	 * measured one in the switchover decision */
+	uint64_t sw_bw = m->params.avail_switchover_bandwidth ? m->params.avail_switchover_bandwidth
+							       : m->mig.bandwidth;
+	m->mig.expected_downtime_ms = sw_bw ? pending * 1000 / sw_bw : 0;
 	uint64_t limit = m->params.downtime_limit_ms;
-	bool converge = pending == 0 || pending * 1000 <= (unsigned __int128)m->mig.bandwidth * limit;
+	bool converge = pending == 0 || pending * 1000 <= (unsigned __int128)sw_bw * limit;
 	int stall = update_stall(m, pending, now);
 	pthread_mutex_unlock(&m->lock);
 	if (stall)

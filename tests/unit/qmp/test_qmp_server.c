@@ -996,8 +996,8 @@ static void check_params(struct tclient *c, int64_t downtime, int64_t bw)
 {
 	JsonNode *r = cmd(c, "{\"execute\": \"query-migrate-parameters\"}");
 	JsonObject *o = ret_obj(r);
-	static const char *const m[] = { "downtime-limit", "max-bandwidth", "x-kmig-stall-iterations",
-					 "x-kmig-stall-ms", NULL };
+	static const char *const m[] = { "downtime-limit", "max-bandwidth", "avail-switchover-bandwidth",
+					 "multifd-channels", "x-kmig-stall-iterations", "x-kmig-stall-ms", NULL };
 
 	assert_members(o, m);
 	assert_int_equal(json_object_get_int_member(o, "downtime-limit"), downtime);
@@ -1034,8 +1034,8 @@ static void test_parameters(void **state)
 		"{\"execute\": \"migrate-set-parameters\", \"arguments\": "
 		"{\"max-bandwidth\": 18446744073709551615}}",
 		ge, "Parameter 'max-bandwidth' expects uint64");
-	cmd_err(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"multifd-channels\": 2}}", ge,
-		"Parameter 'multifd-channels' is not supported by kmig yet");
+	cmd_err(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"xbzrle-cache-size\": 2}}", ge,
+		"Parameter 'xbzrle-cache-size' is not supported by kmig yet");
 	cmd_err(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"announce-initial\": 50}}", ge,
 		"Parameter 'announce-initial' is not supported by kmig yet");
 	cmd_err(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"tls-creds\": \"tls0\"}}", ge,
@@ -1047,8 +1047,8 @@ static void test_parameters(void **state)
 	/* all or nothing */
 	cmd_err(c,
 		"{\"execute\": \"migrate-set-parameters\", \"arguments\": "
-		"{\"downtime-limit\": 100, \"multifd-channels\": 2}}",
-		ge, "Parameter 'multifd-channels' is not supported by kmig yet");
+		"{\"downtime-limit\": 100, \"xbzrle-cache-size\": 2}}",
+		ge, "Parameter 'xbzrle-cache-size' is not supported by kmig yet");
 	cmd_err(c,
 		"{\"execute\": \"migrate-set-parameters\", \"arguments\": "
 		"{\"max-bandwidth\": 100, \"downtime-limit\": 9999999}}",
