@@ -480,7 +480,7 @@ static void fill_savevm_info(struct machine *m, struct migration_info *info, enu
 		struct savevm_entry *e = savevm_registry_at(m->reg, i);
 
 		if (!g->incoming && active && e->iterable) {
-			uint64_t b = e->ops->pending(e->opaque);
+			uint64_t b = e->ops->pending(e->opaque, false);
 
 			info->remaining += b;
 			if (!strcmp(e->name, "ram"))

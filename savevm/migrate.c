@@ -87,13 +87,14 @@ static int send_header(struct machine *m, struct savevm_out *out)
 	for (size_t _i = 0; _i < savevm_registry_count((m)->reg); _i++)        \
 		if (((e) = savevm_registry_at((m)->reg, _i))->iterable == (iter))
 
-static uint64_t total_pending(struct machine *m)
+/* The system-wide figure: every iterable entry, RAM and devices. */
+static uint64_t total_pending(struct machine *m, bool exact)
 {
 	struct savevm_entry *e;
 	uint64_t sum = 0;
 
 	FOR_EACH_ENTRY(m, e, true)
-		sum += e->ops->pending(e->opaque);
+		sum += e->ops->pending(e->opaque, exact);
 	return sum;
 }
 
@@ -113,7 +114,7 @@ static int sync_all(struct machine *m, bool final)
  * by migrate-set-parameters (it applies at once, as in QEMU). */
 static void update_stats(struct machine *m, struct savevm_out *out)
 {
-	uint64_t pending = total_pending(m);
+	uint64_t pending = total_pending(m, false);
 
 	pthread_mutex_lock(&m->lock);
 	m->mig.transferred = out->bytes;
@@ -173,13 +174,9 @@ static int update_stall(struct machine *m, uint64_t pending, uint64_t now)
 static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_start,
 		       uint64_t pass_bytes, uint64_t pages_before)
 {
-	int r = sync_all(m, false);
-
-	if (r)
-		return r;
+	uint64_t pending = total_pending(m, true);
 	uint64_t now = migration_now_ns();
 	uint64_t dt = now - pass_start ? now - pass_start : 1;
-	uint64_t pending = total_pending(m);
 	uint64_t bw = pass_bytes * 1000000000ull / dt;
 	struct ram_stats rs;
 

@@ -29,6 +29,7 @@ struct ram_handler {
 	uint8_t rec[STREAM_RAM_HDR_SIZE];
 	_Atomic uint64_t normal, duplicate, holes, headers, received;
 	uint8_t *written;	/* destination: page ever received with data */
+	int sync_error;		/* from an exact pending query */
 };
 
 static bool page_is_zero(const uint8_t *p)
@@ -108,6 +109,7 @@ static int ram_save_setup(void *opaque, struct savevm_out *out, char *err, size_
 	 * started, so a page first written from now on is logged. */
 	kvm_dirty_mark_all(h->vm);
 	atomic_store(&h->holes, h->nr_pages - kvm_dirty_count(h->vm));
+	h->sync_error = 0;
 	h->cursor = 0;
 	h->batch = 0;
 	h->niov = 2;
@@ -117,7 +119,9 @@ static int ram_save_setup(void *opaque, struct savevm_out *out, char *err, size_
 
 static int ram_save_iterate(void *opaque, struct savevm_out *out)
 {
-	return send_dirty(opaque, out, ITERATE_BUDGET);
+	struct ram_handler *h = opaque;
+
+	return h->sync_error ? h->sync_error : send_dirty(h, out, ITERATE_BUDGET);
 }
 
 static int ram_save_complete(void *opaque, struct savevm_out *out)
@@ -138,10 +142,17 @@ static void ram_save_cleanup(void *opaque)
 	kvm_dirty_stop(h->vm);
 }
 
-static uint64_t ram_pending(void *opaque)
+static uint64_t ram_pending(void *opaque, bool exact)
 {
 	struct ram_handler *h = opaque;
 
+	if (exact) {
+		int r = kvm_dirty_sync(h->vm, false);
+
+		/* a figure cannot carry an error: the next iterate fails with it */
+		if (r && !h->sync_error)
+			h->sync_error = r;
+	}
 	return kvm_dirty_count(h->vm) * KVM_PAGE_SIZE;
 }
 

@@ -49,10 +49,11 @@ struct savevm_ops {
 	/* Guest stopped: send everything left. */
 	int (*save_complete)(void *opaque, struct savevm_out *out);
 	void (*save_cleanup)(void *opaque);
-	/* Bytes still to send: cheap, callable from any thread.  Between syncs
-	 * it is an estimate (KVM may hold dirty pages not harvested yet);
-	 * right after sync() it is exact. */
-	uint64_t (*pending)(void *opaque);
+	/* Bytes still to send, in two flavours.  The estimate is cheap and
+	 * callable from any thread (query-migrate), but may miss state not
+	 * collected yet (dirty pages KVM still holds).  The exact figure first
+	 * collects that state (a dirty sync), from the migration thread. */
+	uint64_t (*pending)(void *opaque, bool exact);
 	int (*sync)(void *opaque, bool final);
 	/* iterable, destination side: a PART record's payload (len bytes,
 	 * bounded by the codec) is read by the handler from in */
