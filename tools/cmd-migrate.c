@@ -25,13 +25,18 @@ static void human_bytes(double b, char *buf, size_t len)
 
 static void show_progress(JsonObject *info, bool tty, bool final)
 {
-	JsonObject *ram = json_object_has_member(info, "ram") ? json_object_get_object_member(info, "ram") : NULL;
+	JsonObject *ram = kmig_json_object(info, "ram");
 	double total = (double)qmp_get_int(ram, "total", 0);
 	double remaining = (double)qmp_get_int(ram, "remaining", 0);
 	double sent = (double)qmp_get_int(ram, "transferred", 0);
 	char rem[32], tx[32];
+	/* the system-wide figure (RAM and every device) when the server has it */
+	uint64_t all;
+	bool has_all = kmig_json_u64(info, "remaining", &all);
+	const char *rem_label = has_all ? "remaining (RAM+devices)" : "remaining";
+	const char *stalled = kmig_json_truthy(info, "x-kmig-stall") ? ", STALLED" : "";
 
-	human_bytes(remaining, rem, sizeof(rem));
+	human_bytes(has_all ? (double)all : remaining, rem, sizeof(rem));
 	human_bytes(sent, tx, sizeof(tx));
 	gint64 passes = qmp_get_int(ram, "dirty-sync-count", 0);
 	double mbps = qmp_get_double(ram, "mbps", 0);
@@ -46,23 +51,23 @@ static void show_progress(JsonObject *info, bool tty, bool final)
 		memset(bar, '#', (size_t)(pct * 30 / 100));
 		memset(bar + pct * 30 / 100, '.', (size_t)(30 - pct * 30 / 100));
 		bar[30] = 0;
-		printf("\r\033[K[%s] %3d%%  %-9s sent %s, remaining %s, %.0f Mbps, syncs %lld",
-		       bar, pct, status, tx, rem, mbps, (long long)passes);
+		printf("\r\033[K[%s] %3d%%  %-9s sent %s, %s %s, %.0f Mbps, syncs %lld%s",
+		       bar, pct, status, tx, rem_label, rem, mbps, (long long)passes, stalled);
 		if (final)
 			printf("\n");
 		fflush(stdout);
 	} else {
-		printf("%-9s sent %s, remaining %s, %.0f Mbps, syncs %lld", status, tx, rem, mbps,
+		printf("%-9s sent %s, %s %s, %.0f Mbps, syncs %lld", status, tx, rem_label, rem, mbps,
 		       (long long)passes);
 		if (json_object_has_member(info, "expected-downtime"))
 			printf(", expected downtime %lld ms", (long long)qmp_get_int(info, "expected-downtime", 0));
-		printf("\n");
+		printf("%s\n", stalled);
 	}
 }
 
 static void print_summary(JsonObject *info)
 {
-	JsonObject *ram = json_object_has_member(info, "ram") ? json_object_get_object_member(info, "ram") : NULL;
+	JsonObject *ram = kmig_json_object(info, "ram");
 	char tx[32];
 
 	human_bytes((double)qmp_get_int(ram, "transferred", 0), tx, sizeof(tx));

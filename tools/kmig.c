@@ -1,4 +1,4 @@
-/* kmig — live migration of KVM guests.  Subcommands: run, migrate, demo.
+/* kmig — live migration of KVM guests.  Subcommands: run, migrate, info, demo.
  * Parsing and wiring only: the work is in kvm/, ring/, savevm/, qapi/. */
 #include <errno.h>
 #include <getopt.h>
@@ -112,11 +112,18 @@ static void run_usage(FILE *f)
 		"                        device) rewritten at dirty-rate while the guest runs, plus\n"
 		"                        stop-copy bytes sent only when stopped; K/M/G suffixes;\n"
 		"                        repeatable; a destination needs the same devices\n"
+		"  --stats-file PATH     while a migration runs (either side), append to PATH one JSON\n"
+		"                        line per period: the MigrationInfo query-migrate returns, plus\n"
+		"                        one member \"x-kmig-timestamp-ms\" (wall clock, ms since the\n"
+		"                        epoch); and one line when it ends (completed, failed or\n"
+		"                        cancelled).  PATH is created or truncated now (mode 0644)\n"
+		"  --stats-period MS     the period of --stats-file, %d..%d ms (default %d)\n"
 		"  -h, --help            this help\n"
 		"\n"
 		"Exit status: the code the guest wrote to port 0xf4, 0 after quit, 1 when an\n"
 		"incoming migration failed, 2 on a KVM error.\n"
-		"\nBuilt-in guests:\n", MACHINE_MAX_VCPUS);
+		"\nBuilt-in guests:\n", MACHINE_MAX_VCPUS, STATS_PERIOD_MIN_MS, STATS_PERIOD_MAX_MS,
+		STATS_PERIOD_DEFAULT_MS);
 	size_t n;
 	const struct kvm_builtin_guest *g = kvm_builtin_guests(&n);
 
@@ -166,11 +173,14 @@ int cmd_run(int argc, char **argv)
 		{ "incoming", required_argument, NULL, 'i' }, { "dirty-ring", required_argument, NULL, 'r' },
 		{ "dirty-bitmap", no_argument, NULL, 'b' },
 		{ "device", required_argument, NULL, 'D' },
+		{ "stats-file", required_argument, NULL, 'S' }, { "stats-period", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' }, { 0 },
 	};
 	struct machine_config cfg = { .mem_mib = 256, .vcpus = 1, .dirty_mode = DIRTY_MODE_RING,
 				      .dirty_ring_entries = 4096 };
-	const char *qmp_path = NULL, *append = NULL;
+	const char *qmp_path = NULL, *append = NULL, *stats_path = NULL;
+	uint64_t stats_period = STATS_PERIOD_DEFAULT_MS;
+	bool has_stats_period = false;
 	const char *devices[8];
 	unsigned int nr_devices = 0;
 	char *guest_name = NULL, *guest_cmdline = NULL;
@@ -224,6 +234,13 @@ int cmd_run(int argc, char **argv)
 			}
 			devices[nr_devices++] = optarg;
 			break;
+		case 'S': stats_path = optarg; break;
+		case 'P':
+			if (parse_u64(optarg, STATS_PERIOD_MAX_MS, &stats_period) ||
+			    stats_period < STATS_PERIOD_MIN_MS)
+				return bad_arg("--stats-period (10..3600000 ms)", optarg);
+			has_stats_period = true;
+			break;
 		case 'h': run_usage(stdout); return 0;
 		default: run_usage(stderr); return 2;
 		}
@@ -240,6 +257,10 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "kmig run: --flat needs --kernel\n");
 		return 2;
 	}
+	if (has_stats_period && !stats_path) {
+		fprintf(stderr, "kmig run: --stats-period needs --stats-file\n");
+		return 2;
+	}
 	cfg.guest_name = guest_name;
 	cfg.devices = devices;
 	cfg.nr_devices = nr_devices;
@@ -247,11 +268,20 @@ int cmd_run(int argc, char **argv)
 
 	char err[512] = "";
 	struct machine *m;
+	struct stats_file *stats = NULL;
+
+	if (stats_path && stats_file_open(stats_path, (unsigned int)stats_period, &stats, err, sizeof(err))) {
+		fprintf(stderr, "kmig run: %s\n", err);
+		g_free(guest_name);
+		g_free(guest_cmdline);
+		return 1;
+	}
 	int r = machine_create(&cfg, &m, err, sizeof(err));
 
 	g_free(guest_cmdline);
 	if (r) {
 		fprintf(stderr, "kmig run: %s\n", err);
+		stats_file_close(stats);
 		g_free(guest_name);
 		return 1;
 	}
@@ -260,12 +290,14 @@ int cmd_run(int argc, char **argv)
 
 	if (qmp_path && qmp_server_start(m, qmp_path, &qmp, err, sizeof(err))) {
 		fprintf(stderr, "kmig run: %s\n", err);
+		stats_file_close(stats);
 		machine_destroy(m);
 		g_free(guest_name);
 		return 1;
 	}
 	if (machine_start(m, err, sizeof(err))) {
 		fprintf(stderr, "kmig run: %s\n", err);
+		stats_file_close(stats);
 		qmp_server_stop(qmp);
 		machine_destroy(m);
 		g_free(guest_name);
@@ -273,11 +305,13 @@ int cmd_run(int argc, char **argv)
 	}
 	g_unix_signal_add(SIGINT, on_signal, m);
 	g_unix_signal_add(SIGTERM, on_signal, m);
+	stats_file_start(stats, m);
 	GThread *waiter = g_thread_new("kmig-wait", wait_thread, &ctx);
 
 	g_main_loop_run(ctx.loop);
 	int code = GPOINTER_TO_INT(g_thread_join(waiter));
 
+	stats_file_close(stats);
 	qmp_server_stop(qmp);
 	machine_destroy(m);
 	g_main_loop_unref(ctx.loop);
@@ -297,6 +331,7 @@ static void usage(FILE *f)
 		"Commands:\n"
 		"  run       run a guest under KVM (source or destination of a migration)\n"
 		"  migrate   migrate a running kmig guest over QMP, with progress\n"
+		"  info      show a running guest's migration status (like QEMU's 'info migrate')\n"
 		"  demo      migrate the self-checking guest between two kmig processes on loopback\n"
 		"\n"
 		"'kmig COMMAND --help' describes each command.\n");
@@ -321,6 +356,8 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 1, argv + 1);
 	if (!strcmp(cmd, "migrate"))
 		return cmd_migrate(argc - 1, argv + 1);
+	if (!strcmp(cmd, "info"))
+		return cmd_info(argc - 1, argv + 1);
 	if (!strcmp(cmd, "demo"))
 		return cmd_demo(argc - 1, argv + 1);
 	fprintf(stderr, "kmig: unknown command '%s'\n\n", cmd);
