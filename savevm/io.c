@@ -57,8 +57,11 @@ int savevm_out_sendv(struct savevm_out *out, const struct iovec *iov, int iovcnt
 	rate_limit(out, len);
 	int r = ring_sendv(out->ch, iov, iovcnt);
 
-	if (!r)
+	if (!r) {
 		out->bytes += len;
+		if (out->progress)
+			atomic_store_explicit(out->progress, out->bytes, memory_order_relaxed);
+	}
 	return r;
 }
 

@@ -539,7 +539,8 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 		struct migration_ram_stats *r = &info->ram;
 
 		info->has_ram = true;
-		r->transferred = g->transferred;
+		/* live: a pass may take seconds between statistics updates */
+		r->transferred = atomic_load_explicit(&m->mig.sent, memory_order_relaxed);
 		r->remaining = s == MIGRATION_STATUS_COMPLETED ? 0 : g->remaining;
 		r->total = kvm_vm_ram_size(m->vm);
 		r->duplicate = rs.duplicate;
@@ -549,10 +550,12 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 		r->page_size = KVM_PAGE_SIZE;
 		r->pages_per_second = g->pages_per_second;
 		r->dirty_pages_rate = g->dirty_pages_rate;
-		r->precopy_bytes = s == MIGRATION_STATUS_COMPLETED ? g->precopy_bytes
-								   : g->transferred;
+		r->precopy_bytes = s == MIGRATION_STATUS_COMPLETED ? g->precopy_bytes : r->transferred;
 		r->downtime_bytes = g->downtime_bytes;
 		r->mbps = g->mbps;
+		/* until a pass has been measured, the rate so far */
+		if (!g->bandwidth && now > g->start_ns)
+			r->mbps = (double)r->transferred * 8 / 1e6 / ((double)(now - g->start_ns) / 1e9);
 		if (s == MIGRATION_STATUS_COMPLETED && g->end_ns > g->start_ns)
 			r->mbps = (double)g->transferred * 8 / 1e6 /
 				  ((double)(g->end_ns - g->start_ns) / 1e9);

@@ -371,7 +371,7 @@ static void *source_main(void *arg)
 	struct ring_uri uri;
 	struct ring_channel *ch = NULL;
 	char err[256] = "";
-	struct savevm_out out = { .cancel = &m->mig.cancel };
+	struct savevm_out out = { .cancel = &m->mig.cancel, .progress = &m->mig.sent };
 	bool setup_done = false;
 	int r = ring_uri_parse(m->mig.uri, &uri, err, sizeof(err));
 

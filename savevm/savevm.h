@@ -9,6 +9,7 @@
 #ifndef KMIG_SAVEVM_SAVEVM_H
 #define KMIG_SAVEVM_SAVEVM_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,6 +28,7 @@ struct savevm_out {
 	uint64_t rl_start_ns;		/* rate-limit window */
 	uint64_t rl_bytes;
 	volatile bool *cancel;		/* set by migrate_cancel */
+	_Atomic uint64_t *progress;	/* bytes sent, for query-migrate mid-call */
 };
 
 int savevm_out_sendv(struct savevm_out *out, const struct iovec *iov, int iovcnt);
