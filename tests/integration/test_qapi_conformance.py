@@ -29,9 +29,14 @@ from collections import Counter
 from kmiglib import QMP, Kmig, Proxy, free_port, require_kvm, skip, workdir
 from qapi_schema import Schema, opaque_extension, validate
 
-# shared/ sits beside the repository (here, and in CI's fresh clone)
-DEFAULT_SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
-                              "reference", "qemu-qapi-migration.json")
+# shared/ sits beside the repository (the work tree, and CI's fresh clone);
+# a clone made elsewhere finds the workplace's copy
+SCHEMA_CANDIDATES = [
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared",
+                 "reference", "qemu-qapi-migration.json"),
+    "/work/shared/reference/qemu-qapi-migration.json",
+]
+DEFAULT_SCHEMA = next((p for p in SCHEMA_CANDIDATES if os.path.exists(p)), SCHEMA_CANDIDATES[0])
 
 # The seeds' type (seeds/device-state-times.patch.txt, its qapi/migration.json
 # hunk); used only when the reference schema does not define it itself.
