@@ -493,7 +493,7 @@ static void fill_savevm_info(struct machine *m, struct migration_info *info, enu
 		}
 		if (s != MIGRATION_STATUS_COMPLETED)
 			continue;
-		if (g->incoming)
+		if (g->incoming && !e->iterable)
 			add_time(info->load_times, &info->nr_load_times, MIGRATION_MAX_DEVICES, e,
 				 e->load_time_us);
 		else if (e->iterable)
@@ -539,8 +539,9 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 		struct migration_ram_stats *r = &info->ram;
 
 		info->has_ram = true;
-		/* live: a pass may take seconds between statistics updates */
-		r->transferred = atomic_load_explicit(&m->mig.sent, memory_order_relaxed);
+		/* RAM's share of the stream, as QEMU's ram.transferred; live,
+		 * since a pass may take seconds between statistics updates */
+		r->transferred = rs.bytes;
 		r->remaining = s == MIGRATION_STATUS_COMPLETED ? 0 : g->remaining;
 		r->total = kvm_vm_ram_size(m->vm);
 		r->duplicate = rs.duplicate;
@@ -550,14 +551,16 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 		r->page_size = KVM_PAGE_SIZE;
 		r->pages_per_second = g->pages_per_second;
 		r->dirty_pages_rate = g->dirty_pages_rate;
-		r->precopy_bytes = s == MIGRATION_STATUS_COMPLETED ? g->precopy_bytes : r->transferred;
+		r->precopy_bytes = s == MIGRATION_STATUS_COMPLETED ? g->precopy_bytes
+			: atomic_load_explicit(&m->mig.sent, memory_order_relaxed);
 		r->downtime_bytes = g->downtime_bytes;
 		r->mbps = g->mbps;
 		/* until a pass has been measured, the rate so far */
 		if (!g->bandwidth && now > g->start_ns)
-			r->mbps = (double)r->transferred * 8 / 1e6 / ((double)(now - g->start_ns) / 1e9);
+			r->mbps = (double)atomic_load_explicit(&m->mig.sent, memory_order_relaxed) * 8 / 1e6 /
+				  ((double)(now - g->start_ns) / 1e9);
 		if (s == MIGRATION_STATUS_COMPLETED && g->end_ns > g->start_ns)
-			r->mbps = (double)g->transferred * 8 / 1e6 /
+			r->mbps = (double)g->transferred * 8 / 1e6 /	/* the whole stream */
 				  ((double)(g->end_ns - g->start_ns) / 1e9);
 	}
 	if (!g->incoming && s == MIGRATION_STATUS_ACTIVE) {

@@ -27,7 +27,7 @@ struct ram_handler {
 	struct iovec iov[STREAM_MAX_PAGES_PER_REC + 2];
 	int niov;
 	uint8_t rec[STREAM_RAM_HDR_SIZE];
-	_Atomic uint64_t normal, duplicate, holes, headers, received;
+	_Atomic uint64_t normal, duplicate, holes, headers, received, bytes;
 	uint8_t *written;	/* destination: page ever received with data */
 	int sync_error;		/* from an exact pending query */
 };
@@ -53,6 +53,8 @@ static int flush(struct ram_handler *h, struct savevm_out *out)
 	int r = savevm_out_sendv(out, h->iov, h->niov);
 
 	atomic_fetch_add(&h->headers, h->batch);
+	atomic_fetch_add(&h->bytes, sizeof(h->rec) + h->batch * sizeof(uint64_t) +
+				    (uint64_t)(h->niov - 2) * KVM_PAGE_SIZE);
 	h->batch = 0;
 	h->niov = 2;
 	return r;
@@ -250,6 +252,7 @@ void ram_handler_stats(struct ram_handler *h, struct ram_stats *st)
 	st->holes = atomic_load(&h->holes);
 	st->headers = atomic_load(&h->headers);
 	st->received = atomic_load(&h->received);
+	st->bytes = atomic_load(&h->bytes);
 }
 
 void ram_handler_reset_stats(struct ram_handler *h)
@@ -259,4 +262,5 @@ void ram_handler_reset_stats(struct ram_handler *h)
 	atomic_store(&h->holes, 0);
 	atomic_store(&h->headers, 0);
 	atomic_store(&h->received, 0);
+	atomic_store(&h->bytes, 0);
 }

@@ -13,6 +13,7 @@ struct ram_stats {
 	uint64_t holes;		/* never-populated pages skipped in the bulk pass */
 	uint64_t headers;	/* page headers sent (EOF cross-check) */
 	uint64_t received;	/* destination: page headers received */
+	uint64_t bytes;		/* RAM records sent, headers and payloads */
 };
 
 struct ram_handler;
