@@ -61,6 +61,15 @@ def main():
     run(["run", "--guest", "idle", "--incoming", "exec:cat"], 1, "not supported")
     run(["run", "--guest", "idle", "--qmp", "/nonexistent/dir/q.sock"], 1, "q.sock")
     run(["run", "--guest", "idle", "--serial", "/nonexistent/dir/s.log"], 1, "cannot open serial")
+    # devices
+    run(["run", "--guest", "idle", "--device", "gpu,id=x"], 1, "unknown device")
+    run(["run", "--guest", "idle", "--device", "blob,id=x"], 1, "needs id= ")
+    run(["run", "--guest", "idle", "--device", "blob,id=X,size=1M"], 1, "bad value 'X'")
+    run(["run", "--guest", "idle", "--device", "blob,id=x,size=100"], 1, "multiple of 64K")
+    run(["run", "--guest", "idle", "--device", "blob,id=x,size=1M,color=red"], 1, "unknown blob option")
+    run(["run", "--guest", "idle", "--device", "blob,id=x,size=-1M"], 1, "bad value '-1M'")
+    run(["run", "--guest", "idle", "--device", "blob,id=x,size=1M", "--device", "blob,id=x,size=1M"], 1,
+        "two devices with id 'x'")
     if os.geteuid() == 0 and shutil.which("unshare"):
         # a host without /dev/kvm: hide it in a private mount namespace
         hide = f"mount -t tmpfs none /dev && exec {K} run --guest idle"
