@@ -25,13 +25,12 @@ struct migration {
 	uint64_t start_ns, setup_ns, end_ns;
 	uint64_t downtime_start_ns;
 	uint64_t downtime_ms, expected_downtime_ms;
-	uint64_t transferred, precopy_bytes, downtime_bytes;
-	_Atomic uint64_t sent;		/* live byte count of the stream */
+	uint64_t precopy_bytes, downtime_bytes;
+	_Atomic uint64_t sent;		/* bytes of the stream so far (live) */
 	uint64_t dirty_sync_count, passes;
 	uint64_t bandwidth;		/* bytes/s measured over the last pass */
 	uint64_t pages_per_second, dirty_pages_rate;
 	double mbps;
-	uint64_t remaining;
 	char error[512];
 	bool resume_on_fail;		/* the guest ran before switchover */
 	struct migration_phases phases;

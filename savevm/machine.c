@@ -542,7 +542,7 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 		/* RAM's share of the stream, as QEMU's ram.transferred; live,
 		 * since a pass may take seconds between statistics updates */
 		r->transferred = rs.bytes;
-		r->remaining = s == MIGRATION_STATUS_COMPLETED ? 0 : g->remaining;
+		/* r->remaining: fill_savevm_info(), live, while active */
 		r->total = kvm_vm_ram_size(m->vm);
 		r->duplicate = rs.duplicate;
 		r->normal = rs.normal;
@@ -560,7 +560,7 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 			r->mbps = (double)atomic_load_explicit(&m->mig.sent, memory_order_relaxed) * 8 / 1e6 /
 				  ((double)(now - g->start_ns) / 1e9);
 		if (s == MIGRATION_STATUS_COMPLETED && g->end_ns > g->start_ns)
-			r->mbps = (double)g->transferred * 8 / 1e6 /	/* the whole stream */
+			r->mbps = (double)atomic_load_explicit(&m->mig.sent, memory_order_relaxed) * 8 / 1e6 /
 				  ((double)(g->end_ns - g->start_ns) / 1e9);
 	}
 	if (!g->incoming && s == MIGRATION_STATUS_ACTIVE) {

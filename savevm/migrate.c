@@ -110,15 +110,12 @@ static int sync_all(struct machine *m, bool final)
 	return 0;
 }
 
-/* Between chunks: publish progress, and pick up a max-bandwidth changed
- * by migrate-set-parameters (it applies at once, as in QEMU). */
-static void update_stats(struct machine *m, struct savevm_out *out)
+/* Between chunks: pick up a max-bandwidth changed by
+ * migrate-set-parameters (it applies at once, as in QEMU).  Progress needs
+ * no publishing: query-migrate reads the live counters. */
+static void pick_up_params(struct machine *m, struct savevm_out *out)
 {
-	uint64_t pending = total_pending(m, false);
-
 	pthread_mutex_lock(&m->lock);
-	m->mig.transferred = out->bytes;
-	m->mig.remaining = pending;
 	out->max_bandwidth = m->params.max_bandwidth;
 	pthread_mutex_unlock(&m->lock);
 }
@@ -133,7 +130,7 @@ static int run_pass(struct machine *m, struct savevm_out *out)
 
 		do {
 			r = e->ops->save_iterate(e->opaque, out);
-			update_stats(m, out);
+			pick_up_params(m, out);
 			if (m->mig.cancel)
 				return -ECANCELED;
 		} while (r == 0);
@@ -185,8 +182,6 @@ static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_
 	if (bw)
 		m->mig.bandwidth = bw;
 	m->mig.dirty_sync_count++;
-	m->mig.remaining = pending;
-	m->mig.transferred = out->bytes;
 	m->mig.mbps = (double)m->mig.bandwidth * 8 / 1e6;
 	m->mig.pages_per_second = (rs.normal + rs.duplicate - pages_before) * 1000000000ull / dt;
 	m->mig.dirty_pages_rate = pending / KVM_PAGE_SIZE * 1000000000ull / dt;
@@ -327,8 +322,6 @@ static int stop_and_copy(struct machine *m, struct savevm_out *out)
 	ph.eof_us = (migration_now_ns() - t0) / 1000;
 	pthread_mutex_lock(&m->lock);
 	m->mig.downtime_bytes = out->bytes - bytes0;
-	m->mig.transferred = out->bytes;
-	m->mig.remaining = 0;
 	pthread_mutex_unlock(&m->lock);
 	if (r) {
 		fetch_refusal(m, out->ch);
@@ -389,7 +382,7 @@ static void *source_main(void *arg)
 		goto fail;
 	}
 	out.ch = ch;
-	update_stats(m, &out);
+	pick_up_params(m, &out);
 	struct savevm_entry *e;
 
 	FOR_EACH_ENTRY(m, e, true) {
@@ -727,9 +720,6 @@ static void *incoming_main(void *arg)
 	c->m = m;
 	savevm_in_init(&c->in, ch);
 	r = load_stream(c);
-	pthread_mutex_lock(&m->lock);
-	m->mig.transferred = c->in.bytes;
-	pthread_mutex_unlock(&m->lock);
 	uint64_t eof_ns = migration_now_ns();
 
 	if (!r)
