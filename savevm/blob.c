@@ -77,10 +77,19 @@ static uint64_t id_hash(const char *s)
 	return h;
 }
 
+/* Stop-copy parts are versioned like chunks, in an index space of their own. */
+#define STOPCOPY_IDX(i) (0x5709000000000000ull | (i))
+
+/* Word k of a chunk (or stop-copy part) at a given seq is base + k. */
+static uint64_t version_base(const struct blob *b, uint64_t kind_idx, uint64_t seq)
+{
+	return mix(id_hash(b->cfg.id) ^ mix(kind_idx) ^ (seq * 0x9e3779b97f4a7c15ull));
+}
+
 /* The bytes a chunk (or stop-copy part) must hold at a given seq. */
 static void fill(const struct blob *b, uint8_t *dst, uint64_t kind_idx, uint64_t seq)
 {
-	uint64_t v = mix(id_hash(b->cfg.id) ^ mix(kind_idx) ^ (seq * 0x9e3779b97f4a7c15ull));
+	uint64_t v = version_base(b, kind_idx, seq);
 	uint64_t *w = (uint64_t *)dst;
 
 	for (unsigned int k = 0; k < CHUNK / 8; k++)
@@ -89,7 +98,7 @@ static void fill(const struct blob *b, uint8_t *dst, uint64_t kind_idx, uint64_t
 
 static bool holds(const struct blob *b, const uint8_t *src, uint64_t kind_idx, uint64_t seq)
 {
-	uint64_t v = mix(id_hash(b->cfg.id) ^ mix(kind_idx) ^ (seq * 0x9e3779b97f4a7c15ull));
+	uint64_t v = version_base(b, kind_idx, seq);
 	const uint64_t *w = (const uint64_t *)src;
 
 	for (unsigned int k = 0; k < CHUNK / 8; k++)
@@ -221,7 +230,7 @@ static int blob_save_complete(void *opaque, struct savevm_out *out)
 	if (r < 0)
 		return r;
 	for (uint64_t i = 0; i < b->nstop; i++) {
-		fill(b, b->buf + PART_HDR, 0x5709000000000000ull | i, epoch);
+		fill(b, b->buf + PART_HDR, STOPCOPY_IDX(i), epoch);
 		if ((r = send_part(b, out, PART_STOPCOPY, (uint32_t)i, epoch, CHUNK)))
 			return r;
 	}
@@ -289,7 +298,7 @@ static int blob_load_part(void *opaque, struct savevm_in *in, uint32_t len, char
 		return 0;
 	case PART_STOPCOPY:
 		if (idx >= b->nstop || len != PART_HDR + CHUNK ||
-		    !holds(b, data, 0x5709000000000000ull | idx, seq)) {
+		    !holds(b, data, STOPCOPY_IDX(idx), seq)) {
 			snprintf(err, errlen, "%s: stop-copy part %u is out of range, torn or corrupted", b->name, idx);
 			return -EPROTO;
 		}
