@@ -21,20 +21,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-from kmiglib import QMP, free_port, wait_migration  # noqa: E402
-
-
-def wait_serial(path, needle, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with open(path, errors="replace") as f:
-                if needle in f.read():
-                    return
-        except FileNotFoundError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{path}: no '{needle}' within {timeout}s")
+from kmiglib import QMP, free_port, wait_migration, wait_text  # noqa: E402
 
 
 def cpu_seconds(pid):
@@ -88,7 +75,8 @@ def migrate_once(make_argv, fill, wd, boot_timeout):
     dst = Instance(make_argv("dst", uri), f"{wd}/dst.qmp", f"{wd}/dst.log")
     src = Instance(make_argv("src", None), f"{wd}/src.qmp", f"{wd}/src.log")
     try:
-        wait_serial(src.serial, "idle: ready", boot_timeout)
+        if not wait_text(src.serial, "idle: ready", boot_timeout):
+            raise RuntimeError(f"{src.serial}: no 'idle: ready' within {boot_timeout}s")
         # QEMU 7.2 defaults to 128 MiB/s; every configuration runs unlimited
         src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
         cpu0 = cpu_seconds(src.proc.pid) + cpu_seconds(dst.proc.pid)

@@ -17,19 +17,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-from kmiglib import QMP, free_port, wait_migration  # noqa: E402
-
-
-def wait_text(path, text, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if text in open(path, errors="replace").read():
-                return True
-        except FileNotFoundError:
-            pass
-        time.sleep(0.2)
-    return False
+from kmiglib import QMP, free_port, wait_migration, wait_text  # noqa: E402
 
 
 def one(argv_for, wd, settle):

@@ -191,6 +191,20 @@ def verify_passes(line):
     return [int(x) for x in m.group(1).split(",")] if m else []
 
 
+def wait_text(path, text, timeout):
+    """True once the file at path contains text, False after timeout s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with open(path, errors="replace") as f:
+                if text in f.read():
+                    return True
+        except FileNotFoundError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def wait_migration(qmp, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
