@@ -33,9 +33,32 @@
 
 #include "ring/ring.h"
 
-/* Every operation is synchronous (one SQE in flight), so the rings can be
- * tiny; a few spare entries leave room for a later linked timeout/cancel. */
-#define RING_QUEUE_DEPTH 8
+/* Every operation is synchronous (one SQE in flight), but a zero-copy send
+ * leaves a notification CQE behind for each of up to RING_ZC_SLOTS sends
+ * still referencing memory: the CQ ring (twice the SQ) must hold them all. */
+#define RING_QUEUE_DEPTH 32
+
+/* Zero-copy sends in flight per channel, each with a copy of its small
+ * transient prefix (record and page headers) that must stay unchanged until
+ * the kernel's notification says the skbs are gone. */
+#define RING_ZC_SLOTS 16
+#define RING_ZC_PREFIX_MAX 16384
+
+/* user_data of operations; a zero-copy send's notification carries its
+ * slot in the low bits. */
+#define RING_UD_OP 1ull
+#define RING_UD_ZC_BASE 0x100ull
+
+#ifndef IORING_SEND_ZC_REPORT_USAGE
+#define IORING_SEND_ZC_REPORT_USAGE (1U << 3)
+#endif
+#ifndef IORING_NOTIF_USAGE_ZC_COPIED
+#define IORING_NOTIF_USAGE_ZC_COPIED (1U << 31)
+#endif
+
+/* Splice receive: a pipe of this size carries payload from the socket to
+ * the guest memfd (the kernel's default pipe-max-size is 1 MiB). */
+#define RING_PIPE_SIZE (1 << 20)
 
 /* The kernel rejects msg_iovlen above UIO_MAXIOV (1024) with EMSGSIZE. */
 #define RING_IOV_BATCH 1024
@@ -61,6 +84,13 @@ struct ring_channel {
 	uint64_t bytes_sent;	/* __atomic: may be read by another thread */
 	uint64_t bytes_received;
 	struct io_uring ring;
+	/* zero-copy sends: slot i busy until its notification arrives */
+	bool zc_busy[RING_ZC_SLOTS];
+	unsigned int zc_inflight;
+	uint64_t zc_sends, zc_copied;	/* __atomic: notifications, of them copied */
+	uint8_t *zc_prefix;		/* RING_ZC_SLOTS * RING_ZC_PREFIX_MAX */
+	int pipe[2];			/* splice receive, created on first use */
+	size_t pipe_size;
 };
 
 struct ring_listener {
@@ -465,6 +495,7 @@ static int ring_channel_new(int fd, struct ring_channel **out)
 	if (ret < 0)
 		goto err_free;
 	ch->fd = fd;
+	ch->pipe[0] = ch->pipe[1] = -1;
 	*out = ch;
 	return 0;
 
@@ -495,34 +526,71 @@ static int ring_io_error(const struct ring_channel *ch, int res)
 	return res;
 }
 
-/* Submit the single prepared SQE and wait for its completion. */
-static int ring_run(struct ring_channel *ch, int *res)
+/* A zero-copy send's notification: the kernel no longer references the
+ * memory of that send, so its prefix slot may be reused. */
+static void ring_zc_notified(struct ring_channel *ch, const struct io_uring_cqe *cqe)
+{
+	unsigned int slot = (unsigned int)(cqe->user_data - RING_UD_ZC_BASE);
+
+	if (slot < RING_ZC_SLOTS && ch->zc_busy[slot]) {
+		ch->zc_busy[slot] = false;
+		ch->zc_inflight--;
+	}
+	__atomic_fetch_add(&ch->zc_sends, 1, __ATOMIC_RELAXED);
+	if ((uint32_t)cqe->res & IORING_NOTIF_USAGE_ZC_COPIED)
+		__atomic_fetch_add(&ch->zc_copied, 1, __ATOMIC_RELAXED);
+}
+
+/* Reap one CQE (waiting if submit is set or none is ready).  Returns 1 with
+ * *res for the operation's own completion, 0 for a notification (consumed
+ * here), -errno if the ring broke. */
+static int ring_reap(struct ring_channel *ch, bool submit, int *res, unsigned int *flags)
 {
 	struct io_uring_cqe *cqe;
 	int ret;
 
-	/* io_uring_enter() returns the submitted count even when the wait is
-	 * interrupted, so -EINTR here means the SQE is still queued. */
-	do {
-		ret = io_uring_submit_and_wait(&ch->ring, 1);
-	} while (ret == -EINTR);
-	if (ret < 0)
-		goto broken;
-
+	if (submit) {
+		/* io_uring_enter() returns the submitted count even when the
+		 * wait is interrupted, so -EINTR means the SQE is still queued. */
+		do {
+			ret = io_uring_submit_and_wait(&ch->ring, 1);
+		} while (ret == -EINTR);
+		if (ret < 0)
+			goto broken;
+	}
 	do {
 		ret = io_uring_wait_cqe(&ch->ring, &cqe);
 	} while (ret == -EINTR);
 	if (ret < 0)
 		goto broken;
+	if (cqe->flags & IORING_CQE_F_NOTIF) {
+		ring_zc_notified(ch, cqe);
+		io_uring_cqe_seen(&ch->ring, cqe);
+		return 0;
+	}
 	*res = cqe->res;
+	if (flags)
+		*flags = cqe->flags;
 	io_uring_cqe_seen(&ch->ring, cqe);
-	return 0;
+	return 1;
 
 broken:
 	/* An SQE that was never consumed (or a CQE never reaped) would be
 	 * mistaken for the next operation's: the channel is unusable now. */
 	ch->broken = ret;
 	return ret;
+}
+
+/* Submit the single prepared SQE and wait for its completion, consuming
+ * any zero-copy notifications that arrive meanwhile. */
+static int ring_run(struct ring_channel *ch, int *res)
+{
+	bool submit = true;
+	int ret;
+
+	while ((ret = ring_reap(ch, submit, res, NULL)) == 0)
+		submit = false;
+	return ret < 0 ? ret : 0;
 }
 
 static void ring_account(struct ring_channel *ch, bool send, int n)
@@ -662,6 +730,218 @@ int ring_recv(struct ring_channel *ch, void *buf, size_t len)
 	return 0;
 }
 
+/* ------------------------------------------------------ zero-copy send */
+
+/* Wait for one notification, so that a slot frees up. */
+static int ring_zc_wait_one(struct ring_channel *ch)
+{
+	unsigned int before = ch->zc_inflight;
+	int res, ret;
+
+	while (ch->zc_inflight == before) {
+		ret = ring_reap(ch, false, &res, NULL);
+		if (ret < 0)
+			return ret;
+		if (ret == 1)	/* no operation is outstanding: cannot happen */
+			return -EIO;
+	}
+	return 0;
+}
+
+static int ring_zc_slot(struct ring_channel *ch)
+{
+	int ret;
+
+	if (!ch->zc_prefix) {
+		ch->zc_prefix = malloc((size_t)RING_ZC_SLOTS * RING_ZC_PREFIX_MAX);
+		if (!ch->zc_prefix)
+			return -ENOMEM;
+	}
+	while (ch->zc_inflight == RING_ZC_SLOTS) {
+		ret = ring_zc_wait_one(ch);
+		if (ret)
+			return ret;
+	}
+	for (int i = 0; i < RING_ZC_SLOTS; i++)
+		if (!ch->zc_busy[i])
+			return i;
+	return -EIO;
+}
+
+/* One SENDMSG_ZC of iov[0..n): 0 with *sent, or -errno. */
+static int ring_zc_submit(struct ring_channel *ch, int slot, struct msghdr *msg, int *sent)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&ch->ring);
+	unsigned int flags = 0;
+	bool submit = true;
+	int ret, res;
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_sendmsg_zc(sqe, ch->fd, msg, MSG_NOSIGNAL | MSG_WAITALL);
+	sqe->ioprio |= IORING_SEND_ZC_REPORT_USAGE;
+	io_uring_sqe_set_data64(sqe, RING_UD_ZC_BASE + (uint64_t)slot);
+	ch->zc_busy[slot] = true;
+	ch->zc_inflight++;
+	while ((ret = ring_reap(ch, submit, &res, &flags)) == 0)
+		submit = false;
+	if (ret < 0)
+		return ret;
+	/* Without F_MORE no notification follows (the send failed before
+	 * taking any reference): the slot is free again now. */
+	if (!(flags & IORING_CQE_F_MORE)) {
+		ch->zc_busy[slot] = false;
+		ch->zc_inflight--;
+	}
+	*sent = res;
+	return 0;
+}
+
+int ring_sendv_zc(struct ring_channel *ch, const struct iovec *iov, int iovcnt, size_t prefix)
+{
+	struct iovec v[RING_IOV_BATCH];
+	struct msghdr msg;
+	size_t copied = 0, total = 0;
+	int i, n = 1, slot, res, ret;
+
+	if (!ch || iovcnt < 0 || (iovcnt && !iov) || prefix > RING_ZC_PREFIX_MAX)
+		return -EINVAL;
+	ret = ring_check(ch);
+	if (ret)
+		return ret;
+	slot = ring_zc_slot(ch);
+	if (slot < 0)
+		return slot;
+	/* The prefix (headers the caller reuses at once) goes from our slot
+	 * copy; the rest (guest pages) straight from the caller's memory. */
+	uint8_t *pfx = ch->zc_prefix + (size_t)slot * RING_ZC_PREFIX_MAX;
+
+	for (i = 0; i < iovcnt && copied < prefix; i++) {
+		size_t take = iov[i].iov_len < prefix - copied ? iov[i].iov_len : prefix - copied;
+
+		memcpy(pfx + copied, iov[i].iov_base, take);
+		copied += take;
+		if (take < iov[i].iov_len) {	/* prefix ends inside iov[i] */
+			v[n++] = (struct iovec){ (char *)iov[i].iov_base + take, iov[i].iov_len - take };
+			i++;
+			break;
+		}
+	}
+	if (copied != prefix)
+		return -EINVAL;
+	v[0] = (struct iovec){ pfx, prefix };
+	for (; i < iovcnt; i++) {
+		if (n == RING_IOV_BATCH)
+			return -E2BIG;
+		v[n++] = iov[i];
+	}
+	for (i = 0; i < n; i++)
+		total += v[i].iov_len;
+
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = v;
+	msg.msg_iovlen = (size_t)n;
+	ret = ring_zc_submit(ch, slot, &msg, &res);
+	if (ret)
+		return ret;
+	if (res < 0 && res != -EINTR)
+		return ring_io_error(ch, res);
+	if (res == 0 && total)
+		return ring_io_error(ch, -EPIPE);
+	if (res > 0)
+		ring_account(ch, true, res);
+	if (res >= 0 && (size_t)res == total)
+		return 0;
+	/* Short (a signal, or MAX_RW_COUNT): the rest goes by plain send,
+	 * which copies, so the prefix slot's lifetime no longer matters. */
+	size_t skip = res > 0 ? (size_t)res : 0;
+	for (i = 0; i < n && skip >= v[i].iov_len; i++)
+		skip -= v[i].iov_len;
+	v[i].iov_base = (char *)v[i].iov_base + skip;
+	v[i].iov_len -= skip;
+	return ring_xfer(ch, true, &v[i], n - i);
+}
+
+int ring_zc_flush(struct ring_channel *ch)
+{
+	int ret;
+
+	if (!ch)
+		return -EINVAL;
+	while (ch->zc_inflight) {
+		ret = ring_zc_wait_one(ch);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+void ring_zc_stats(const struct ring_channel *ch, uint64_t *sends, uint64_t *copied)
+{
+	*sends = ch ? __atomic_load_n(&ch->zc_sends, __ATOMIC_RELAXED) : 0;
+	*copied = ch ? __atomic_load_n(&ch->zc_copied, __ATOMIC_RELAXED) : 0;
+}
+
+/* ------------------------------------------------------ splice receive */
+
+static int ring_pipe_open(struct ring_channel *ch)
+{
+	int size;
+
+	if (ch->pipe[0] >= 0)
+		return 0;
+	if (pipe2(ch->pipe, O_CLOEXEC))
+		return -errno;
+	/* A smaller pipe only means more splice calls per run. */
+	size = fcntl(ch->pipe[1], F_SETPIPE_SZ, RING_PIPE_SIZE);
+	if (size < 0)
+		size = fcntl(ch->pipe[1], F_GETPIPE_SZ);
+	ch->pipe_size = size > 0 ? (size_t)size : 65536;
+	return 0;
+}
+
+/* Move len bytes from the socket into fd at off: the socket's pages go
+ * into the pipe by reference, and from the pipe into fd's page cache with
+ * the one copy the data needs.  Plain splice(2) calls: both ends block in
+ * the kernel (an abort's shutdown() wakes the socket side). */
+int ring_recv_splice(struct ring_channel *ch, int fd, uint64_t off, size_t len)
+{
+	int ret = ch ? ring_check(ch) : -EINVAL;
+
+	if (ret)
+		return ret;
+	ret = ring_pipe_open(ch);
+	if (ret)
+		return ret;
+	while (len) {
+		size_t want = len < ch->pipe_size ? len : ch->pipe_size;
+		ssize_t in = splice(ch->fd, NULL, ch->pipe[1], NULL, want, SPLICE_F_MOVE);
+
+		if (in < 0 && errno == EINTR)
+			continue;
+		if (in <= 0)
+			return ring_io_error(ch, in == 0 ? -EPIPE : -errno);
+		ring_account(ch, false, (int)in);
+		for (ssize_t out = 0; out < in;) {
+			loff_t o = (loff_t)off;
+			ssize_t k = splice(ch->pipe[0], NULL, fd, &o, (size_t)(in - out), SPLICE_F_MOVE);
+
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0) {
+				/* the pipe now holds bytes of the stream that
+				 * went nowhere: the channel cannot go on */
+				ch->broken = k == 0 ? -EIO : -errno;
+				return ch->broken;
+			}
+			out += k;
+			off += (uint64_t)k;
+		}
+		len -= (size_t)in;
+	}
+	return 0;
+}
+
 int ring_poll_readable(struct ring_channel *ch, int timeout_ms)
 {
 	int64_t deadline = ring_deadline(timeout_ms);
@@ -708,8 +988,15 @@ void ring_channel_close(struct ring_channel *ch)
 {
 	if (!ch)
 		return;
+	/* Outstanding zero-copy notifications die with the ring; the memory
+	 * they referenced is the caller's (guest RAM), kept until after this. */
 	io_uring_queue_exit(&ch->ring);
 	close(ch->fd);
+	if (ch->pipe[0] >= 0) {
+		close(ch->pipe[0]);
+		close(ch->pipe[1]);
+	}
+	free(ch->zc_prefix);
 	free(ch);
 }
 

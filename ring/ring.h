@@ -57,6 +57,25 @@ int ring_connect(const struct ring_uri *uri, int timeout_ms, struct ring_channel
 int ring_sendv(struct ring_channel *ch, const struct iovec *iov, int iovcnt);
 int ring_send(struct ring_channel *ch, const void *buf, size_t len);
 
+/* Zero-copy send (IORING_OP_SENDMSG_ZC) of every byte of the iovecs.  The
+ * first prefix bytes (at most 16 KiB: record and page headers the caller
+ * reuses at once) are copied; the rest is sent straight from the caller's
+ * memory, which must stay mapped until ring_zc_flush() or close.  Its
+ * contents may change meanwhile (what goes out is then either version: the
+ * caller must make that safe, as migration does with the dirty log). */
+int ring_sendv_zc(struct ring_channel *ch, const struct iovec *iov, int iovcnt, size_t prefix);
+/* Wait until the kernel has released every zero-copy send's memory. */
+int ring_zc_flush(struct ring_channel *ch);
+/* Notifications received, and how many of them said the kernel copied
+ * the data anyway (loopback does: then zero-copy only costs). */
+void ring_zc_stats(const struct ring_channel *ch, uint64_t *sends, uint64_t *copied);
+
+/* Receive len bytes straight into fd at offset off (socket -> pipe ->
+ * fd's page cache with splice(2)): for guest RAM in a memfd this fills the
+ * pages without a user-space buffer and without faulting them into any
+ * mapping. */
+int ring_recv_splice(struct ring_channel *ch, int fd, uint64_t off, size_t len);
+
 /* Receive exactly len bytes.  -EPIPE if the peer closed before len bytes
  * arrived (a truncated stream), other -errno on socket errors. */
 int ring_recv(struct ring_channel *ch, void *buf, size_t len);
