@@ -22,7 +22,10 @@
 
 struct kvm_vm;
 
-enum kvm_dirty_backend { KVM_DIRTY_RING, KVM_DIRTY_BITMAP };
+/* KVM_DIRTY_AUTO: the backend kvm_dirty_backend_auto() picks for the VM's
+ * RAM size (the rule and its measurements are in dirty.c), resolved by
+ * kvm_vm_create; kvm_dirty_backend_name() then names the one in use. */
+enum kvm_dirty_backend { KVM_DIRTY_RING, KVM_DIRTY_BITMAP, KVM_DIRTY_AUTO };
 
 struct kvm_vm_config {
 	uint64_t mem_bytes;
@@ -103,6 +106,12 @@ bool kvm_dirty_test_and_clear(struct kvm_vm *vm, uint64_t pg);
 uint64_t kvm_dirty_find_next(struct kvm_vm *vm, uint64_t pg);
 uint64_t kvm_dirty_count(struct kvm_vm *vm);
 const char *kvm_dirty_backend_name(const struct kvm_vm *vm);
+/* KVM_DIRTY_AUTO's rule: from this much guest RAM up, the dirty ring */
+#define KVM_DIRTY_AUTO_RING_MIN_BYTES (256ull << 30)
+/* The backend that costs least for a VM with this much RAM (RING or
+ * BITMAP; the dirty rate is not known when the VM is created).  Pure: it
+ * does not ask the kernel whether it has dirty rings. */
+enum kvm_dirty_backend kvm_dirty_backend_auto(uint64_t mem_bytes, unsigned int nr_vcpus);
 
 struct kvm_dirty_stats {
 	uint64_t harvested;		/* GFNs collected from rings / bitmaps */
@@ -110,6 +119,14 @@ struct kvm_dirty_stats {
 	uint64_t overflows;		/* ring overflows detected */
 	uint64_t holes_fixed;		/* ring index holes repaired */
 	uint64_t resyncs;		/* whole-RAM re-protect + resend */
+	/* what collecting costs the host (bench/harvest_cost.c) */
+	uint64_t harvests;		/* passes: every ring or every slot once, or
+					 * one ring for a ring-full exit */
+	uint64_t harvest_cpu_ns;	/* thread CPU time of harvesting, every thread:
+					 * sync calls, ring-full exits, and the whole
+					 * background harvester (its wake-ups too) */
+	uint64_t final_sync_ns;		/* wall time of the last final sync */
+	uint64_t final_sync_pages;	/* pages it collected */
 };
 void kvm_dirty_get_stats(struct kvm_vm *vm, struct kvm_dirty_stats *st);
 

@@ -336,6 +336,16 @@ static int setup_vm(struct kvm_vm *vm, char *err, size_t errlen)
 		kvm_set_err(err, errlen, "KVM_CREATE_PIT2: %s", strerror(e));
 		return -e;
 	}
+	if (vm->cfg.dirty_backend == KVM_DIRTY_AUTO) {
+		vm->cfg.dirty_backend = kvm_dirty_backend_auto(vm->cfg.mem_bytes, vm->cfg.nr_vcpus);
+		/* auto asks for the cheaper backend, not for rings: a kernel
+		 * without them gets the bitmap rather than an error */
+		if (vm->cfg.dirty_backend == KVM_DIRTY_RING &&
+		    ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL) <= 0)
+			vm->cfg.dirty_backend = KVM_DIRTY_BITMAP;
+		if (!vm->cfg.ring_entries)
+			vm->cfg.ring_entries = 4096;
+	}
 	int r = vm->cfg.dirty_backend == KVM_DIRTY_RING ? enable_dirty_ring(vm, err, errlen)
 							 : enable_manual_protect(vm, err, errlen);
 	if (r)
@@ -347,6 +357,10 @@ static int setup_vm(struct kvm_vm *vm, char *err, size_t errlen)
 int kvm_vm_create(const struct kvm_vm_config *cfg, const struct kvm_vm_callbacks *cb,
 		  struct kvm_vm **out, char *err, size_t errlen)
 {
+	if (cfg->dirty_backend > KVM_DIRTY_AUTO) {
+		kvm_set_err(err, errlen, "unknown dirty tracking backend %d", (int)cfg->dirty_backend);
+		return -EINVAL;
+	}
 	if (cfg->nr_vcpus < 1 || cfg->nr_vcpus > KVM_MAX_VCPUS) {
 		kvm_set_err(err, errlen, "vcpus must be between 1 and %d", KVM_MAX_VCPUS);
 		return -EINVAL;
