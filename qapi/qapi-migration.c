@@ -38,7 +38,7 @@ static void add_ram(JsonBuilder *b, const struct migration_info *info)
 	qmp_builder_add_uint(b, "dirty-sync-count", r->dirty_sync_count);
 	qmp_builder_add_uint(b, "postcopy-requests", 0);
 	qmp_builder_add_uint(b, "page-size", r->page_size);
-	qmp_builder_add_uint(b, "multifd-bytes", 0);
+	qmp_builder_add_uint(b, "multifd-bytes", r->multifd_bytes);
 	qmp_builder_add_uint(b, "pages-per-second", r->pages_per_second);
 	qmp_builder_add_uint(b, "precopy-bytes", r->precopy_bytes);
 	qmp_builder_add_uint(b, "downtime-bytes", r->downtime_bytes);
@@ -60,6 +60,15 @@ static void add_kmig(JsonBuilder *b, const struct migration_kmig_stats *k)
 	qmp_builder_add_uint(b, "ring-resyncs", k->ring_resyncs);
 	qmp_builder_add_uint(b, "pages-harvested", k->pages_harvested);
 	qmp_builder_add_uint(b, "passes", k->passes);
+	qmp_builder_add_uint(b, "channels", k->channels);
+	if (k->send_mode) {
+		json_builder_set_member_name(b, "send-mode");
+		json_builder_add_string_value(b, k->send_mode);
+	}
+	qmp_builder_add_uint(b, "zero-copy-notifications", k->zc_notifications);
+	qmp_builder_add_uint(b, "zero-copy-copied", k->zc_copied);
+	if (k->switchover_expected_downtime)
+		qmp_builder_add_uint(b, "switchover-expected-downtime", k->switchover_expected_downtime);
 	json_builder_end_object(b);
 }
 

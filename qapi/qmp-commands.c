@@ -206,7 +206,8 @@ int qmp_migration_cap_lookup(const char *name)
 	X("block-incremental", ANY, 0)                                       \
 	/* kmig's own: the stall window (docs/qmp.md) */                     \
 	X("x-kmig-stall-iterations", UINT64, MIGRATION_PARAM_STALL_ITERATIONS) \
-	X("x-kmig-stall-ms", UINT64, MIGRATION_PARAM_STALL_MS)
+	X("x-kmig-stall-ms", UINT64, MIGRATION_PARAM_STALL_MS)              \
+	X("x-kmig-send-mode", STR, MIGRATION_PARAM_SEND_MODE)
 
 struct param_info {
 	const char *name;
@@ -412,6 +413,17 @@ static const struct qmp_arg_spec set_params_args[] = {
 	{ NULL, 0, false },
 };
 
+static bool parse_send_mode(const char *s, enum savevm_send_mode *mode)
+{
+	for (enum savevm_send_mode m = SAVEVM_SEND_AUTO; m <= SAVEVM_SEND_ZC; m++) {
+		if (s && !strcmp(s, savevm_send_mode_name(m))) {
+			*mode = m;
+			return true;
+		}
+	}
+	return false;
+}
+
 static JsonNode *cmd_migrate_set_parameters(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
 					    GError **err)
 {
@@ -453,6 +465,14 @@ static JsonNode *cmd_migrate_set_parameters(struct qmp_server *s, struct qmp_con
 		case MIGRATION_PARAM_MULTIFD_CHANNELS:
 			p.multifd_channels = (uint64_t)json_node_get_int(n);
 			break;
+		case MIGRATION_PARAM_SEND_MODE:
+			if (!parse_send_mode(json_node_get_string(n), &p.send_mode)) {
+				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
+					    "Parameter 'x-kmig-send-mode' does not accept value '%s' "
+					    "(auto, copy or zero-copy)", json_node_get_string(n));
+				return NULL;
+			}
+			break;
 		default:
 			g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s' is not supported by kmig yet",
 				    pi->name);
@@ -481,6 +501,8 @@ static JsonNode *cmd_query_migrate_parameters(struct qmp_server *s, struct qmp_c
 	qmp_builder_add_uint(b, "multifd-channels", p.multifd_channels);
 	qmp_builder_add_uint(b, "x-kmig-stall-iterations", p.stall_iterations);
 	qmp_builder_add_uint(b, "x-kmig-stall-ms", p.stall_ms);
+	json_builder_set_member_name(b, "x-kmig-send-mode");
+	json_builder_add_string_value(b, savevm_send_mode_name(p.send_mode));
 	json_builder_end_object(b);
 	return builder_finish(b);
 }
@@ -560,6 +582,16 @@ static JsonNode *cmd_migrate_set_capabilities(struct qmp_server *s, struct qmp_c
 			return NULL;
 		}
 	}
+	/* the machine acts on the capabilities that shape the RAM path */
+	struct migration_params p = { .multifd = caps[QMP_MIGCAP_MULTIFD],
+				      .zero_copy_send = caps[QMP_MIGCAP_ZERO_COPY_SEND] };
+	char e[256] = "";
+
+	if (machine_set_params(st->machine, &p, MIGRATION_PARAM_MULTIFD | MIGRATION_PARAM_ZERO_COPY_SEND, e,
+			       sizeof(e))) {
+		g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "%s", e);
+		return NULL;
+	}
 	memcpy(st->caps, caps, sizeof(caps));
 	return empty_object();
 }
@@ -612,6 +644,32 @@ static JsonNode *cmd_x_kmig_blob_set(struct qmp_server *s, struct qmp_conn *c, J
 	return machine_result(r, e, err);
 }
 
+/* QEMU's pmemsave (qapi/misc.json): guest physical memory to a file */
+static const struct qmp_arg_spec pmemsave_args[] = {
+	{ "val", QMP_ARG_INT, true },
+	{ "size", QMP_ARG_INT, true },
+	{ "filename", QMP_ARG_STR, true },
+	{ NULL, 0, false },
+};
+
+static JsonNode *cmd_pmemsave(struct qmp_server *s, struct qmp_conn *c, JsonObject *args, GError **err)
+{
+	int64_t val = json_object_get_int_member(args, "val");
+	int64_t size = json_object_get_int_member(args, "size");
+	char e[512] = "";
+
+	(void)c;
+	/* QEMU's 'int' takes negative numbers; no address or size is one */
+	if (val < 0 || size < 0) {
+		g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
+			    "Parameter '%s' expects a non-negative integer", val < 0 ? "val" : "size");
+		return NULL;
+	}
+	return machine_result(machine_pmemsave(qmp_server_state(s)->machine, (uint64_t)val, (uint64_t)size,
+					       json_object_get_string_member(args, "filename"), e, sizeof(e)),
+			      e, err);
+}
+
 const struct qmp_command qmp_commands[] = {
 	{ "qmp_capabilities", qmp_capabilities_args, cmd_qmp_capabilities, QMP_CMD_NEGOTIATION },
 	{ "query-commands", NULL, cmd_query_commands, 0 },
@@ -629,6 +687,7 @@ const struct qmp_command qmp_commands[] = {
 	{ "migrate-set-capabilities", set_caps_args, cmd_migrate_set_capabilities, 0 },
 	{ "query-migrate-capabilities", NULL, cmd_query_migrate_capabilities, 0 },
 	{ "x-kmig-blob-set", blob_set_args, cmd_x_kmig_blob_set, 0 },
+	{ "pmemsave", pmemsave_args, cmd_pmemsave, 0 },
 };
 
 const size_t qmp_n_commands = G_N_ELEMENTS(qmp_commands);

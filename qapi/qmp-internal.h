@@ -98,14 +98,14 @@ JsonNode *qmp_json_sanitized_copy(JsonNode *node);
 	X(RELEASE_RAM, "release-ram", false)                         \
 	X(RETURN_PATH, "return-path", false)                         \
 	X(PAUSE_BEFORE_SWITCHOVER, "pause-before-switchover", false) \
-	X(MULTIFD, "multifd", false)                                 \
+	X(MULTIFD, "multifd", true)                                  \
 	X(DIRTY_BITMAPS, "dirty-bitmaps", false)                     \
 	X(POSTCOPY_BLOCKTIME, "postcopy-blocktime", false)           \
 	X(LATE_BLOCK_ACTIVATE, "late-block-activate", false)         \
 	X(X_IGNORE_SHARED, "x-ignore-shared", false)                 \
 	X(VALIDATE_UUID, "validate-uuid", false)                     \
 	X(BACKGROUND_SNAPSHOT, "background-snapshot", false)         \
-	X(ZERO_COPY_SEND, "zero-copy-send", false)                   \
+	X(ZERO_COPY_SEND, "zero-copy-send", true)                    \
 	X(POSTCOPY_PREEMPT, "postcopy-preempt", false)               \
 	X(SWITCHOVER_ACK, "switchover-ack", false)                   \
 	X(DIRTY_LIMIT, "dirty-limit", false)                         \

@@ -1,5 +1,6 @@
-/* The stream ends of a migration: byte counting, max-bandwidth pacing on
- * the source, a stream_source over the channel on the destination. */
+/* The stream ends of a migration: byte counting, max-bandwidth pacing and
+ * the copy/zero-copy choice on the source, a stream_source over the
+ * channel on the destination. */
 #include <errno.h>
 #include <time.h>
 
@@ -14,54 +15,139 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* Pace in 10 ms windows: short enough that the link never sees a burst of
- * more than 10 ms worth of the limit. */
-#define RL_WINDOW_NS 10000000ull
+/* ------------------------------------------------------------ pacing */
 
-static void rate_limit(struct savevm_out *out, size_t len)
+/* How far the virtual clock may run ahead of real time: the largest burst
+ * the link sees is this much of the limit (plus one send, which
+ * savevm_rate_chunk keeps about as small). */
+#define RATE_SLACK_NS 2000000ull
+
+void savevm_rate_init(struct savevm_rate *r)
 {
-	if (!out->max_bandwidth)
+	pthread_mutex_init(&r->lock, NULL);
+	atomic_store(&r->bandwidth, 0);
+	r->vt_ns = 0;
+}
+
+void savevm_rate_destroy(struct savevm_rate *r)
+{
+	pthread_mutex_destroy(&r->lock);
+}
+
+void savevm_rate_pay(struct savevm_rate *r, size_t len, volatile bool *cancel)
+{
+	uint64_t bw = r ? atomic_load(&r->bandwidth) : 0;
+
+	if (!bw)
 		return;
+	pthread_mutex_lock(&r->lock);
 	uint64_t now = now_ns();
 
-	if (now - out->rl_start_ns >= RL_WINDOW_NS) {
-		out->rl_start_ns = now;
-		out->rl_bytes = 0;
-	}
-	out->rl_bytes += len;
-	uint64_t budget = out->max_bandwidth * RL_WINDOW_NS / 1000000000ull;
+	/* idle time is not credit: a link unused for a second does not
+	 * earn a second's worth of burst */
+	if (r->vt_ns < now)
+		r->vt_ns = now;
+	r->vt_ns += (uint64_t)((unsigned __int128)len * 1000000000ull / bw);
+	uint64_t until = r->vt_ns > RATE_SLACK_NS ? r->vt_ns - RATE_SLACK_NS : 0;
+	pthread_mutex_unlock(&r->lock);
 
-	if (out->rl_bytes > budget) {
-		/* sleep until this window's share is paid for */
-		uint64_t need_ns = out->rl_bytes * 1000000000ull / out->max_bandwidth;
-		uint64_t until = out->rl_start_ns + need_ns;
+	while ((now = now_ns()) < until && !(cancel && *cancel)) {
+		uint64_t d = until - now > 5000000 ? 5000000 : until - now;
+		struct timespec ts = { 0, (long)d };
 
-		while ((now = now_ns()) < until && !(out->cancel && *out->cancel)) {
-			uint64_t d = until - now > 5000000 ? 5000000 : until - now;
-			struct timespec ts = { 0, (long)d };
-			nanosleep(&ts, NULL);
-		}
-		out->rl_start_ns = now;
-		out->rl_bytes = 0;
+		nanosleep(&ts, NULL);
 	}
+}
+
+size_t savevm_rate_chunk(struct savevm_rate *r)
+{
+	uint64_t bw = r ? atomic_load(&r->bandwidth) : 0;
+
+	/* 1 ms worth of the limit, at least one page */
+	if (!bw)
+		return SIZE_MAX;
+	return bw / 1000 > 4096 ? (size_t)(bw / 1000) : 4096;
+}
+
+/* ------------------------------------------------ copy or zero-copy */
+
+/* AUTO sends this much each way before choosing. */
+#define PROBE_BYTES (16ull << 20)
+
+void savevm_sendpath_init(struct savevm_sendpath *p, struct ring_channel *ch, enum savevm_send_mode asked)
+{
+	*p = (struct savevm_sendpath){ .ch = ch, .asked = asked, .chosen = asked };
+}
+
+/* Which mode this send uses while AUTO is still measuring: zero-copy
+ * first, then copy, then the faster per byte.  Zero-copy loses outright
+ * when the kernel reports it copied anyway (loopback does). */
+static enum savevm_send_mode probe_mode(struct savevm_sendpath *p)
+{
+	uint64_t sends, copied;
+
+	if (p->probe_bytes[SAVEVM_SEND_ZC] < PROBE_BYTES)
+		return SAVEVM_SEND_ZC;
+	if (p->probe_bytes[SAVEVM_SEND_COPY] < PROBE_BYTES)
+		return SAVEVM_SEND_COPY;
+	ring_zc_stats(p->ch, &sends, &copied);
+	double zc = (double)p->probe_ns[SAVEVM_SEND_ZC] / (double)p->probe_bytes[SAVEVM_SEND_ZC];
+	double cp = (double)p->probe_ns[SAVEVM_SEND_COPY] / (double)p->probe_bytes[SAVEVM_SEND_COPY];
+
+	p->chosen = (sends && copied * 2 >= sends) || cp <= zc ? SAVEVM_SEND_COPY : SAVEVM_SEND_ZC;
+	return p->chosen;
+}
+
+int savevm_sendpath_send(struct savevm_sendpath *p, const struct iovec *iov, int iovcnt, size_t prefix)
+{
+	enum savevm_send_mode mode = p->chosen == SAVEVM_SEND_AUTO ? probe_mode(p) : p->chosen;
+	uint64_t t0 = p->chosen == SAVEVM_SEND_AUTO ? now_ns() : 0;
+	int r = mode == SAVEVM_SEND_ZC ? ring_sendv_zc(p->ch, iov, iovcnt, prefix)
+				       : ring_sendv(p->ch, iov, iovcnt);
+
+	if (!r && t0) {
+		for (int i = 0; i < iovcnt; i++)
+			p->probe_bytes[mode] += iov[i].iov_len;
+		p->probe_ns[mode] += now_ns() - t0;
+	}
+	return r;
+}
+
+int savevm_sendpath_flush(struct savevm_sendpath *p)
+{
+	return p->ch ? ring_zc_flush(p->ch) : 0;
+}
+
+/* ------------------------------------------------------------ source */
+
+void savevm_out_account(struct savevm_out *out, size_t len)
+{
+	uint64_t total = atomic_fetch_add(&out->bytes, len) + len;
+
+	if (out->progress)
+		atomic_store_explicit(out->progress, total, memory_order_relaxed);
+}
+
+static size_t iov_bytes(const struct iovec *iov, int iovcnt)
+{
+	size_t len = 0;
+
+	for (int i = 0; i < iovcnt; i++)
+		len += iov[i].iov_len;
+	return len;
 }
 
 int savevm_out_sendv(struct savevm_out *out, const struct iovec *iov, int iovcnt)
 {
-	size_t len = 0;
+	size_t len = iov_bytes(iov, iovcnt);
 
 	if (out->cancel && *out->cancel)
 		return -ECANCELED;
-	for (int i = 0; i < iovcnt; i++)
-		len += iov[i].iov_len;
-	rate_limit(out, len);
+	savevm_rate_pay(out->rate, len, out->cancel);
 	int r = ring_sendv(out->ch, iov, iovcnt);
 
-	if (!r) {
-		out->bytes += len;
-		if (out->progress)
-			atomic_store_explicit(out->progress, out->bytes, memory_order_relaxed);
-	}
+	if (!r)
+		savevm_out_account(out, len);
 	return r;
 }
 
@@ -71,6 +157,22 @@ int savevm_out_send(struct savevm_out *out, const void *buf, size_t len)
 
 	return savevm_out_sendv(out, &iov, 1);
 }
+
+int savevm_out_send_pages(struct savevm_out *out, const struct iovec *iov, int iovcnt, size_t prefix)
+{
+	size_t len = iov_bytes(iov, iovcnt);
+
+	if (out->cancel && *out->cancel)
+		return -ECANCELED;
+	savevm_rate_pay(out->rate, len, out->cancel);
+	int r = savevm_sendpath_send(&out->path, iov, iovcnt, prefix);
+
+	if (!r)
+		savevm_out_account(out, len);
+	return r;
+}
+
+/* ------------------------------------------------------- destination */
 
 static int in_read(void *opaque, void *buf, size_t len)
 {
@@ -95,7 +197,15 @@ int savevm_in_readv(struct savevm_in *in, const struct iovec *iov, int iovcnt)
 	int r = ring_recvv(in->ch, iov, iovcnt);
 
 	if (!r)
-		for (int i = 0; i < iovcnt; i++)
-			in->bytes += iov[i].iov_len;
+		in->bytes += iov_bytes(iov, iovcnt);
+	return r;
+}
+
+int savevm_in_splice(struct savevm_in *in, int fd, uint64_t off, size_t len)
+{
+	int r = ring_recv_splice(in->ch, fd, off, len);
+
+	if (!r)
+		in->bytes += len;
 	return r;
 }

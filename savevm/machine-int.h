@@ -8,6 +8,7 @@
 #include "kvm/kvm.h"
 #include "ring/ring.h"
 #include "savevm/blob.h"
+#include "savevm/multifd.h"
 #include "savevm/machine.h"
 #include "savevm/ram.h"
 #include "savevm/savevm.h"
@@ -19,6 +20,16 @@ struct migration {
 	pthread_t thread;
 	volatile bool cancel;
 	struct ring_channel *ch;	/* for abort from cancel/quit */
+	struct multifd_send *mf_send;	/* RAM channels, same purpose */
+	struct multifd_recv *mf_recv;
+	/* what the RAM path used (x-kmig): channels, copy or zero-copy, and
+	 * zero-copy notifications of which the kernel copied anyway */
+	unsigned int channels;
+	enum savevm_send_mode send_mode;
+	uint64_t zc_sends, zc_copied;
+	uint64_t multifd_bytes;		/* final, once the channels closed */
+	/* expected-downtime when the switchover was decided (0 = not yet) */
+	uint64_t switchover_expected_ms;
 	struct ring_listener *listener;
 	char uri[256];
 
@@ -71,6 +82,8 @@ void machine_set_runstate_locked(struct machine *m, enum machine_runstate s);
 void migration_set_status(struct machine *m, enum migration_status s);
 uint64_t migration_now_ns(void);
 
+/* Abort every connection of the migration (cancel, quit); m->lock held. */
+void migration_abort_channels_locked(struct machine *m);
 int migration_source_start(struct machine *m, const char *uri, char *err, size_t errlen);
 int migration_incoming_listen(struct machine *m, const char *uri, char *err, size_t errlen);
 void migration_join(struct machine *m);

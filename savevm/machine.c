@@ -226,7 +226,9 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 
 	struct kvm_vm_config vc = {
 		.mem_bytes = cfg->mem_mib << 20, .nr_vcpus = cfg->vcpus,
-		.dirty_backend = cfg->dirty_mode == DIRTY_MODE_BITMAP ? KVM_DIRTY_BITMAP : KVM_DIRTY_RING,
+		.dirty_backend = cfg->dirty_mode == DIRTY_MODE_BITMAP ? KVM_DIRTY_BITMAP
+				 : cfg->dirty_mode == DIRTY_MODE_AUTO	? KVM_DIRTY_AUTO
+									: KVM_DIRTY_RING,
 		.ring_entries = cfg->dirty_ring_entries ? cfg->dirty_ring_entries : 4096,
 	};
 	struct kvm_vm_callbacks cb = { .serial_out = on_serial, .stopped = on_stopped, .opaque = m };
@@ -313,8 +315,7 @@ void machine_destroy(struct machine *m)
 		return;
 	pthread_mutex_lock(&m->lock);
 	m->mig.cancel = true;
-	if (m->mig.ch)
-		ring_channel_abort(m->mig.ch);
+	migration_abort_channels_locked(m);
 	if (m->mig.listener)
 		ring_listener_abort(m->mig.listener);
 	pthread_mutex_unlock(&m->lock);
@@ -446,8 +447,7 @@ int machine_migrate_cancel(struct machine *m, char *err, size_t errlen)
 
 	if (active) {
 		m->mig.cancel = true;
-		if (m->mig.ch)
-			ring_channel_abort(m->mig.ch);
+		migration_abort_channels_locked(m);
 	}
 	pthread_mutex_unlock(&m->lock);
 	if (active)
@@ -554,6 +554,7 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 		r->precopy_bytes = s == MIGRATION_STATUS_COMPLETED ? g->precopy_bytes
 			: atomic_load_explicit(&m->mig.sent, memory_order_relaxed);
 		r->downtime_bytes = g->downtime_bytes;
+		r->multifd_bytes = g->mf_send ? multifd_send_bytes(g->mf_send) : g->multifd_bytes;
 		r->mbps = g->mbps;
 		/* until a pass has been measured, the rate so far */
 		if (!g->bandwidth && now > g->start_ns)
@@ -583,6 +584,11 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 	info->kmig.ring_resyncs = ds.resyncs;
 	info->kmig.pages_harvested = ds.harvested;
 	info->kmig.passes = g->passes;
+	info->kmig.channels = g->channels;
+	info->kmig.send_mode = savevm_send_mode_name(g->send_mode);
+	info->kmig.zc_notifications = g->zc_sends;
+	info->kmig.zc_copied = g->zc_copied;
+	info->kmig.switchover_expected_downtime = g->switchover_expected_ms;
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -611,6 +617,10 @@ int machine_set_params(struct machine *m, const struct migration_params *p, unsi
 		snprintf(err, errlen, "Parameter 'multifd_channels' expects a value between 1 and 255");
 		return -EINVAL;
 	}
+	if ((mask & MIGRATION_PARAM_SEND_MODE) && p->send_mode > SAVEVM_SEND_ZC) {
+		snprintf(err, errlen, "Parameter 'x-kmig-send-mode' expects auto, copy or zero-copy");
+		return -EINVAL;
+	}
 	if (((mask & MIGRATION_PARAM_STALL_ITERATIONS) && !p->stall_iterations) ||
 	    ((mask & MIGRATION_PARAM_STALL_MS) && p->stall_ms > 3600000)) {
 		snprintf(err, errlen, "the stall window needs at least 1 iteration and at most 3600000 ms");
@@ -625,6 +635,12 @@ int machine_set_params(struct machine *m, const struct migration_params *p, unsi
 		m->params.avail_switchover_bandwidth = p->avail_switchover_bandwidth;
 	if (mask & MIGRATION_PARAM_MULTIFD_CHANNELS)
 		m->params.multifd_channels = p->multifd_channels;
+	if (mask & MIGRATION_PARAM_MULTIFD)
+		m->params.multifd = p->multifd;
+	if (mask & MIGRATION_PARAM_ZERO_COPY_SEND)
+		m->params.zero_copy_send = p->zero_copy_send;
+	if (mask & MIGRATION_PARAM_SEND_MODE)
+		m->params.send_mode = p->send_mode;
 	if (mask & MIGRATION_PARAM_DOWNTIME_LIMIT)
 		m->params.downtime_limit_ms = p->downtime_limit_ms;
 	if (mask & MIGRATION_PARAM_MAX_BANDWIDTH)

@@ -13,11 +13,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "savevm/savevm.h"
+
 struct machine;
 
 #define MACHINE_MAX_VCPUS 64
 
-enum dirty_mode { DIRTY_MODE_RING, DIRTY_MODE_BITMAP };
+/* AUTO: kvm's rule (kvm_dirty_backend_auto: the bitmap below 256 GiB of
+ * RAM, the ring from there; measured in bench/harvest_cost.c) */
+enum dirty_mode { DIRTY_MODE_RING, DIRTY_MODE_BITMAP, DIRTY_MODE_AUTO };
 
 struct machine_config {
 	const char *kernel_path;	/* multiboot ELF or flat binary file */
@@ -78,6 +82,7 @@ struct migration_ram_stats {
 	uint64_t dirty_pages_rate;	/* pages/s dirtied in the last pass */
 	uint64_t precopy_bytes;
 	uint64_t downtime_bytes;
+	uint64_t multifd_bytes;		/* sent on the RAM channels */
 	double mbps;
 };
 
@@ -89,6 +94,13 @@ struct migration_kmig_stats {
 	uint64_t ring_resyncs;		/* full re-protect + resend recoveries */
 	uint64_t pages_harvested;
 	uint64_t passes;
+	/* the RAM path of the last (or current) migration, source side */
+	unsigned int channels;		/* 0 = RAM on the main connection */
+	const char *send_mode;		/* "copy", "zero-copy", "auto" (not yet chosen) */
+	uint64_t zc_notifications, zc_copied;
+	/* expected-downtime (ms) when the switchover was decided, to set
+	 * against the downtime it turned into; 0 until then */
+	uint64_t switchover_expected_downtime;
 };
 
 /* One device's time in the stop-and-copy phase (source: save; destination:
@@ -167,9 +179,16 @@ struct migration_params {
 	/* QEMU's: bytes/s the switchover decision assumes instead of the
 	 * measured bandwidth (0 = use the measured one) */
 	uint64_t avail_switchover_bandwidth;
-	/* QEMU's: channels for the multifd capability (1..255, default 2;
-	 * stored for now: kmig does not offer multifd yet) */
+	/* QEMU's: RAM channels when the multifd capability is on (1..255,
+	 * default 2) */
 	uint64_t multifd_channels;
+	/* QEMU's capabilities multifd and zero-copy-send (the latter forces
+	 * zero-copy sends, on the main channel too) */
+	bool multifd;
+	bool zero_copy_send;
+	/* extension x-kmig-send-mode: auto (default: measure, keep the
+	 * faster), copy, zero-copy */
+	enum savevm_send_mode send_mode;
 };
 
 enum machine_event {
@@ -219,6 +238,9 @@ void machine_get_params(struct machine *m, struct migration_params *p);
 #define MIGRATION_PARAM_STALL_MS (1u << 3)
 #define MIGRATION_PARAM_AVAIL_SWITCHOVER_BANDWIDTH (1u << 4)
 #define MIGRATION_PARAM_MULTIFD_CHANNELS (1u << 5)
+#define MIGRATION_PARAM_MULTIFD (1u << 6)
+#define MIGRATION_PARAM_ZERO_COPY_SEND (1u << 7)
+#define MIGRATION_PARAM_SEND_MODE (1u << 8)
 int machine_set_params(struct machine *m, const struct migration_params *p, unsigned int mask,
 		       char *err, size_t errlen);
 
@@ -228,5 +250,14 @@ void machine_incoming_uri(struct machine *m, char *buf, size_t len);
 /* Change a blob device's dirty rate (bytes/s) while it runs; -ENOENT if
  * there is no blob with that id. */
 int machine_blob_set_dirty_rate(struct machine *m, const char *id, uint64_t rate, char *err, size_t errlen);
+
+/* QEMU's pmemsave: write size bytes of guest physical memory from gpa to
+ * the file at path (created or truncated).  Every byte must be RAM (the
+ * gap between low and high RAM is not): otherwise -EINVAL and no file.
+ * Reads guest memory without populating it (savevm/pmem.c), so it may run
+ * at any time, also on a migration's source or destination.  -errno with
+ * the reason in err, in QEMU's words where QEMU has them. */
+int machine_pmemsave(struct machine *m, uint64_t gpa, uint64_t size, const char *path, char *err,
+		     size_t errlen);
 
 #endif

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "savevm/machine-int.h"
@@ -43,6 +44,14 @@ static void __attribute__((format(printf, 2, 3))) set_error(struct machine *m, c
 		va_end(ap);
 	}
 	pthread_mutex_unlock(&m->lock);
+}
+
+void migration_abort_channels_locked(struct machine *m)
+{
+	if (m->mig.ch)
+		ring_channel_abort(m->mig.ch);
+	multifd_send_abort(m->mig.mf_send);
+	multifd_recv_abort(m->mig.mf_recv);
 }
 
 /* ---------------------------------------------------------------- source */
@@ -116,8 +125,36 @@ static int sync_all(struct machine *m, bool final)
 static void pick_up_params(struct machine *m, struct savevm_out *out)
 {
 	pthread_mutex_lock(&m->lock);
-	out->max_bandwidth = m->params.max_bandwidth;
+	atomic_store(&out->rate->bandwidth, m->params.max_bandwidth);
 	pthread_mutex_unlock(&m->lock);
+}
+
+/* multifd: the CHANNELS record (after the sections), then the channels. */
+static int open_channels(struct machine *m, struct savevm_out *out, const struct ring_uri *uri,
+			 unsigned int nr, enum savevm_send_mode mode)
+{
+	struct stream_channels sc = { .nr = nr };
+	uint8_t buf[STREAM_CHANNELS_SIZE];
+	struct multifd_send *mf = NULL;
+	char err[256];
+
+	/* the cookie only binds connections to this stream; not a secret */
+	if (getrandom(&sc.cookie, sizeof(sc.cookie), 0) != sizeof(sc.cookie))
+		sc.cookie = migration_now_ns();
+	stream_encode_channels(buf, &sc);
+	int r = savevm_out_send(out, buf, sizeof(buf));
+
+	if (!r)
+		r = multifd_send_start(out, uri, nr, sc.cookie, mode, &mf, err, sizeof(err));
+	pthread_mutex_lock(&m->lock);
+	m->mig.mf_send = mf;
+	pthread_mutex_unlock(&m->lock);
+	out->mf = mf;
+	if (r)
+		set_error(m, "%s", err);
+	else if (m->mig.cancel)
+		r = -ECANCELED;
+	return r;
 }
 
 /* One pass over every iterable entry's dirty state. */
@@ -193,6 +230,9 @@ static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_
 	uint64_t limit = m->params.downtime_limit_ms;
 	bool converge = pending == 0 || pending * 1000 <= (unsigned __int128)sw_bw * limit;
 	int stall = update_stall(m, pending, now);
+
+	if (converge)
+		m->mig.switchover_expected_ms = m->mig.expected_downtime_ms;
 	pthread_mutex_unlock(&m->lock);
 	if (stall)
 		machine_emit(m, MACHINE_EVENT_STALL, stall > 0);
@@ -308,6 +348,9 @@ static int stop_and_copy(struct machine *m, struct savevm_out *out)
 	ph.iterable_saved_us = (migration_now_ns() - t0) / 1000;
 	if (!r)
 		r = save_devices(m, out);
+	/* RAM channels drained (sent while the devices were saved) */
+	if (!r && out->mf)
+		r = multifd_send_finish(out->mf);
 	ph.devices_saved_us = (migration_now_ns() - t0) / 1000;
 	if (!r) {
 		struct ram_stats rs;
@@ -358,15 +401,43 @@ static void source_fail(struct machine *m, int r)
 	migration_set_status(m, cancelled ? MIGRATION_STATUS_CANCELLED : MIGRATION_STATUS_FAILED);
 }
 
+/* Record what the RAM path used, then close the RAM channels. */
+static void end_channels(struct machine *m, struct savevm_out *out, unsigned int nr)
+{
+	uint64_t sends, copied;
+
+	if (out->mf)
+		multifd_send_zc_stats(out->mf, &sends, &copied);
+	else
+		ring_zc_stats(out->ch, &sends, &copied);
+	pthread_mutex_lock(&m->lock);
+	m->mig.channels = nr;
+	m->mig.send_mode = out->mf ? multifd_send_mode(out->mf) : out->path.chosen;
+	m->mig.zc_sends = sends;
+	m->mig.zc_copied = copied;
+	m->mig.multifd_bytes = multifd_send_bytes(out->mf);
+	m->mig.mf_send = NULL;
+	pthread_mutex_unlock(&m->lock);
+	multifd_send_free(out->mf);
+	out->mf = NULL;
+}
+
 static void *source_main(void *arg)
 {
 	struct machine *m = arg;
 	struct ring_uri uri;
 	struct ring_channel *ch = NULL;
 	char err[256] = "";
-	struct savevm_out out = { .cancel = &m->mig.cancel, .progress = &m->mig.sent };
+	struct savevm_rate rate;
+	struct savevm_out out = { .cancel = &m->mig.cancel, .progress = &m->mig.sent, .rate = &rate };
 	bool setup_done = false;
 	int r = ring_uri_parse(m->mig.uri, &uri, err, sizeof(err));
+
+	savevm_rate_init(&rate);
+	pthread_mutex_lock(&m->lock);
+	unsigned int nr_channels = m->params.multifd ? (unsigned int)m->params.multifd_channels : 0;
+	enum savevm_send_mode mode = m->params.zero_copy_send ? SAVEVM_SEND_ZC : m->params.send_mode;
+	pthread_mutex_unlock(&m->lock);
 
 	if (!r)
 		r = ring_connect(&uri, CONNECT_TIMEOUT_MS, &ch);
@@ -382,6 +453,7 @@ static void *source_main(void *arg)
 		goto fail;
 	}
 	out.ch = ch;
+	savevm_sendpath_init(&out.path, ch, mode);
 	pick_up_params(m, &out);
 	struct savevm_entry *e;
 
@@ -394,6 +466,8 @@ static void *source_main(void *arg)
 	setup_done = true;
 	if ((r = send_header(m, &out)))
 		goto fail;
+	if (nr_channels && (r = open_channels(m, &out, &uri, nr_channels, mode)))
+		goto fail;
 	pthread_mutex_lock(&m->lock);
 	m->mig.setup_ns = migration_now_ns() - m->mig.start_ns;
 	pthread_mutex_unlock(&m->lock);
@@ -403,8 +477,11 @@ static void *source_main(void *arg)
 			fetch_refusal(m, ch);
 		goto fail;
 	}
+	/* no guest page may stay in flight once migration says completed */
+	savevm_sendpath_flush(&out.path);
 	FOR_EACH_ENTRY(m, e, true)
 		e->ops->save_cleanup(e->opaque);
+	end_channels(m, &out, nr_channels);
 	pthread_mutex_lock(&m->lock);
 	m->mig.end_ns = m->mig.downtime_start_ns + m->mig.phases.end_us * 1000;
 	m->mig.downtime_ms = m->mig.phases.end_us / 1000;
@@ -413,12 +490,14 @@ static void *source_main(void *arg)
 	m->mig.ch = NULL;
 	pthread_mutex_unlock(&m->lock);
 	ring_channel_close(ch);
+	savevm_rate_destroy(&rate);
 	migration_set_status(m, MIGRATION_STATUS_COMPLETED);
 	return NULL;
 fail:
 	if (setup_done)
 		FOR_EACH_ENTRY(m, e, true)
 			e->ops->save_cleanup(e->opaque);
+	end_channels(m, &out, nr_channels);
 	pthread_mutex_lock(&m->lock);
 	m->mig.end_ns = migration_now_ns();
 	m->mig.ch = NULL;
@@ -426,6 +505,7 @@ fail:
 	source_fail(m, r);
 	if (ch)
 		ring_channel_close(ch);
+	savevm_rate_destroy(&rate);
 	return NULL;
 }
 
@@ -466,6 +546,8 @@ struct load_ctx {
 	uint32_t nr_sections;
 	uint32_t last_pass;
 	uint64_t pages;
+	bool data_seen;			/* a record past the declarations */
+	struct multifd_recv *mr;	/* RAM channels, once announced */
 	char err[512];
 };
 
@@ -531,23 +613,85 @@ static struct savevm_entry *section(struct load_ctx *c, uint32_t id, bool iterab
 	return e;
 }
 
-static int load_ram(struct load_ctx *c)
+/* The section map is complete (and only read) once RAM flows, so RAM
+ * channel threads share it. */
+static struct savevm_entry *ram_section(struct load_ctx *c, uint32_t id, char *err, size_t errlen)
 {
+	struct savevm_entry *e = id && id <= STREAM_MAX_SECTIONS ? c->by_id[id] : NULL;
+
+	if (!e)
+		snprintf(err, errlen, "RAM record for undeclared section id %u", id);
+	else if (!e->iterable || !e->ops->load_ram) {
+		snprintf(err, errlen, "RAM record for section '%s'", e->name);
+		e = NULL;
+	}
+	return e;
+}
+
+/* One RAM record from in (main channel or a RAM channel's thread). */
+static int read_ram_record(void *opaque, struct savevm_in *in, uint64_t *pages, char *err, size_t errlen)
+{
+	struct load_ctx *c = opaque;
 	uint64_t hdrs[STREAM_MAX_PAGES_PER_REC];
 	uint32_t id, count;
-	int r = stream_read_ram(&c->in.src, KVM_PAGE_SIZE, &id, hdrs, &count, c->err, sizeof(c->err));
+	int r = stream_read_ram(&in->src, KVM_PAGE_SIZE, &id, hdrs, &count, err, errlen);
+
+	*pages = 0;
+	if (r)
+		return r;
+	struct savevm_entry *e = ram_section(c, id, err, errlen);
+
+	if (!e)
+		return -EPROTO;
+	*pages = count;
+	return e->ops->load_ram(e->opaque, in, hdrs, count, err, errlen);
+}
+
+static int load_ram(struct load_ctx *c)
+{
+	uint64_t pages;
+
+	if (c->mr) {
+		snprintf(c->err, sizeof(c->err), "RAM record on the main connection of a multifd stream");
+		return -EPROTO;
+	}
+	int r = read_ram_record(c, &c->in, &pages, c->err, sizeof(c->err));
+
+	c->pages += pages;
+	return r;
+}
+
+/* CHANNELS: RAM comes on further connections; accept them now. */
+static int load_channels(struct load_ctx *c)
+{
+	struct stream_channels sc;
+	struct multifd_recv *mr = NULL;
+	int r = stream_read_channels(&c->in.src, &sc, c->err, sizeof(c->err));
 
 	if (r)
 		return r;
-	struct savevm_entry *e = section(c, id, true, "RAM");
-
-	if (!e || !e->ops->load_ram) {
-		if (e)
-			snprintf(c->err, sizeof(c->err), "RAM record for section '%s'", e->name);
+	if (c->data_seen || c->mr || !c->nr_sections) {
+		snprintf(c->err, sizeof(c->err), "CHANNELS record %s",
+			 c->mr ? "sent twice" : "not right after the sections");
 		return -EPROTO;
 	}
-	c->pages += count;
-	return e->ops->load_ram(e->opaque, &c->in, hdrs, count, c->err, sizeof(c->err));
+	r = multifd_recv_start(c->m->mig.listener, &sc, read_ram_record, c, &mr, c->err, sizeof(c->err));
+	pthread_mutex_lock(&c->m->lock);
+	c->m->mig.mf_recv = mr;
+	c->m->mig.channels = sc.nr;
+	pthread_mutex_unlock(&c->m->lock);
+	c->mr = mr;
+	return r;
+}
+
+/* Tear down the RAM channels (joined first, so nothing writes RAM after). */
+static void end_recv_channels(struct load_ctx *c)
+{
+	pthread_mutex_lock(&c->m->lock);
+	c->m->mig.mf_recv = NULL;
+	pthread_mutex_unlock(&c->m->lock);
+	multifd_recv_free(c->mr);
+	c->mr = NULL;
 }
 
 static int load_part(struct load_ctx *c)
@@ -607,6 +751,14 @@ static int load_eof(struct load_ctx *c)
 
 	if (r)
 		return r;
+	if (c->mr) {
+		uint64_t pages;
+
+		r = multifd_recv_finish(c->mr, &pages, c->err, sizeof(c->err));
+		if (r)
+			return r;
+		c->pages += pages;
+	}
 	if (eof.nr_sections != c->nr_sections || eof.nr_pages != c->pages) {
 		snprintf(c->err, sizeof(c->err),
 			 "end of stream does not match: %u sections and %" PRIu64 " pages announced, %u and %"
@@ -641,8 +793,14 @@ static int load_stream(struct load_ctx *c)
 
 		if ((r = stream_read_type(&c->in.src, &t, c->err, sizeof(c->err))))
 			break;
+		if (t == STREAM_REC_SECTION && (c->data_seen || c->mr)) {
+			snprintf(c->err, sizeof(c->err), "section declared after data");
+			return -EPROTO;
+		}
+		c->data_seen |= t != STREAM_REC_SECTION && t != STREAM_REC_CHANNELS;
 		switch (t) {
 		case STREAM_REC_SECTION: r = load_section(c); break;
+		case STREAM_REC_CHANNELS: r = load_channels(c); break;
 		case STREAM_REC_RAM: r = load_ram(c); break;
 		case STREAM_REC_DEVICE: r = load_device(c); break;
 		case STREAM_REC_PART: r = load_part(c); break;
@@ -661,6 +819,21 @@ static int load_stream(struct load_ctx *c)
 		}
 	}
 	return r;
+}
+
+/* The main stream failed with RAM channels open: stop them, and if the
+ * main stream only broke because the source gave up after a channel
+ * failed, report that channel's reason instead. */
+static void channel_failure(struct load_ctx *c, int r)
+{
+	char cerr[sizeof(c->err)];
+	uint64_t pages;
+
+	multifd_recv_abort(c->mr);
+	int cr = multifd_recv_finish(c->mr, &pages, cerr, sizeof(cerr));
+
+	if (cr && cr != -ECANCELED && (r == -EPIPE || r == -ECANCELED))
+		snprintf(c->err, sizeof(c->err), "%s", cerr);
 }
 
 static int apply_devices(struct load_ctx *c)
@@ -720,6 +893,9 @@ static void *incoming_main(void *arg)
 	c->m = m;
 	savevm_in_init(&c->in, ch);
 	r = load_stream(c);
+	if (r && c->mr)
+		channel_failure(c, r);
+	end_recv_channels(c);
 	uint64_t eof_ns = migration_now_ns();
 
 	if (!r)

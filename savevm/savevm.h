@@ -9,6 +9,7 @@
 #ifndef KMIG_SAVEVM_SAVEVM_H
 #define KMIG_SAVEVM_SAVEVM_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -20,19 +21,64 @@
 struct ring_channel;
 struct savevm_registry;
 
+/* How page payloads leave: copied by the kernel at send time, or sent
+ * zero-copy from guest memory (io_uring SENDMSG_ZC).  AUTO measures both
+ * on the first bytes and keeps the faster (see io.c). */
+enum savevm_send_mode { SAVEVM_SEND_AUTO, SAVEVM_SEND_COPY, SAVEVM_SEND_ZC };
+static inline const char *savevm_send_mode_name(enum savevm_send_mode m)
+{
+	return m == SAVEVM_SEND_COPY ? "copy" : m == SAVEVM_SEND_ZC ? "zero-copy" : "auto";
+}
+
+/* max-bandwidth, shared by every channel of a migration: a virtual clock
+ * that each send advances by len / bandwidth, so the sum of all channels
+ * never runs more than a slack ahead of real time. */
+struct savevm_rate {
+	pthread_mutex_t lock;
+	_Atomic uint64_t bandwidth;	/* bytes/s, 0 = unlimited */
+	uint64_t vt_ns;
+};
+void savevm_rate_init(struct savevm_rate *r);
+void savevm_rate_destroy(struct savevm_rate *r);
+/* Block until len more bytes fit under the limit (or cancel is set). */
+void savevm_rate_pay(struct savevm_rate *r, size_t len, volatile bool *cancel);
+/* Largest send that keeps bursts short under the current limit. */
+size_t savevm_rate_chunk(struct savevm_rate *r);
+
+/* One sending channel's choice of copy or zero-copy. */
+struct savevm_sendpath {
+	struct ring_channel *ch;
+	enum savevm_send_mode asked;
+	enum savevm_send_mode chosen;	/* AUTO while still measuring */
+	uint64_t probe_bytes[3], probe_ns[3];	/* by mode */
+};
+void savevm_sendpath_init(struct savevm_sendpath *p, struct ring_channel *ch, enum savevm_send_mode asked);
+/* Send page records: iov[] whose first prefix bytes are headers (the rest
+ * guest memory, which may change while in flight: the dirty log makes that
+ * safe, see ram.c). */
+int savevm_sendpath_send(struct savevm_sendpath *p, const struct iovec *iov, int iovcnt, size_t prefix);
+/* Zero-copy only: wait until the kernel holds no guest page. */
+int savevm_sendpath_flush(struct savevm_sendpath *p);
+
+struct multifd_send;
+
 /* The source's stream: counts bytes and enforces max-bandwidth. */
 struct savevm_out {
 	struct ring_channel *ch;
-	uint64_t bytes;			/* everything sent */
-	uint64_t max_bandwidth;		/* bytes/s, 0 = unlimited */
-	uint64_t rl_start_ns;		/* rate-limit window */
-	uint64_t rl_bytes;
+	_Atomic uint64_t bytes;		/* everything sent, all channels */
+	struct savevm_rate *rate;
 	volatile bool *cancel;		/* set by migrate_cancel */
 	_Atomic uint64_t *progress;	/* bytes sent, for query-migrate mid-call */
+	struct savevm_sendpath path;	/* the main channel's */
+	struct multifd_send *mf;	/* RAM channels, or NULL: RAM goes on ch */
 };
 
 int savevm_out_sendv(struct savevm_out *out, const struct iovec *iov, int iovcnt);
 int savevm_out_send(struct savevm_out *out, const void *buf, size_t len);
+/* A RAM record on the main channel (no multifd). */
+int savevm_out_send_pages(struct savevm_out *out, const struct iovec *iov, int iovcnt, size_t prefix);
+/* Count bytes a RAM channel sent. */
+void savevm_out_account(struct savevm_out *out, size_t len);
 
 /* The destination's stream. */
 struct savevm_in {
@@ -42,6 +88,8 @@ struct savevm_in {
 };
 void savevm_in_init(struct savevm_in *in, struct ring_channel *ch);
 int savevm_in_readv(struct savevm_in *in, const struct iovec *iov, int iovcnt);
+/* Payload straight into a file (guest RAM's memfd) at off: see ring.h. */
+int savevm_in_splice(struct savevm_in *in, int fd, uint64_t off, size_t len);
 
 struct savevm_ops {
 	/* iterable, source side */

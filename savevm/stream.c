@@ -153,6 +153,8 @@ const char *stream_rec_type_name(uint32_t type)
 		return "device";
 	case STREAM_REC_PASS_END:
 		return "pass-end";
+	case STREAM_REC_CHANNELS:
+		return "channels";
 	case STREAM_REC_EOF:
 		return "eof";
 	default:
@@ -232,6 +234,24 @@ size_t stream_encode_eof(uint8_t buf[STREAM_EOF_SIZE], const struct stream_eof *
 	put_le32(buf + 8, 0);
 	put_le64(buf + 12, e->nr_pages);
 	return STREAM_EOF_SIZE;
+}
+
+size_t stream_encode_channels(uint8_t buf[STREAM_CHANNELS_SIZE], const struct stream_channels *c)
+{
+	put_le32(buf, STREAM_REC_CHANNELS);
+	put_le32(buf + 4, c->nr);
+	put_le32(buf + 8, 0);
+	put_le64(buf + 12, c->cookie);
+	return STREAM_CHANNELS_SIZE;
+}
+
+size_t stream_encode_chan_hello(uint8_t buf[STREAM_CHAN_HELLO_SIZE], const struct stream_chan_hello *h)
+{
+	memcpy(buf, STREAM_CHAN_MAGIC, 8);
+	put_le32(buf + 8, h->index);
+	put_le32(buf + 12, h->nr);
+	put_le64(buf + 16, h->cookie);
+	return STREAM_CHAN_HELLO_SIZE;
 }
 
 /* The message is cut to STREAM_MAX_ACK_MSG bytes and to what fits in buf;
@@ -336,6 +356,7 @@ int stream_read_type(const struct stream_source *src, enum stream_rec_type *type
 	case STREAM_REC_PART:
 	case STREAM_REC_DEVICE:
 	case STREAM_REC_PASS_END:
+	case STREAM_REC_CHANNELS:
 	case STREAM_REC_EOF:
 		*type = (enum stream_rec_type)t;
 		return 0;
@@ -532,6 +553,67 @@ int stream_read_pass_end(const struct stream_source *src, uint32_t *pass, char *
 		return -EPROTO;
 	}
 	*pass = p;
+	return 0;
+}
+
+int stream_read_channels(const struct stream_source *src, struct stream_channels *c,
+			 char *err, size_t errlen)
+{
+	uint8_t b[16];
+	uint32_t nr, reserved;
+	int r;
+
+	clear_err(err, errlen);
+	if (!c) {
+		set_err(err, errlen, "no CHANNELS record to read into");
+		return -EINVAL;
+	}
+	r = read_exact(src, b, sizeof(b), "a CHANNELS record", err, errlen);
+	if (r)
+		return r;
+	nr = get_le32(b);
+	reserved = get_le32(b + 4);
+	if (reserved) {
+		set_err(err, errlen, "CHANNELS record reserved field is 0x%" PRIx32 " (must be 0)", reserved);
+		return -EPROTO;
+	}
+	if (nr == 0 || nr > STREAM_MAX_CHANNELS) {
+		set_err(err, errlen, "CHANNELS record announces %" PRIu32 " channels (1..%u allowed)", nr,
+			STREAM_MAX_CHANNELS);
+		return -EPROTO;
+	}
+	c->nr = nr;
+	c->cookie = get_le64(b + 8);
+	return 0;
+}
+
+int stream_read_chan_hello(const struct stream_source *src, struct stream_chan_hello *h,
+			   char *err, size_t errlen)
+{
+	uint8_t b[STREAM_CHAN_HELLO_SIZE];
+	char shown[4 * 8 + 1];
+	int r;
+
+	clear_err(err, errlen);
+	if (!h) {
+		set_err(err, errlen, "no channel hello to read into");
+		return -EINVAL;
+	}
+	r = read_exact(src, b, sizeof(b), "a channel hello", err, errlen);
+	if (r)
+		return r;
+	if (memcmp(b, STREAM_CHAN_MAGIC, 8)) {
+		escape_bytes(shown, b, 8);
+		set_err(err, errlen, "bad channel magic '%s' (expected %s)", shown, STREAM_CHAN_MAGIC);
+		return -EPROTO;
+	}
+	h->index = get_le32(b + 8);
+	h->nr = get_le32(b + 12);
+	h->cookie = get_le64(b + 16);
+	if (h->nr == 0 || h->nr > STREAM_MAX_CHANNELS || h->index >= h->nr) {
+		set_err(err, errlen, "channel hello says channel %" PRIu32 " of %" PRIu32, h->index, h->nr);
+		return -EPROTO;
+	}
 	return 0;
 }
 

@@ -17,8 +17,18 @@
  *     DEVICE   u32 section_id, u32 len (0..STREAM_MAX_DEVICE), payload
  *              (the complete state of a non-iterable entry).
  *     PASS_END u32 pass (end of one precopy pass; passes count up from 1)
+ *     CHANNELS u32 nr (1..STREAM_MAX_CHANNELS), u32 reserved (0),
+ *              u64 cookie.  Only right after the header: RAM goes on nr
+ *              further connections (multifd), none on this main one.
  *     EOF      u32 nr_sections, u32 reserved (0), u64 nr_pages
  *              (cross-check: sections declared, page headers sent).
+ *
+ * A RAM channel (multifd) opens with a hello:
+ *   magic "KMIGCHAN" (8 bytes), u32 index (0..nr-1), u32 nr, u64 cookie
+ *   (the main stream's: binds the connection to it)               = 24 bytes
+ * then carries only RAM, PASS_END (an epoch: every page sent before it on
+ * any channel is applied before any page sent after it on any channel) and
+ * EOF (nr_sections 0, nr_pages sent on this channel) records.
  *
  * After EOF the destination answers on the same connection with an ACK:
  *   magic "KMIGACK1" (8 bytes), i32 status (0 = loaded, else -errno),
@@ -45,6 +55,9 @@
 #define STREAM_MAX_DEVICE (1u << 20)
 #define STREAM_MAX_ACK_MSG 256u
 #define STREAM_MAX_SECTIONS 4096u
+#define STREAM_CHAN_MAGIC "KMIGCHAN"
+#define STREAM_CHAN_HELLO_SIZE 24u
+#define STREAM_MAX_CHANNELS 255u
 
 /* low bits of a page header; the address itself is page aligned */
 #define STREAM_PAGE_ZERO 0x1ull
@@ -56,6 +69,7 @@ enum stream_rec_type {
 	STREAM_REC_PART = 3,
 	STREAM_REC_DEVICE = 4,
 	STREAM_REC_PASS_END = 5,
+	STREAM_REC_CHANNELS = 6,
 	STREAM_REC_EOF = 0x7f,
 };
 
@@ -80,6 +94,17 @@ struct stream_section {
 	char name[STREAM_MAX_NAME + 1];	/* NUL-terminated */
 };
 
+struct stream_channels {
+	uint32_t nr;
+	uint64_t cookie;
+};
+
+struct stream_chan_hello {
+	uint32_t index;
+	uint32_t nr;
+	uint64_t cookie;
+};
+
 struct stream_eof {
 	uint32_t nr_sections;
 	uint64_t nr_pages;
@@ -92,6 +117,7 @@ struct stream_eof {
 #define STREAM_BLOB_HDR_SIZE 12u	/* type, section_id, len (PART/DEVICE) */
 #define STREAM_PASS_END_SIZE 8u
 #define STREAM_EOF_SIZE 20u
+#define STREAM_CHANNELS_SIZE 20u
 #define STREAM_ACK_MAX_SIZE (16 + STREAM_MAX_ACK_MSG)
 
 size_t stream_encode_header(uint8_t buf[STREAM_HEADER_SIZE], const struct stream_header *h);
@@ -100,6 +126,8 @@ size_t stream_encode_ram_hdr(uint8_t buf[STREAM_RAM_HDR_SIZE], uint32_t section_
 size_t stream_encode_blob_hdr(uint8_t buf[STREAM_BLOB_HDR_SIZE], enum stream_rec_type type,
 			      uint32_t section_id, uint32_t len);
 size_t stream_encode_pass_end(uint8_t buf[STREAM_PASS_END_SIZE], uint32_t pass);
+size_t stream_encode_channels(uint8_t buf[STREAM_CHANNELS_SIZE], const struct stream_channels *c);
+size_t stream_encode_chan_hello(uint8_t buf[STREAM_CHAN_HELLO_SIZE], const struct stream_chan_hello *h);
 size_t stream_encode_eof(uint8_t buf[STREAM_EOF_SIZE], const struct stream_eof *e);
 size_t stream_encode_ack(uint8_t *buf, size_t len, int32_t status, const char *msg);
 /* page headers are stored as u64 LE; on x86 that is the host order */
@@ -134,6 +162,11 @@ int stream_read_ram(const struct stream_source *src, uint32_t page_size, uint32_
 int stream_read_blob_hdr(const struct stream_source *src, uint32_t max, uint32_t *section_id,
 			 uint32_t *len, char *err, size_t errlen);
 int stream_read_pass_end(const struct stream_source *src, uint32_t *pass, char *err, size_t errlen);
+int stream_read_channels(const struct stream_source *src, struct stream_channels *c,
+			 char *err, size_t errlen);
+/* The whole hello, magic included; checks index < nr <= STREAM_MAX_CHANNELS. */
+int stream_read_chan_hello(const struct stream_source *src, struct stream_chan_hello *h,
+			   char *err, size_t errlen);
 int stream_read_eof(const struct stream_source *src, struct stream_eof *e, char *err, size_t errlen);
 /* ACK: msg (capacity STREAM_MAX_ACK_MSG + 1) gets the NUL-terminated text. */
 int stream_read_ack(const struct stream_source *src, int32_t *status, char *msg,

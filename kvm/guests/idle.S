@@ -1,7 +1,7 @@
 # ---------------------------------------------------------------------------
 # idle - fill some memory with a known pattern, then halt.
 #
-# Parameters: fill=MiB (16)  cpus=N (all)
+# Parameters: fill=MiB (16)  scatter=0|1 (0)  cpus=N (all)
 #             lm=0|1 (0: work in 32-bit ring 0, paging off; 1: 64-bit ring 3)
 #
 # The CPUs fill [4 MiB, 4 MiB + fill) between them, every dword of the page
@@ -11,6 +11,14 @@
 # emulated), then CPU 0 prints "idle: filled N MiB on K cpus" and
 # "idle: ready", and every CPU halts with interrupts off.  After that the
 # guest never touches memory again: a migration of it has nothing to re-send.
+#
+# scatter=1 gives every kind of page a RAM path must tell apart, by global
+# page index i of the fill area:
+#     i%4 == 0   the pattern above                  (sent whole)
+#     i%4 == 1   written with zeros                 (populated, but a zero page)
+#     i%4 == 2   never touched                      (a hole: not sent, not read)
+#     i%4 == 3   zeros, but its last dword = P ^ IDLE_XOR
+#                                  (not zero: a check of the start alone drops it)
 # ---------------------------------------------------------------------------
         .include "common.inc"
 
@@ -23,6 +31,7 @@ name_fill:      .asciz "fill"
         .bss
 fill_mib:       .long 0
 fill_pages:     .long 0
+scatter:        .long 0
 
         .text
 # BSP: parameters, release the APs, then fill as cpu 0.
@@ -36,7 +45,18 @@ guest_main:
         call    ws_check
 1:      shl     $PAGES_PER_MIB_SHIFT, %eax
         mov     %eax, fill_pages
+        GET_PARAM scatter, 0
+        mov     %eax, scatter
+        cmp     $1, %eax
+        jbe     2f
         LINE_BEGIN
+        PRINT   "error: scatter="
+        call    put_dec
+        PRINT   ": must be 0 or 1"
+        LINE_END
+        mov     $EXIT_FAIL, %al
+        jmp     guest_exit
+2:      LINE_BEGIN
         PRINT   "start cpus="
         mov     ncpus, %eax
         call    put_dec
@@ -44,7 +64,10 @@ guest_main:
         mov     fill_mib, %eax
         call    put_dec
         PRINT   " MiB"
-        LINE_END
+        cmpl    $0, scatter                     # scatter=0 prints what it always did
+        je      3f
+        PRINT   " scatter=1"
+3:      LINE_END
         jmp     work_begin
 
 # guest_work32: EAX = cpu.  Fill this CPU's slice, report in, halt.
@@ -60,9 +83,25 @@ guest_work32:
         add     $WS_BASE, %edi
         mov     %edi, %eax
         xor     $IDLE_XOR, %eax
+        cmpl    $0, scatter
+        je      2f
+        test    $3, %esi
+        jz      2f                              # i%4 == 0: the pattern
+        mov     %esi, %edx
+        and     $3, %edx
+        cmp     $2, %edx
+        je      4f                              # i%4 == 2: never touched
+        mov     %eax, %edx                      # i%4 == 1, 3: zeros first
+        xor     %eax, %eax
         mov     $PAGE_DWORDS, %ecx
+        rep stosl                               # EDI = end of the page
+        test    $2, %esi
+        jz      4f
+        mov     %edx, -4(%edi)                  # i%4 == 3: then its last dword
+        jmp     4f
+2:      mov     $PAGE_DWORDS, %ecx
         rep stosl
-        incl    PC_PAGES(%ebx)
+4:      incl    PC_PAGES(%ebx)
         inc     %esi
         jmp     1b
 3:      lock incl cpus_finished
@@ -99,12 +138,28 @@ guest_work64:                                   # EDI = cpu
         add     $WS_BASE, %rdi
         mov     %edi, %eax                      # P ^ IDLE_XOR in both halves
         xor     $IDLE_XOR, %eax
-        mov     %eax, %edx
+        cmpl    $0, scatter(%rip)
+        je      2f
+        test    $3, %esi
+        jz      2f                              # i%4 == 0: the pattern
+        mov     %esi, %edx
+        and     $3, %edx
+        cmp     $2, %edx
+        je      4f                              # i%4 == 2: never touched
+        mov     %eax, %edx                      # i%4 == 1, 3: zeros first
+        xor     %eax, %eax
+        mov     $PAGE_SIZE / 8, %ecx
+        rep stosq                               # RDI = end of the page
+        test    $2, %esi
+        jz      4f
+        mov     %edx, -4(%rdi)                  # i%4 == 3: then its last dword
+        jmp     4f
+2:      mov     %eax, %edx
         shl     $32, %rdx
         or      %rdx, %rax
         mov     $PAGE_SIZE / 8, %ecx
         rep stosq
-        incl    PC_PAGES(%rbx)
+4:      incl    PC_PAGES(%rbx)
         inc     %esi
         jmp     1b
 3:      lock incl cpus_finished(%rip)

@@ -222,17 +222,22 @@ def workdir(prefix):
 # ---- the stream format (docs/stream-format.md), parsed independently ----
 
 REC_SECTION, REC_RAM, REC_PART, REC_DEVICE, REC_PASS_END, REC_EOF = 1, 2, 3, 4, 5, 0x7F
+REC_CHANNELS = 6
 HEADER_SIZE = 32
+CHAN_HELLO_SIZE = 24
 
 
 class StreamReader:
     """Splits a byte stream into records as they arrive.  feed() returns
     complete records: (kind, offset, bytes) with offset in the stream."""
 
-    def __init__(self):
+    def __init__(self, channel=False):
+        """channel: a multifd RAM channel (hello, then RAM, PASS_END and
+        EOF records), whose kinds get a "chan-" prefix."""
         self.buf = b""
         self.pos = 0
         self.header_done = False
+        self.channel = channel
 
     def _need(self, n):
         return len(self.buf) >= n
@@ -247,6 +252,8 @@ class StreamReader:
             out.append(rec)
 
     def _take(self, n, kind):
+        if self.channel:
+            kind = "chan-" + kind
         rec = (kind, self.pos, self.buf[:n])
         self.buf = self.buf[n:]
         self.pos += n
@@ -254,10 +261,11 @@ class StreamReader:
 
     def _next(self):
         if not self.header_done:
-            if not self._need(HEADER_SIZE):
+            size, kind = (CHAN_HELLO_SIZE, "hello") if self.channel else (HEADER_SIZE, "header")
+            if not self._need(size):
                 return None
             self.header_done = True
-            return self._take(HEADER_SIZE, "header")
+            return self._take(size, kind)
         if not self._need(4):
             return None
         (t,) = struct.unpack_from("<I", self.buf)
@@ -285,26 +293,31 @@ class StreamReader:
             return self._take(8, "pass-end") if self._need(8) else None
         if t == REC_EOF:
             return self._take(20, "eof") if self._need(20) else None
+        if t == REC_CHANNELS:
+            return self._take(20, "channels") if self._need(20) else None
         raise ValueError(f"unknown record type {t} at stream offset {self.pos}")
 
 
 class Proxy:
-    """Forwards one migration connection, letting a test cut or rewrite the
+    """Forwards a migration's connections, letting a test cut or rewrite the
     source-to-destination stream.  mutate(kind, offset, record) returns the
     bytes to forward, None to cut the connection there, or (bytes, "cut")
-    to forward bytes and then cut."""
+    to forward bytes and then cut.  The first connection is the main
+    stream; later ones (multifd RAM channels) are parsed as channels and
+    their kinds start with "chan-"; cut_at applies to the main stream."""
 
     def __init__(self, dest_port, mutate=None, cut_at=None):
         self.lsock = socket.socket()
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(1)
+        self.lsock.listen(16)
         self.port = self.lsock.getsockname()[1]
         self.dest_port = dest_port
         self.mutate = mutate
         self.cut_at = cut_at
         self.forwarded = 0
         self.cut = False
+        self.lock = threading.Lock()  # mutate() runs on one connection at a time
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -320,34 +333,57 @@ class Proxy:
 
     def _run(self):
         src, _ = self.lsock.accept()
+        # the destination must see the main connection first, as it would
+        # without a proxy (the source opens channels only after it)
         dst = socket.create_connection(("127.0.0.1", self.dest_port))
+        threading.Thread(target=self._channels, daemon=True).start()
+        self._forward(src, True, dst)
+        self.lsock.close()
+
+    def _channels(self):
+        while True:
+            try:
+                src, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                dst = socket.create_connection(("127.0.0.1", self.dest_port))
+            except OSError:  # the destination gave up already
+                src.close()
+                continue
+            threading.Thread(target=self._forward, args=(src, False, dst), daemon=True).start()
+
+    def _forward(self, src, main, dst):
         threading.Thread(target=self._back, args=(src, dst), daemon=True).start()
-        reader = StreamReader() if self.mutate else None
+        reader = StreamReader(channel=not main) if self.mutate else None
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                if self.cut_at is not None and self.forwarded + len(data) >= self.cut_at:
+                if main and self.cut_at is not None and self.forwarded + len(data) >= self.cut_at:
                     dst.sendall(data[: self.cut_at - self.forwarded])
                     self.forwarded = self.cut_at
                     self.cut = True
                     break
                 if reader:
                     for kind, off, rec in reader.feed(data):
-                        out = self.mutate(kind, off, rec)
+                        with self.lock:
+                            out = self.mutate(kind, off, rec)
                         cut = out is None or isinstance(out, tuple)
                         if isinstance(out, tuple):
                             out = out[0]
                         if out:
                             dst.sendall(out)
-                            self.forwarded += len(out)
+                            if main:
+                                self.forwarded += len(out)
                         if cut:
                             self.cut = True
                             raise StopIteration
                 else:
                     dst.sendall(data)
-                    self.forwarded += len(data)
+                    if main:
+                        self.forwarded += len(data)
         except (OSError, StopIteration):
             pass
         for s in (src, dst):
@@ -356,4 +392,3 @@ class Proxy:
             except OSError:
                 pass
             s.close()
-        self.lsock.close()

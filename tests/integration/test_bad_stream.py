@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Hostile and broken migration streams.  A proxy between source and
-destination cuts the stream at random points or rewrites records.  Every
-time: the destination refuses with a clear error, writes nothing outside
-guest RAM, never starts its guest and exits 1; the source reports
-'failed' and its guest keeps running, still correct."""
+destination cuts the stream at random points or rewrites records, on the
+main connection and (multifd) on the RAM channels.  Every time: the
+destination refuses with a clear error, writes nothing outside guest RAM,
+never starts its guest and exits 1; the source reports 'failed' and its
+guest keeps running, still correct."""
 import random
 import struct
 import sys
@@ -65,14 +66,35 @@ CASES = [
      "does not match"),
 ]
 
+# The same, with RAM on 2 channels (multifd): the channels' own records.
+MULTIFD_CASES = [
+    ("channel from another migration", dict(mutate=first("chan-hello", lambda r: patch(r, 16, "<Q", 42))),
+     "does not belong"),
+    ("channel with a bad magic", dict(mutate=first("chan-hello", lambda r: b"KMIGSTRM" + r[8:])),
+     "bad channel magic"),
+    ("more channels announced than open", dict(mutate=first("channels", lambda r: patch(r, 4, "<I", 3))),
+     "does not belong"),
+    ("CHANNELS record twice", dict(mutate=first("channels", lambda r: r + r)), "sent twice"),
+    ("page outside guest RAM on a channel",
+     dict(mutate=first("chan-ram", lambda r: patch(r, 12, "<Q", 0x7fff00000000))), "outside guest RAM"),
+    ("epoch out of order on a channel", dict(mutate=first("chan-pass-end", lambda r: patch(r, 4, "<I", 9))),
+     "epoch"),
+    ("channel end with wrong page count", dict(mutate=first("chan-eof", lambda r: patch(r, 12, "<Q", 7))),
+     "does not match"),
+    ("channel cut before its end", dict(mutate=first("chan-eof", lambda r: None)), "truncated"),
+]
 
-def run_case(wd, n, name, proxy_kw, expect):
+
+def run_case(wd, n, name, proxy_kw, expect, channels=0):
     port = free_port()
     dst = Kmig(wd, f"dst{n}", params="ws=16", incoming=f"tcp:127.0.0.1:{port}")
     src = Kmig(wd, f"src{n}", params="ws=16")
     proxy = Proxy(port, **proxy_kw)
     try:
         src.wait_lines(r" ok$", 1)
+        for side in (src, dst) if channels else ():
+            side.qmp.cmd("migrate-set-capabilities", capabilities=[{"capability": "multifd", "state": True}])
+            side.qmp.cmd("migrate-set-parameters", **{"multifd-channels": channels})
         src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{proxy.port}")
         info = wait_migration(src.qmp)
         assert info["status"] == "failed", f"{name}: source status {info}"
@@ -101,6 +123,9 @@ def main():
     n = 0
     for name, kw, expect in CASES:
         run_case(wd, n, name, kw, expect)
+        n += 1
+    for name, kw, expect in MULTIFD_CASES:
+        run_case(wd, n, "multifd: " + name, kw, expect, channels=2)
         n += 1
     rng = random.Random(int(sys.argv[1]) if len(sys.argv) > 1 else 4242)
     for i in range(6):

@@ -7,7 +7,8 @@ exit with code 3).
 
 usage: test_migrate.py [--backend ring|bitmap] [--vcpus N] [--runs N]
                        [--ws MIB] [--rate MIB/S] [--mem MIB] [--ring N]
-                       [--expect-overflow] [--throttle S] [--lm 0|1]"""
+                       [--expect-overflow] [--throttle S] [--lm 0|1]
+                       [--channels N] [--send-mode auto|copy|zero-copy]"""
 import argparse
 import sys
 import time
@@ -25,6 +26,12 @@ def one_run(args, n, wd):
     try:
         src.wait_lines(r" ok$", 2)
         before = verify_passes(src.wait_lines(r" ok$")[-1])
+        for side in (src, dst):
+            if args.channels:
+                side.qmp.cmd("migrate-set-capabilities",
+                             capabilities=[{"capability": "multifd", "state": True}])
+                side.qmp.cmd("migrate-set-parameters", **{"multifd-channels": args.channels})
+            side.qmp.cmd("migrate-set-parameters", **{"x-kmig-send-mode": args.send_mode})
         src.qmp.cmd("migrate-set-parameters", **{"downtime-limit": args.downtime})
         if args.throttle:
             # a long, slow precopy first: the guest dirties at full speed
@@ -52,7 +59,8 @@ def one_run(args, n, wd):
               f"total {info['total-time']} ms, downtime {info['downtime']} ms, "
               f"{info['ram']['transferred'] >> 20} MiB, {info['ram']['dirty-sync-count']} syncs, "
               f"overflows {k.get('ring-overflows')}, resyncs {k.get('ring-resyncs')}, "
-              f"full exits {k.get('ring-full-exits')}; passes {before} -> {after}; lost pages: 0")
+              f"full exits {k.get('ring-full-exits')}, channels {k.get('channels')}, "
+              f"{k.get('send-mode')}; passes {before} -> {after}; lost pages: 0")
         return k.get("ring-overflows", 0)
     finally:
         src.stop()
@@ -75,6 +83,8 @@ def main():
     ap.add_argument("--throttle", type=float, default=0,
                     help="seconds of precopy at 16 MB/s before the link opens up")
     ap.add_argument("--expect-overflow", action="store_true")
+    ap.add_argument("--channels", type=int, default=0, help="multifd channels (0 = multifd off)")
+    ap.add_argument("--send-mode", default="auto", choices=["auto", "copy", "zero-copy"])
     args = ap.parse_args()
     require_kvm()
     wd = workdir("migrate")

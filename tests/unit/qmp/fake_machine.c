@@ -451,6 +451,18 @@ int machine_blob_set_dirty_rate(struct machine *m, const char *id, uint64_t rate
 	return -ENOENT;
 }
 
+int machine_pmemsave(struct machine *m, uint64_t gpa, uint64_t size, const char *path, char *err,
+		     size_t errlen)
+{
+	int ret = 0;
+
+	(void)gpa, (void)size, (void)path;
+	g_mutex_lock(&m->lock);
+	record(m, "machine_pmemsave", &ret, err, errlen);
+	g_mutex_unlock(&m->lock);
+	return ret;
+}
+
 void machine_query_migrate(struct machine *m, struct migration_info *info)
 {
 	int dummy;

@@ -170,7 +170,8 @@ static void test_migration_json_exact(void **state)
 	s = qapi_migration_info_to_string(&mi, FALSE);
 	assert_string_equal(s, "{\"status\":\"failed\",\"error-desc\":\"caf\\u00e9 \\\"closed\\\"\","
 			       "\"x-kmig\":{\"dirty-mode\":\"dirty-bitmap\",\"ring-overflows\":0,"
-			       "\"ring-full-exits\":0,\"ring-resyncs\":0,\"pages-harvested\":0,\"passes\":2}}");
+			       "\"ring-full-exits\":0,\"ring-resyncs\":0,\"pages-harvested\":0,\"passes\":2,"
+			       "\"channels\":0,\"zero-copy-notifications\":0,\"zero-copy-copied\":0}}");
 	g_free(s);
 
 	/* no dirty mode known: the member is left out */
@@ -179,7 +180,8 @@ static void test_migration_json_exact(void **state)
 	mi.status = MIGRATION_STATUS_CANCELLED;
 	s = qapi_migration_info_to_string(&mi, FALSE);
 	assert_string_equal(s, "{\"status\":\"cancelled\",\"x-kmig\":{\"ring-overflows\":0,"
-			       "\"ring-full-exits\":0,\"ring-resyncs\":0,\"pages-harvested\":0,\"passes\":2}}");
+			       "\"ring-full-exits\":0,\"ring-resyncs\":0,\"pages-harvested\":0,\"passes\":2,"
+			       "\"channels\":0,\"zero-copy-notifications\":0,\"zero-copy-copied\":0}}");
 	g_free(s);
 
 	/* pretty: several lines, same content */
@@ -354,8 +356,8 @@ static void test_tables(void **state)
 	for (i = 0; i < G_N_ELEMENTS(schema_caps); i++) {
 		assert_string_equal(qmp_migration_caps[i].name, schema_caps[i]);
 		assert_int_equal(qmp_migration_cap_lookup(schema_caps[i]), (int)i);
-		/* only "events" so far */
-		assert_int_equal(qmp_migration_caps[i].supported, i == QMP_MIGCAP_EVENTS);
+		assert_int_equal(qmp_migration_caps[i].supported,
+				 i == QMP_MIGCAP_EVENTS || i == QMP_MIGCAP_MULTIFD || i == QMP_MIGCAP_ZERO_COPY_SEND);
 	}
 	assert_int_equal(qmp_migration_cap_lookup("nope"), -1);
 

@@ -359,11 +359,30 @@ static void test_request_errors(void **state)
 		"{\"execute\": \"migrate-set-capabilities\", \"arguments\": {\"capabilities\": "
 		"[{\"capability\": \"bogus\", \"state\": false}]}}",
 		ge, "Parameter 'capability' does not accept value 'bogus'");
+	cmd_err(c, "{\"execute\": \"pmemsave\", \"arguments\": {\"val\": 0, \"size\": 4096}}", ge,
+		"Parameter 'filename' is missing");
+	cmd_err(c, "{\"execute\": \"pmemsave\", \"arguments\": {\"size\": 1, \"filename\": \"/tmp/x\"}}", ge,
+		"Parameter 'val' is missing");
+	cmd_err(c, "{\"execute\": \"pmemsave\", \"arguments\": {\"val\": \"0\", \"size\": 1, \"filename\": \"f\"}}",
+		ge, "Parameter 'val' expects integer");
+	cmd_err(c, "{\"execute\": \"pmemsave\", \"arguments\": {\"val\": 0, \"size\": 1.5, \"filename\": \"f\"}}",
+		ge, "Parameter 'size' expects integer");
+	cmd_err(c, "{\"execute\": \"pmemsave\", \"arguments\": {\"val\": 0, \"size\": 1, \"filename\": 7}}", ge,
+		"Parameter 'filename' expects string");
+	cmd_err(c,
+		"{\"execute\": \"pmemsave\", \"arguments\": {\"val\": 0, \"size\": 1, \"filename\": \"f\", "
+		"\"cpu-index\": 0}}",
+		ge, "Parameter 'cpu-index' is unexpected");
+	cmd_err(c, "{\"execute\": \"pmemsave\", \"arguments\": {\"val\": -1, \"size\": 1, \"filename\": \"f\"}}",
+		ge, "Parameter 'val' expects a non-negative integer");
+	cmd_err(c, "{\"execute\": \"pmemsave\", \"arguments\": {\"val\": 0, \"size\": -4096, \"filename\": \"f\"}}",
+		ge, "Parameter 'size' expects a non-negative integer");
 
 	/* nothing reached the machine */
 	assert_int_equal(fake_machine_calls(f->m, "machine_migrate"), 0);
 	assert_int_equal(fake_machine_calls(f->m, "machine_migrate_incoming"), 0);
 	assert_int_equal(fake_machine_calls(f->m, "machine_set_params"), 0);
+	assert_int_equal(fake_machine_calls(f->m, "machine_pmemsave"), 0);
 	tc_close(c);
 }
 
@@ -718,7 +737,8 @@ static const char *const ram_members[] = {
 	NULL,
 };
 static const char *const kmig_members[] = {
-	"dirty-mode", "ring-overflows", "ring-full-exits", "ring-resyncs", "pages-harvested", "passes", NULL,
+	"dirty-mode", "ring-overflows", "ring-full-exits", "ring-resyncs", "pages-harvested", "passes",
+	"channels", "zero-copy-notifications", "zero-copy-copied", NULL,
 };
 
 static void check_kmig(JsonObject *o)
@@ -997,7 +1017,8 @@ static void check_params(struct tclient *c, int64_t downtime, int64_t bw)
 	JsonNode *r = cmd(c, "{\"execute\": \"query-migrate-parameters\"}");
 	JsonObject *o = ret_obj(r);
 	static const char *const m[] = { "downtime-limit", "max-bandwidth", "avail-switchover-bandwidth",
-					 "multifd-channels", "x-kmig-stall-iterations", "x-kmig-stall-ms", NULL };
+					 "multifd-channels", "x-kmig-stall-iterations", "x-kmig-stall-ms",
+					 "x-kmig-send-mode", NULL };
 
 	assert_members(o, m);
 	assert_int_equal(json_object_get_int_member(o, "downtime-limit"), downtime);
@@ -1115,11 +1136,11 @@ static void test_capabilities(void **state)
 		cmd_ok(c, t);
 		g_free(t);
 	}
-	/* and all but "events" refuse true */
+	/* and all but those kmig implements refuse true */
 	for (cap = schema_caps; *cap; cap++) {
 		char *t, *want;
 
-		if (!strcmp(*cap, "events"))
+		if (!strcmp(*cap, "events") || !strcmp(*cap, "multifd") || !strcmp(*cap, "zero-copy-send"))
 			continue;
 		t = g_strdup_printf("{\"execute\": \"migrate-set-capabilities\", \"arguments\": "
 				    "{\"capabilities\": [{\"capability\": \"%s\", \"state\": true}]}}",
@@ -1138,8 +1159,8 @@ static void test_capabilities(void **state)
 		  "[{\"capability\": \"events\", \"state\": false}]}}");
 	cmd_err(c,
 		"{\"execute\": \"migrate-set-capabilities\", \"arguments\": {\"capabilities\": "
-		"[{\"capability\": \"events\", \"state\": true}, {\"capability\": \"multifd\", \"state\": true}]}}",
-		ge, "Capability 'multifd' is not supported by kmig yet");
+		"[{\"capability\": \"events\", \"state\": true}, {\"capability\": \"xbzrle\", \"state\": true}]}}",
+		ge, "Capability 'xbzrle' is not supported by kmig yet");
 	check_caps(c, false);
 	/* an empty list changes nothing */
 	cmd_ok(c, "{\"execute\": \"migrate-set-capabilities\", \"arguments\": {\"capabilities\": []}}");
@@ -1237,7 +1258,7 @@ static void test_queries(void **state)
 		"qmp_capabilities", "query-commands", "query-version", "query-status", "stop", "cont", "quit",
 		"migrate", "migrate-incoming", "migrate_cancel", "query-migrate", "migrate-set-parameters",
 		"query-migrate-parameters", "migrate-set-capabilities", "query-migrate-capabilities",
-		"x-kmig-blob-set", NULL,
+		"x-kmig-blob-set", "pmemsave", NULL,
 	};
 	static const struct {
 		enum machine_runstate rs;

@@ -147,6 +147,7 @@ struct decoded {
 	uint32_t len;
 	uint32_t pass;
 	struct stream_eof eof;
+	struct stream_channels channels;
 	uint8_t first_payload[16];	/* first bytes of the payload / first data page */
 };
 
@@ -214,6 +215,8 @@ static int decode_record_src(const struct stream_source *src, struct decoded *d,
 		return stream_read_pass_end(src, &d->pass, err, errlen);
 	case STREAM_REC_EOF:
 		return stream_read_eof(src, &d->eof, err, errlen);
+	case STREAM_REC_CHANNELS:
+		return stream_read_channels(src, &d->channels, err, errlen);
 	}
 	fail_msg("stream_read_type returned unknown type %u", (unsigned)d->type);
 	return -1;
@@ -313,8 +316,9 @@ static void test_type_names(void **state)
 	assert_string_equal(stream_rec_type_name(STREAM_REC_DEVICE), "device");
 	assert_string_equal(stream_rec_type_name(STREAM_REC_PASS_END), "pass-end");
 	assert_string_equal(stream_rec_type_name(STREAM_REC_EOF), "eof");
+	assert_string_equal(stream_rec_type_name(STREAM_REC_CHANNELS), "channels");
 	assert_string_equal(stream_rec_type_name(0), "unknown");
-	assert_string_equal(stream_rec_type_name(6), "unknown");
+	assert_string_equal(stream_rec_type_name(7), "unknown");
 	assert_string_equal(stream_rec_type_name(0x7e), "unknown");
 	assert_string_equal(stream_rec_type_name(0xffffffffu), "unknown");
 }
@@ -925,7 +929,7 @@ static void test_header_bad_vcpus(void **state)
 
 static void test_type_unknown(void **state)
 {
-	static const uint32_t bad[] = { 0, 6, 7, 0x7e, 0x80, 0x100, 0x7f000000, UINT32_MAX };
+	static const uint32_t bad[] = { 0, 7, 8, 0x7e, 0x80, 0x100, 0x7f000000, UINT32_MAX };
 	static struct bb b;
 	enum stream_rec_type t = STREAM_REC_RAM;
 	struct memsrc m;
@@ -1228,6 +1232,74 @@ static void test_pass_end_zero(void **state)
 	bb_u32(&b, STREAM_REC_PASS_END);
 	bb_u32(&b, 0);
 	expect_record_reject(&b, "PASS_END record with pass number 0");
+}
+
+/* multifd: the CHANNELS record and a RAM channel's hello */
+static void test_channels_round_trip(void **state)
+{
+	uint8_t buf[STREAM_CHANNELS_SIZE], hb[STREAM_CHAN_HELLO_SIZE];
+	struct stream_channels c = { .nr = 4, .cookie = 0x0123456789abcdefull };
+	struct stream_chan_hello h = { .index = 3, .nr = 4, .cookie = c.cookie }, g;
+	struct decoded d;
+	struct memsrc m;
+	struct stream_source src;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(stream_encode_channels(buf, &c), STREAM_CHANNELS_SIZE);
+	assert_int_equal(decode_record(buf, sizeof(buf), &d, err, sizeof(err)), 0);
+	assert_int_equal(d.type, STREAM_REC_CHANNELS);
+	assert_int_equal(d.channels.nr, 4);
+	assert_true(d.channels.cookie == c.cookie);
+	assert_int_equal(stream_encode_chan_hello(hb, &h), STREAM_CHAN_HELLO_SIZE);
+	assert_memory_equal(hb, STREAM_CHAN_MAGIC, 8);
+	src = mem_source(&m, hb, sizeof(hb));
+	assert_int_equal(stream_read_chan_hello(&src, &g, err, sizeof(err)), 0);
+	assert_int_equal(g.index, 3);
+	assert_int_equal(g.nr, 4);
+	assert_true(g.cookie == c.cookie);
+}
+
+static void test_channels_bad(void **state)
+{
+	static const uint32_t bad_nr[] = { 0, STREAM_MAX_CHANNELS + 1, UINT32_MAX };
+	static struct bb b;
+	uint8_t hb[STREAM_CHAN_HELLO_SIZE];
+	struct stream_chan_hello g;
+	struct memsrc m;
+	struct stream_source src;
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad_nr) / sizeof(bad_nr[0]); i++) {
+		b.n = 0;
+		bb_u32(&b, STREAM_REC_CHANNELS);
+		bb_u32(&b, bad_nr[i]);
+		bb_u32(&b, 0);
+		bb_u64(&b, 1);
+		expect_record_reject(&b, "channels (1..255 allowed)");
+	}
+	b.n = 0;
+	bb_u32(&b, STREAM_REC_CHANNELS);
+	bb_u32(&b, 2);
+	bb_u32(&b, 7);
+	bb_u64(&b, 1);
+	expect_record_reject(&b, "CHANNELS record reserved field is 0x7");
+	/* a hello: index must be below nr, nr in range, magic exact */
+	stream_encode_chan_hello(hb, &(struct stream_chan_hello){ .index = 4, .nr = 4 });
+	src = mem_source(&m, hb, sizeof(hb));
+	assert_int_equal(stream_read_chan_hello(&src, &g, err, sizeof(err)), -EPROTO);
+	assert_err_contains(err, "channel 4 of 4");
+	stream_encode_chan_hello(hb, &(struct stream_chan_hello){ .index = 0, .nr = 0 });
+	src = mem_source(&m, hb, sizeof(hb));
+	assert_int_equal(stream_read_chan_hello(&src, &g, err, sizeof(err)), -EPROTO);
+	stream_encode_chan_hello(hb, &(struct stream_chan_hello){ .index = 0, .nr = 1 });
+	memcpy(hb, STREAM_MAGIC, 8);
+	src = mem_source(&m, hb, sizeof(hb));
+	assert_int_equal(stream_read_chan_hello(&src, &g, err, sizeof(err)), -EPROTO);
+	assert_err_contains(err, "bad channel magic");
+	src = mem_source(&m, hb, 10);
+	assert_int_equal(stream_read_chan_hello(&src, &g, err, sizeof(err)), -EPIPE);
 }
 
 static void test_eof_bad(void **state)
@@ -1739,6 +1811,8 @@ int main(void)
 		cmocka_unit_test(test_blob_bad_id),
 		cmocka_unit_test(test_pass_end_zero),
 		cmocka_unit_test(test_eof_bad),
+		cmocka_unit_test(test_channels_round_trip),
+		cmocka_unit_test(test_channels_bad),
 		cmocka_unit_test(test_ack_bad),
 		cmocka_unit_test(test_source_errors),
 		cmocka_unit_test(test_err_buffer_optional),

@@ -1,0 +1,64 @@
+/* savevm/multifd.h — RAM over several connections (QEMU's multifd).
+ *
+ * The main connection keeps the stream's order: header, sections, a
+ * CHANNELS record, device state, EOF.  RAM records go on nr further
+ * connections, each opened with a hello that binds it to the main stream
+ * (index, nr, cookie).  The order that matters between channels is that of
+ * a page sent twice: both copies are in different precopy passes, and
+ * every channel carries an epoch marker (PASS_END) between passes; the
+ * destination does not apply a page of epoch e+1 on any channel before
+ * every channel has finished epoch e.  Within an epoch a page is sent at
+ * most once (the RAM walk clears its bit and only moves forward), so
+ * channels never race on one page.
+ */
+#ifndef KMIG_SAVEVM_MULTIFD_H
+#define KMIG_SAVEVM_MULTIFD_H
+
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "ring/ring.h"
+#include "savevm/savevm.h"
+
+struct multifd_send;
+
+/* Connect nr channels to uri and start a sender thread on each.  Bytes are
+ * counted in out (and paced by out->rate). */
+int multifd_send_start(struct savevm_out *out, const struct ring_uri *uri, unsigned int nr,
+		       uint64_t cookie, enum savevm_send_mode mode, struct multifd_send **mfp,
+		       char *err, size_t errlen);
+/* Queue one RAM record: hdr (record + page headers, copied here) and the
+ * page payloads (iovecs into guest memory).  Blocks while every channel's
+ * queue is full; returns a channel's error once one failed. */
+int multifd_send_pages(struct multifd_send *mf, const void *hdr, size_t hdrlen, uint32_t npages,
+		       const struct iovec *pages, int npayload);
+/* End the current epoch on every channel. */
+int multifd_send_epoch(struct multifd_send *mf);
+/* EOF on every channel, wait until all is sent, join the threads. */
+int multifd_send_finish(struct multifd_send *mf);
+/* Make every channel fail promptly (cancel); thread-safe. */
+void multifd_send_abort(struct multifd_send *mf);
+void multifd_send_free(struct multifd_send *mf);
+/* Bytes the RAM channels sent so far (any thread). */
+uint64_t multifd_send_bytes(struct multifd_send *mf);
+/* What the channels chose (copy or zero-copy), and zero-copy notices. */
+enum savevm_send_mode multifd_send_mode(struct multifd_send *mf);
+void multifd_send_zc_stats(struct multifd_send *mf, uint64_t *sends, uint64_t *copied);
+
+struct multifd_recv;
+/* Reads the rest of one RAM record (type word already read) from in and
+ * applies it; *pages = page headers it carried. */
+typedef int (*multifd_ram_fn)(void *opaque, struct savevm_in *in, uint64_t *pages, char *err,
+			      size_t errlen);
+
+/* Accept the nr channels the CHANNELS record announced (each must say hello
+ * with the right cookie within a timeout) and start a receiver thread on
+ * each. */
+int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc, multifd_ram_fn fn,
+		       void *opaque, struct multifd_recv **mrp, char *err, size_t errlen);
+/* Wait for every channel's EOF; the first error wins.  *pages = sum. */
+int multifd_recv_finish(struct multifd_recv *mr, uint64_t *pages, char *err, size_t errlen);
+void multifd_recv_abort(struct multifd_recv *mr);
+void multifd_recv_free(struct multifd_recv *mr);
+
+#endif
