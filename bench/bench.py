@@ -1,188 +1,1008 @@
 #!/usr/bin/env python3
-"""kmig benchmark: the same guest ELF migrated by kmig and by QEMU
-(Debian's qemu-system-x86, driven over QMP), in the same run, plus the raw
-loopback limit.  Every figure is the median of --runs runs, with min and
-max.  Writes bench/results/<timestamp>.json and a Markdown table.
+"""kmig benchmark: the same guest ELFs migrated by kmig and by QEMU (Debian's
+qemu-system-x86, driven over QMP exactly like kmig), in one run, next to the
+raw TCP loopback limit.
 
-Scenario now: 'idle-1g' — the idle guest fills 1 GiB, then idles; the
-migration starts once it reports ready.
+Scenarios (--scenarios, comma-separated; default all):
+  idle-1g     idle guest writes 1 GiB of its 1200 MiB once, then idles
+  ws64-1g     dirty guest writes 1 GiB once, then rewrites a 64 MiB working
+              set as fast as it can during the migration (1200 MiB RAM)
+  ws256-1g    the same with a 256 MiB working set
+  sparse-16g  idle guest with 16 GiB of RAM, 256 MiB of it written
 
-usage: bench/bench.py [--build DIR] [--runs N] [--fill MIB] [--no-qemu]"""
+Configurations (--configs, comma-separated substrings of these names):
+  raw loopback 1 stream / N streams    bench/loopback.c: the same bytes as
+                                       the guest's RAM, no migration
+  kmig {1,N}ch {copy,zero-copy} {ring,bitmap}
+  QEMU {1 stream,multifd-N} {bitmap,ring}
+
+Every figure is the median of --runs runs with min and max; runs of the
+configurations are interleaved (run 1 of every configuration, then run 2...)
+so that noise from other work on the machine spreads over all of them.
+Results go to OUT/<YYYYmmdd-HHMMSS>/ (results.json with every raw sample,
+results.md, PNG plots) and OUT/latest points there; the Markdown is also
+printed on stdout, progress on stderr.  See --help, and "Method" in
+results.md for how each figure is measured."""
 import argparse
+import dataclasses
 import json
 import os
+import platform
+import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-from kmiglib import QMP, free_port, wait_migration, wait_text  # noqa: E402
+SRC_ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(SRC_ROOT, "tests", "integration"))
+from kmiglib import QMP, QMPError, free_port, wait_text  # noqa: E402
 
+MiB = 1 << 20
+GiB = 1 << 30
+UNLIMITED_BW = 1 << 40          # max-bandwidth for every configuration
+QUERY_PERIOD = 0.025            # query-migrate on the source
+RSS_PERIOD = 0.020              # /proc/PID/status of both sides
+RSS_LIMIT_MIB = 64              # target (e)
+FINAL = ("completed", "failed", "cancelled")
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- model
+
+@dataclasses.dataclass
+class Scenario:
+    name: str
+    guest: str                  # idle | dirty
+    params: dict                # the guest's key=value parameters
+    mem_mib: int
+    ready: str                  # COM1 text after which the migration starts
+    touched_mib: int            # guest RAM the guest writes (QEMU's RSS baseline)
+    about: str
+
+    def cmdline(self, sep):
+        return sep.join(f"{k}={v}" for k, v in self.params.items())
+
+
+SCENARIOS = {
+    "idle-1g": Scenario("idle-1g", "idle", {"fill": 1024}, 1200, "idle: ready", 1024,
+                        "idle guest, 1 GiB written once then idle, 1200 MiB RAM, 1 vCPU"),
+    "ws64-1g": Scenario("ws64-1g", "dirty", {"fill": 1024, "ws": 64, "rate": 0}, 1200,
+                        "dirty: filled", 1024,
+                        "dirty guest, 1 GiB written once, then a 64 MiB working set rewritten "
+                        "as fast as possible during the migration, 1200 MiB RAM, 1 vCPU"),
+    "ws256-1g": Scenario("ws256-1g", "dirty", {"fill": 1024, "ws": 256, "rate": 0}, 1200,
+                         "dirty: filled", 1024,
+                         "dirty guest, 1 GiB written once, then a 256 MiB working set rewritten "
+                         "as fast as possible during the migration, 1200 MiB RAM, 1 vCPU"),
+    "sparse-16g": Scenario("sparse-16g", "idle", {"fill": 256}, 16384, "idle: ready", 256,
+                           "idle guest, 16 GiB of RAM of which 256 MiB written, 1 vCPU"),
+}
+SMOKE = Scenario("smoke", "idle", {"fill": 32}, 256, "idle: ready", 32,
+                 "smoke test: idle guest, 32 MiB written, 256 MiB RAM, 1 vCPU")
+
+
+@dataclasses.dataclass
+class Config:
+    name: str
+    kind: str                   # raw | kmig | qemu
+    channels: int = 1           # TCP streams (raw) or RAM channels
+    multifd: bool = False
+    send_mode: str = ""         # kmig's x-kmig-send-mode: copy | zero-copy
+    dirty: str = ""             # ring | bitmap
+
+
+def all_configs(n, smoke=False):
+    """Every configuration, in the order of the tables.  n = --channels."""
+    cfgs = [Config("raw loopback 1 stream", "raw", 1),
+            Config(f"raw loopback {n} streams", "raw", n)]
+    if smoke:
+        # the smallest set that still crosses every path the full bench
+        # needs: one and N channels, both send modes
+        return cfgs + [Config("kmig 1ch copy ring", "kmig", 1, False, "copy", "ring"),
+                       Config(f"kmig {n}ch zero-copy ring", "kmig", n, True, "zero-copy", "ring")]
+    for dirty in ("ring", "bitmap"):
+        for ch in (1, n):
+            for mode in ("copy", "zero-copy"):
+                cfgs.append(Config(f"kmig {ch}ch {mode} {dirty}", "kmig", ch, ch > 1, mode, dirty))
+    for dirty in ("bitmap", "ring"):
+        cfgs.append(Config(f"QEMU 1 stream {dirty}", "qemu", 1, False, "", dirty))
+        cfgs.append(Config(f"QEMU multifd-{n} {dirty}", "qemu", n, True, "", dirty))
+    seen, out = set(), []
+    for c in cfgs:              # --channels 1 makes the 1ch and Nch names equal
+        if c.name not in seen:
+            seen.add(c.name)
+            out.append(c)
+    return out
+
+
+# ----------------------------------------------------------- processes
 
 def cpu_seconds(pid):
-    """utime+stime of a running process, from /proc."""
+    """utime+stime of a process (all its threads, dead ones included)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Instance:
-    def __init__(self, argv, qmp, serial):
-        self.qmp_path, self.serial = qmp, serial
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.qmp = QMP(qmp, timeout=30)
+def proc_status(pid):
+    """The kB figures of /proc/PID/status we need, or None once it is gone."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                    out[k] = int(v.split()[0])
+    except OSError:
+        return None
+    return out
+
+
+class Vm:
+    """One kmig or QEMU process: its COM1 log, stderr and QMP socket."""
+
+    def __init__(self, argv, wd, name):
+        self.name = name
+        self.serial = os.path.join(wd, f"{name}.log")
+        self.qmp_path = os.path.join(wd, f"{name}.qmp")
+        self.err_path = os.path.join(wd, f"{name}.err")
+        self.argv = argv
+        self.err = open(self.err_path, "w")
+        self.proc = subprocess.Popen(argv, stdout=self.err, stderr=self.err, cwd=wd)
+        self.qmp = None
+        self.sent = []          # the configuration commands, for the record
+
+    def connect(self, timeout=60):
+        """QMP once the socket is there; fail at once if the process died."""
+        deadline = time.time() + timeout
+        while not os.path.exists(self.qmp_path):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before its QMP "
+                                   f"socket appeared: {self.stderr_tail()}")
+            if time.time() > deadline:
+                raise RuntimeError(f"{self.name}: no QMP socket after {timeout}s")
+            time.sleep(0.02)
+        self.qmp = QMP(self.qmp_path, timeout=timeout)
+
+    def cmd(self, name, **args):
+        self.sent.append({"execute": name, "arguments": args} if args else {"execute": name})
+        return self.qmp.cmd(name, **args)
+
+    def stderr_tail(self, n=4):
+        try:
+            with open(self.err_path, errors="replace") as f:
+                lines = [l.strip() for l in f.read().splitlines() if l.strip()]
+        except OSError:
+            return ""
+        # QEMU warns about CPUID bits this host lacks on every start: noise
+        lines = [l for l in lines if "host doesn't support requested feature" not in l]
+        return " | ".join(lines[-n:])
 
     def stop(self):
-        try:
-            self.qmp.cmd("quit")
-        except Exception:
-            pass
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc.poll() is None:
+            try:
+                if self.qmp:
+                    self.qmp.cmd("quit")
+            except Exception:
+                pass
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.qmp:
+            self.qmp.close()
+        self.err.close()
 
 
-def kmig_argv(kmig, mem, fill, wd, name, incoming=None, bitmap=False):
-    a = [kmig, "run", "--guest", f"idle,fill={fill}", "--mem", str(mem),
-         "--serial", f"{wd}/{name}.log", "--qmp", f"{wd}/{name}.qmp"]
-    if bitmap:
-        a.append("--dirty-bitmap")
+def kmig_argv(env, cfg, scen, wd, name, incoming):
+    a = [env.kmig, "run", "--guest", f"{scen.guest},{scen.cmdline(',')}", "--mem", str(scen.mem_mib),
+         "--vcpus", "1", "--serial", f"{wd}/{name}.log", "--qmp", f"{wd}/{name}.qmp"]
+    # both backends named explicitly: kmig's default is not part of the label
+    a += ["--dirty-bitmap"] if cfg.dirty == "bitmap" else ["--dirty-ring", "4096"]
     if incoming:
-        a += ["--incoming", incoming]
+        a += ["--incoming", "defer"]
     return a
 
 
-def qemu_argv(elf, mem, fill, wd, name, incoming=None):
-    a = ["qemu-system-x86_64", "-enable-kvm", "-m", str(mem), "-smp", "1", "-display", "none",
+def qemu_argv(env, cfg, scen, wd, name, incoming):
+    # -enable-kvm is -accel kvm; the ring needs the accel's own option
+    accel = ["-accel", "kvm,dirty-ring-size=4096"] if cfg.dirty == "ring" else ["-enable-kvm"]
+    a = ["qemu-system-x86_64", *accel, "-m", str(scen.mem_mib), "-smp", "1", "-display", "none",
          "-nodefaults", "-serial", f"file:{wd}/{name}.log",
          "-qmp", f"unix:{wd}/{name}.qmp,server=on,wait=off",
-         "-kernel", elf, "-append", f"fill={fill}"]
+         "-kernel", env.elf(scen.guest), "-append", scen.cmdline(" ")]
     if incoming:
-        a += ["-incoming", incoming]
+        a += ["-incoming", "defer"]
     return a
 
 
-def migrate_once(make_argv, fill, wd, boot_timeout):
-    port = free_port()
-    uri = f"tcp:127.0.0.1:{port}"
-    dst = Instance(make_argv("dst", uri), f"{wd}/dst.qmp", f"{wd}/dst.log")
-    src = Instance(make_argv("src", None), f"{wd}/src.qmp", f"{wd}/src.log")
+def configure(vm, cfg, role, downtime_limit):
+    """The migration knobs, on each side before the source's migrate (QEMU's
+    rule for multifd: the destination is set up before it listens)."""
+    if cfg.kind == "kmig" or cfg.multifd:
+        # kmig 1ch says multifd off explicitly: the label must be what ran
+        vm.cmd("migrate-set-capabilities",
+               capabilities=[{"capability": "multifd", "state": cfg.multifd}])
+    params = {}
+    if cfg.multifd:
+        params["multifd-channels"] = cfg.channels
+    if role == "src":
+        # QEMU 7.2 defaults to 128 MiB/s: every configuration runs unlimited
+        params["max-bandwidth"] = UNLIMITED_BW
+        params["downtime-limit"] = downtime_limit
+        if cfg.kind == "kmig":
+            params["x-kmig-send-mode"] = cfg.send_mode
+    if params:
+        vm.cmd("migrate-set-parameters", **params)
+
+
+# ------------------------------------------------------------ one run
+
+class SetupError(RuntimeError):
+    """The configuration itself was refused: later runs would fail alike."""
+
+
+def rss_beyond_mib(kind, st, touched_mib):
+    """Memory a side uses beyond guest RAM, MiB.  kmig's guest RAM is a
+    memfd (RssShmem), so everything else is RssAnon + RssFile; QEMU's is
+    anonymous memory, so: VmRSS less the RAM the guest wrote."""
+    if kind == "kmig":
+        return (st.get("RssAnon", 0) + st.get("RssFile", 0)) / 1024
+    return st.get("VmRSS", 0) / 1024 - touched_mib
+
+
+def migrate_once(env, cfg, scen, opts):
+    """One migration.  Returns the run's record: figures when it completed,
+    'error' (and whatever was sampled) when it did not."""
+    wd = tempfile.mkdtemp(prefix="run-", dir=env.workdir)
+    uri = f"tcp:127.0.0.1:{free_port()}"
+    make = kmig_argv if cfg.kind == "kmig" else qemu_argv
+    run = {"ok": False, "remaining_samples": [], "rss_samples": []}
+    vms = []
     try:
-        if not wait_text(src.serial, "idle: ready", boot_timeout):
-            raise RuntimeError(f"{src.serial}: no 'idle: ready' within {boot_timeout}s")
-        # QEMU 7.2 defaults to 128 MiB/s; every configuration runs unlimited
-        src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
-        cpu0 = cpu_seconds(src.proc.pid) + cpu_seconds(dst.proc.pid)
-        src.qmp.cmd("migrate", uri=uri)
-        info = wait_migration(src.qmp, timeout=600)
-        cpu = cpu_seconds(src.proc.pid) + cpu_seconds(dst.proc.pid) - cpu0
-        if info["status"] != "completed":
-            raise RuntimeError(f"migration {info['status']}: {info.get('error-desc')}")
-        ram = info["ram"]
-        return {"total_ms": info["total-time"], "downtime_ms": info["downtime"],
-                "transferred": ram["transferred"],
-                "throughput_MBps": ram["transferred"] / 1e6 / (info["total-time"] / 1000),
-                "cpu_s": cpu}
+        dst = Vm(make(env, cfg, scen, wd, "dst", True), wd, "dst")
+        vms.append(dst)
+        src = Vm(make(env, cfg, scen, wd, "src", False), wd, "src")
+        vms.append(src)
+        run["argv"] = {"src": src.argv, "dst": dst.argv}
+        dst.connect()
+        src.connect()
+        try:
+            configure(dst, cfg, "dst", opts.downtime_limit)
+            configure(src, cfg, "src", opts.downtime_limit)
+            dst.cmd("migrate-incoming", uri=uri)
+        except QMPError as e:
+            raise SetupError(f"configuration refused: {e}") from e
+        finally:
+            run["qmp"] = {"src": src.sent, "dst": dst.sent}
+        if not wait_text(src.serial, scen.ready, opts.boot_timeout):
+            why = f"exited with {src.proc.returncode}: {src.stderr_tail()}" \
+                if src.proc.poll() is not None else f"not within {opts.boot_timeout}s"
+            raise RuntimeError(f"source guest never printed '{scen.ready}' ({why})")
+        follow(src, dst, cfg, scen, uri, opts, run)
+    except (RuntimeError, OSError, EOFError, QMPError, ValueError) as e:
+        run["error"] = str(e)
+        run["stage"] = "setup" if isinstance(e, SetupError) else "run"
+        # a crashed QEMU says why on stderr (e.g. 7.2's dirty ring assertion)
+        tails = [f"{v.name} stderr: {v.stderr_tail()}" for v in vms
+                 if v.proc.poll() is not None and v.stderr_tail() and v.stderr_tail() not in run["error"]]
+        if tails:
+            run["error"] += " [" + "; ".join(tails) + "]"
     finally:
-        src.stop()
-        dst.stop()
-        for f in os.listdir(wd):
-            os.unlink(os.path.join(wd, f))
+        for v in vms:
+            v.stop()
+        shutil.rmtree(wd, ignore_errors=True)
+    return run
 
 
-def raw_loopback(nbytes):
-    """One TCP stream, plain send/recv of nbytes: the wire's limit here."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    port = srv.getsockname()[1]
-    got = [0]
+def follow(src, dst, cfg, scen, uri, opts, run):
+    """Start the migration and sample it until the destination runs."""
+    pids = (src.proc.pid, dst.proc.pid)
+    cpu0 = [cpu_seconds(p) for p in pids]
+    peak = [float("-inf"), float("-inf")]
+    raw_peak = [{}, {}]
 
-    def sink():
-        c, _ = srv.accept()
-        while True:
-            d = c.recv(1 << 20)
-            if not d:
+    def sample_rss(t, sides=(0, 1)):
+        row = [round(t * 1000, 1), None, None]
+        for i in sides:
+            st = proc_status(pids[i])
+            if st is None:
+                continue
+            b = rss_beyond_mib(cfg.kind, st, scen.touched_mib)
+            row[1 + i] = round(b, 2)
+            if b > peak[i]:
+                peak[i], raw_peak[i] = b, st
+        run["rss_samples"].append(row)
+
+    t0 = time.monotonic()
+    src.cmd("migrate", uri=uri)
+    next_q = next_r = t0
+    info, expected, remaining = {}, None, None
+    while True:
+        now = time.monotonic()
+        if now >= next_r:
+            sample_rss(now - t0)
+            next_r = max(next_r + RSS_PERIOD, now)
+        if now >= next_q:
+            info = src.qmp.cmd("query-migrate")
+            status = info.get("status", "none")
+            # QEMU >= 8 and kmig report the VM-wide figure; 7.2 only RAM's
+            remaining = info.get("remaining", info.get("ram", {}).get("remaining"))
+            if status == "active" and "expected-downtime" in info:
+                expected = info["expected-downtime"]
+            run["remaining_samples"].append(
+                [round((now - t0) * 1000, 1), status, remaining,
+                 info.get("ram", {}).get("transferred"), info.get("expected-downtime")])
+            if status in FINAL:
                 break
-            got[0] += len(d)
-        c.close()
-    t = threading.Thread(target=sink)
-    t.start()
-    s = socket.create_connection(("127.0.0.1", port))
-    buf = b"\x5a" * (1 << 20)
-    t0 = time.time()
-    for _ in range(nbytes >> 20):
-        s.sendall(buf)
-    s.close()
-    t.join()
-    dt = time.time() - t0
-    srv.close()
-    return {"total_ms": dt * 1000, "throughput_MBps": got[0] / 1e6 / dt}
+            next_q = max(next_q + QUERY_PERIOD, now)
+        if now - t0 > opts.timeout:
+            # a working set that outruns the link never converges (QEMU has
+            # no auto-converge here): give up, cleanly
+            try:
+                src.qmp.cmd("migrate_cancel")
+            except (QMPError, OSError, EOFError):
+                pass
+            raise RuntimeError(f"did not complete in {opts.timeout}s (status {info.get('status')}, "
+                               f"remaining {remaining} B): cancelled")
+        time.sleep(max(0.0, min(next_q, next_r) - time.monotonic()))
+    cpu_src = cpu_seconds(pids[0]) - cpu0[0]
+    run["final_info"] = info
+    if info["status"] != "completed":
+        raise RuntimeError(f"migration {info['status']}: {info.get('error-desc', '')}")
+    # QEMU's source completes before its destination has loaded the last
+    # bytes: the destination's CPU and RSS count until it runs.
+    deadline = time.monotonic() + 30
+    while True:
+        now = time.monotonic()
+        sample_rss(now - t0, sides=(1,))
+        st = dst.qmp.cmd("query-status")["status"]
+        if st == "running":
+            break
+        if now > deadline:
+            raise RuntimeError(f"source completed, but the destination is '{st}' 30s later")
+        time.sleep(0.01)
+    cpu_dst = cpu_seconds(pids[1]) - cpu0[1]
+    total, ram = info["total-time"], info["ram"]
+    run.update({
+        "ok": True,
+        "total_ms": total,
+        "downtime_ms": info.get("downtime"),
+        "setup_ms": info.get("setup-time"),
+        # kmig keeps the estimate the switchover was decided on; the last
+        # one seen while active may be from the pass before, or the limit
+        # itself when the first pass converged between two samples
+        "expected_downtime_ms": info.get("x-kmig", {}).get("switchover-expected-downtime", expected),
+        "transferred": ram["transferred"],
+        "throughput_MBps": ram["transferred"] / 1e6 / (total / 1000) if total else None,
+        "cpu_s_src": cpu_src, "cpu_s_dst": cpu_dst, "cpu_s": cpu_src + cpu_dst,
+        "cpu_s_per_gib": (cpu_src + cpu_dst) / (ram["transferred"] / GiB) if ram["transferred"] else None,
+        "rss_beyond_src_mib": peak[0], "rss_beyond_dst_mib": peak[1],
+        "rss_peak_status_kB": {"src": raw_peak[0], "dst": raw_peak[1]},
+    })
+    check_label(cfg, info, run)
 
 
-def summarize(runs, key):
-    v = [r[key] for r in runs]
-    return {"median": statistics.median(v), "min": min(v), "max": max(v)}
+def check_label(cfg, info, run):
+    """A run counts only if it ran what its label says: kmig reports its
+    dirty tracking, RAM channels and send mode in x-kmig."""
+    xk = info.get("x-kmig", {})
+    want = {"dirty-mode": f"dirty-{cfg.dirty}", "channels": cfg.channels if cfg.multifd else 0,
+            "send-mode": cfg.send_mode}
+    wrong = [f"{k} {xk[k]!r} (asked for {v!r})" for k, v in want.items() if k in xk and xk[k] != v]
+    if cfg.kind == "kmig" and wrong:
+        run["ok"] = False
+        run["stage"] = "run"
+        run["error"] = "ran something else than its label: " + ", ".join(wrong)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--fill", type=int, default=1024, help="MiB the guest writes (default 1024)")
-    ap.add_argument("--no-qemu", action="store_true")
-    args = ap.parse_args()
-    kmig = os.path.join(args.build, "tools", "kmig")
-    elf = os.path.join(args.build, "kvm", "guests", "idle.elf")
-    mem = args.fill + 176
-    wd = "/tmp/kmig-bench"
-    os.makedirs(wd, exist_ok=True)
-    # same order every run; QEMU's dirty ring variant is left out on
-    # purpose: on this host it loses guest writes (see README)
-    configs = {
-        "kmig dirty-ring": lambda n, inc: kmig_argv(kmig, mem, args.fill, wd, n, inc),
-        "kmig dirty-bitmap": lambda n, inc: kmig_argv(kmig, mem, args.fill, wd, n, inc, bitmap=True),
+def raw_once(env, cfg, scen, opts):
+    """The loopback limit: as many bytes as the guest has RAM, no migration."""
+    nbytes = scen.mem_mib * MiB
+    try:
+        out = subprocess.run([env.loopback(), str(cfg.channels), str(nbytes)], capture_output=True,
+                             text=True, timeout=300, check=True).stdout
+        r = json.loads(out)
+    except (subprocess.SubprocessError, OSError, ValueError, RuntimeError) as e:
+        err = getattr(e, "stderr", "") or ""
+        return {"ok": False, "error": f"{e} {err.strip()}".strip(), "stage": "run"}
+    return {"ok": True, "total_ms": r["seconds"] * 1000, "transferred": r["bytes"],
+            "throughput_MBps": r["bytes"] / 1e6 / r["seconds"], "loopback": r}
+
+
+# ------------------------------------------------------- environment
+
+class Env:
+    def __init__(self, build, workdir):
+        self.build = os.path.abspath(build)
+        self.kmig = os.path.join(self.build, "tools", "kmig")
+        self.workdir = workdir
+        self._loopback = None
+        self.qemu = shutil.which("qemu-system-x86_64")
+
+    def elf(self, guest):
+        return os.path.join(self.build, "kvm", "guests", f"{guest}.elf")
+
+    def loopback(self):
+        """bench/loopback.c, built with cc into the build directory when it
+        is missing or older than its source."""
+        if self._loopback:
+            return self._loopback
+        src = os.path.join(HERE, "loopback.c")
+        out_dir = os.path.join(self.build, "bench")
+        if not os.access(self.build, os.W_OK):
+            out_dir = self.workdir
+        os.makedirs(out_dir, exist_ok=True)
+        exe = os.path.join(out_dir, "loopback")
+        if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+            cc = os.environ.get("CC", "cc")
+            r = subprocess.run([cc, "-O2", "-Wall", "-pthread", "-o", exe, src],
+                               capture_output=True, text=True)
+            if r.returncode:
+                raise RuntimeError(f"cannot build {src}: {r.stderr.strip()}")
+        self._loopback = exe
+        return exe
+
+
+def apt_install(pkg, why):
+    """Install a Debian package the bench needs; False if we cannot."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return False
+    log(f"bench: installing {pkg} ({why})")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", pkg]
+    if subprocess.run(cmd, env=env, capture_output=True).returncode:
+        # the package lists may never have been fetched on a fresh machine
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+        if subprocess.run(cmd, env=env, capture_output=True).returncode:
+            return False
+    return True
+
+
+def host_info(env):
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError:
+            return ""
+    cpuinfo = read("/proc/cpuinfo")
+    m = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
+    mem = re.search(r"^MemTotal:\s*(\d+)", read("/proc/meminfo"), re.M)
+    qemu = None
+    if env.qemu:
+        r = subprocess.run([env.qemu, "--version"], capture_output=True, text=True)
+        qemu = r.stdout.splitlines()[0] if r.stdout else None
+    rev = subprocess.run(["git", "-C", SRC_ROOT, "describe", "--always", "--dirty"],
+                         capture_output=True, text=True).stdout.strip() or None
+    return {
+        "cpu_model": m.group(1).strip() if m else platform.processor(),
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "mem_total_mib": int(mem.group(1)) // 1024 if mem else None,
+        "qemu": qemu,
+        "kmig_git": rev,
+        "python": platform.python_version(),
+        # shmem THP (kmig's memfd) vs anonymous THP (QEMU's RAM) shape the
+        # cost of first touching guest RAM on the destination
+        "thp_enabled": read("/sys/kernel/mm/transparent_hugepage/enabled").strip(),
+        "thp_shmem_enabled": read("/sys/kernel/mm/transparent_hugepage/shmem_enabled").strip(),
     }
-    if not args.no_qemu and shutil.which("qemu-system-x86_64"):
-        configs["QEMU 7.2 (bitmap, 1 stream)"] = lambda n, inc: qemu_argv(elf, mem, args.fill, wd, n, inc)
-    results = {"scenario": f"idle guest, {args.fill} MiB written, {mem} MiB RAM, 1 vCPU",
-               "host": f"{os.cpu_count()} CPUs; " + open("/proc/cpuinfo").read().split("model name")[1]
-               .split("\n")[0].strip(": "),
-               "date": time.strftime("%Y-%m-%d %H:%M"), "configs": {}}
-    raw = [raw_loopback(args.fill << 20) for _ in range(args.runs)]
-    results["configs"]["raw TCP loopback (1 stream)"] = {
-        "total_ms": summarize(raw, "total_ms"), "throughput_MBps": summarize(raw, "throughput_MBps")}
-    for name, make in configs.items():
-        runs = []
-        for i in range(args.runs):
-            r = migrate_once(make, args.fill, wd, boot_timeout=600)
-            print(f"{name} run {i + 1}: {r}", flush=True)
-            runs.append(r)
-        results["configs"][name] = {k: summarize(runs, k) for k in runs[0]}
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    out = os.path.join(HERE, "results", time.strftime("%Y%m%d-%H%M%S") + ".json")
-    with open(out, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"\n{results['scenario']}; {results['host']}; median (min-max) of {args.runs} runs\n")
-    print("| configuration | total time (ms) | downtime (ms) | throughput (MB/s) | CPU s src+dst |")
-    print("|---|---|---|---|---|")
-    for name, r in results["configs"].items():
-        def cell(k, fmt="{:.0f}"):
-            if k not in r:
-                return "-"
-            s = r[k]
-            return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}-{fmt.format(s['max'])})"
-        print(f"| {name} | {cell('total_ms')} | {cell('downtime_ms')} | {cell('throughput_MBps')} | "
-              f"{cell('cpu_s', '{:.2f}')} |")
-    print(f"\nresults: {out}")
+
+
+# ---------------------------------------------------------- statistics
+
+METRICS = ("total_ms", "downtime_ms", "expected_downtime_ms", "throughput_MBps", "cpu_s", "cpu_s_src",
+           "cpu_s_dst", "cpu_s_per_gib", "rss_beyond_src_mib", "rss_beyond_dst_mib", "transferred",
+           "setup_ms", "downtime_over_expected")
+
+
+def summarize(runs):
+    ok = [r for r in runs if r.get("ok")]
+    for r in ok:
+        if r.get("expected_downtime_ms") and r.get("downtime_ms") is not None:
+            r["downtime_over_expected"] = r["downtime_ms"] / r["expected_downtime_ms"]
+    out = {}
+    for k in METRICS:
+        v = [r[k] for r in ok if r.get(k) is not None]
+        if v:
+            out[k] = {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
+    return out
+
+
+def med(entry, key):
+    s = entry["summary"].get(key)
+    return s["median"] if s else None
+
+
+# ------------------------------------------------------------ markdown
+
+def fmt_stat(s, digits=0):
+    if not s:
+        return "-"
+    f = f"{{:.{digits}f}}"
+    if s["n"] == 1 or s["min"] == s["max"]:
+        return f.format(s["median"])
+    return f"{f.format(s['median'])} ({f.format(s['min'])}-{f.format(s['max'])})"
+
+
+def scenario_table(sc):
+    rows = ["| config | total ms | downtime ms | expected-downtime ms | MB/s | CPU s | "
+            "peak RSS beyond RAM src / dst MiB |", "|---|---|---|---|---|---|---|"]
+    notes = []
+    for name, e in sc["configs"].items():
+        runs, s = e["runs"], e["summary"]
+        failed = [r for r in runs if not r.get("ok")]
+        label = name
+        if failed and len(failed) < len(runs):
+            label += f" ({len(failed)}/{len(runs)} runs failed)"
+        for i, r in enumerate(runs):
+            if not r.get("ok"):
+                notes.append(f"- {name}, run {i + 1}: {r.get('error', 'failed')}")
+        if not s:
+            rows.append(f"| {label} | failed | failed | failed | failed | failed | failed |")
+            continue
+        if e["kind"] == "raw":
+            rows.append(f"| {label} | {fmt_stat(s.get('total_ms'))} | - | - | "
+                        f"{fmt_stat(s.get('throughput_MBps'))} | - | - |")
+            continue
+        rows.append(f"| {label} | {fmt_stat(s.get('total_ms'))} | {fmt_stat(s.get('downtime_ms'))} | "
+                    f"{fmt_stat(s.get('expected_downtime_ms'))} | {fmt_stat(s.get('throughput_MBps'))} | "
+                    f"{fmt_stat(s.get('cpu_s'), 2)} | {fmt_stat(s.get('rss_beyond_src_mib'), 1)} / "
+                    f"{fmt_stat(s.get('rss_beyond_dst_mib'), 1)} |")
+    return rows, notes
+
+
+METHOD = """\
+- Every configuration migrates the same guest ELF (`build/kvm/guests/*.elf`;
+  QEMU runs it with `-kernel ELF -append ARGS`, kmig with `kmig run --guest`)
+  from a source to a destination process on 127.0.0.1, 1 vCPU,
+  `max-bandwidth` 2^40 (unlimited), `downtime-limit` {dl} ms; the destination
+  starts with `-incoming defer` / `--incoming defer` and gets its
+  capabilities before `migrate-incoming`; the migration starts when the
+  source guest prints its ready line (`idle: ready`, `dirty: filled`).
+- kmig: `multifd` on with `multifd-channels` N for N channels (off, the main
+  stream, for 1ch); `x-kmig-send-mode` `copy` or `zero-copy`; `--dirty-bitmap`
+  or the default dirty ring.  QEMU: `multifd` + `multifd-channels` N for
+  multifd-N; `-accel kvm,dirty-ring-size=4096` for ring.  The exact QMP
+  commands of every run are in results.json (`qmp`).  A kmig run counts
+  only if its `x-kmig` reports the dirty tracking, channels and send mode
+  of its label.  On loopback the kernel copies MSG_ZEROCOPY data anyway
+  when it reaches the local receiver (kmig counts those sends in
+  `x-kmig.zero-copy-copied`): here zero-copy shows what its machinery
+  costs, not the copy it saves on a real NIC.
+- total ms, downtime ms: the source's `query-migrate` `total-time` and
+  `downtime` once completed (QEMU's figures are its source's view).
+  expected-downtime ms: kmig: `x-kmig.switchover-expected-downtime`, the
+  estimate its switchover was decided on; QEMU: the last
+  `expected-downtime` seen while `active` (sampled every {qp} ms, as is `remaining`: the top-level member where it
+  exists (kmig, QEMU >= 8), `ram.remaining` otherwise (QEMU 7.2)).
+  MB/s: `ram.transferred` / total time (10^6 bytes).
+- CPU s: utime+stime of both processes (`/proc/PID/stat`, all threads),
+  delta from just before `migrate` to completion on the source and to the
+  destination reporting `running`.  It includes the guest's vCPU thread: in
+  the ws scenarios that thread rewrites memory on a whole core throughout.
+- Peak RSS beyond guest RAM, per side: `/proc/PID/status` every {rp} ms
+  during the migration; kmig's guest RAM is a memfd (RssShmem), so beyond =
+  RssAnon + RssFile; QEMU's guest RAM is anonymous, so beyond = VmRSS minus
+  the RAM the guest wrote (the scenario's fill), which also counts the few
+  MiB of firmware, image and page tables the guest touched besides.
+- raw loopback: `bench/loopback.c` pushes as many bytes as the guest has RAM
+  over 1 or N TCP streams with send()/recv() of 1 MiB, each side walking its
+  own 64 MiB buffer (memory bandwidth paid on both sides, no page faults).
+- Each cell: median (min-max) over the runs that completed; a failed run is
+  listed under its table with its error and left out of the figures."""
+
+
+def targets(results, downtime_limit):
+    """The issue's targets, each (text, verdict)."""
+    out = []
+    scen = results["scenarios"]
+
+    def configs(s, kind):
+        return {n: e for n, e in scen[s]["configs"].items() if e["kind"] == kind and e["summary"]} \
+            if s in scen else {}
+
+    def best(s, kind, key, lowest=True, where=lambda n: True):
+        c = {n: e for n, e in configs(s, kind).items() if where(n) and med(e, key) is not None}
+        if not c:
+            return None, None
+        n = (min if lowest else max)(c, key=lambda n: med(c[n], key))
+        return n, med(c[n], key)
+
+    def verdict(ok):
+        return "**PASS**" if ok else "**MISS**"
+
+    def na(text, why):
+        out.append((f"{text}: n/a ({why})", "N/A"))
+
+    # (a) idle-1g: total time vs QEMU, throughput vs the wire.  A target
+    # whose scenario was not run is left out.
+    s = "idle-1g"
+    kn, kt = best(s, "kmig", "total_ms")
+    for label, where, frac in (("QEMU single stream", lambda n: "1 stream" in n, 1 / 3),
+                               ("QEMU multifd", lambda n: "multifd" in n, 1 / 2)):
+        text = f"(a) {s}: kmig best total time ≤ {frac:.2f} × {label}'s"
+        qn, qt = best(s, "qemu", "total_ms", where=where)
+        if s not in scen:
+            continue
+        if kt is None or qt is None:
+            na(text, "no completed kmig run" if kt is None else f"no completed {label} run")
+        else:
+            r = kt / qt
+            out.append((f"{text}: {kn} {kt:.0f} ms vs {qn} {qt:.0f} ms, ratio {r:.2f}", verdict(r <= frac)))
+    text = f"(a) {s}: kmig best throughput ≥ 80% of raw loopback"
+    kn, kb = best(s, "kmig", "throughput_MBps", lowest=False)
+    rn, rb = best(s, "raw", "throughput_MBps", lowest=False)
+    if s not in scen:
+        pass
+    elif kb is None or rb is None:
+        na(text, "no completed kmig run" if kb is None else "no raw loopback result")
+    else:
+        r = kb / rb
+        out.append((f"{text}: {kn} {kb:.0f} MB/s vs {rn} {rb:.0f} MB/s, ratio {r:.2f}", verdict(r >= 0.8)))
+
+    # (b) ws scenarios: downtime, every kmig configuration
+    for s in ("ws64-1g", "ws256-1g"):
+        k = {n: e for n, e in configs(s, "kmig").items() if med(e, "downtime_ms") is not None}
+        if not k:
+            if s in scen:
+                na(f"(b) {s}: kmig downtime", "no completed kmig run")
+            continue
+        worst = max(k, key=lambda n: med(k[n], "downtime_ms"))
+        wd = med(k[worst], "downtime_ms")
+        out.append((f"(b) {s}: every kmig config's downtime ≤ downtime-limit {downtime_limit} ms: "
+                    f"worst {worst} {wd:.0f} ms, ratio {wd / downtime_limit:.2f}", verdict(wd <= downtime_limit)))
+        qn, qd = best(s, "qemu", "downtime_ms")
+        text = f"(b) {s}: every kmig config's downtime ≤ QEMU's best"
+        if qd is None:
+            na(text, "no completed QEMU run")
+        else:
+            r = wd / qd if qd else float("inf")
+            out.append((f"{text}: worst {worst} {wd:.0f} ms vs {qn} {qd:.0f} ms, ratio {r:.2f}",
+                        verdict(wd <= qd)))
+        dev = {n: med(e, "downtime_over_expected") for n, e in k.items()}
+        dev = {n: v for n, v in dev.items() if v is not None}
+        text = f"(b) {s}: every kmig config's downtime within ±30% of its expected-downtime"
+        if not dev:
+            na(text, "no expected-downtime seen while active")
+        else:
+            wn = max(dev, key=lambda n: abs(dev[n] - 1))
+            out.append((f"{text}: worst {wn} downtime/expected {dev[wn]:.2f}",
+                        verdict(all(0.7 <= v <= 1.3 for v in dev.values()))))
+
+    # (c) sparse RAM costs (almost) nothing
+    text = "(c) sparse-16g: kmig best total time ≤ 2 × idle-1g's"
+    sn, st = best("sparse-16g", "kmig", "total_ms")
+    i_n, it = best("idle-1g", "kmig", "total_ms")
+    if "sparse-16g" not in scen:
+        pass
+    elif st is None or it is None:
+        na(text, "needs completed kmig runs of both scenarios")
+    else:
+        out.append((f"{text}: {sn} {st:.0f} ms vs {i_n} {it:.0f} ms, ratio {st / it:.2f}",
+                    verdict(st <= 2 * it)))
+
+    # (d) CPU per GiB, where the guest is idle: there the processes' CPU is
+    # the migration's alone
+    for s in ("idle-1g", "sparse-16g"):
+        text = f"(d) {s}: kmig best CPU s per GiB migrated ≤ 1/2 × QEMU's best"
+        kn, kc = best(s, "kmig", "cpu_s_per_gib")
+        qn, qc = best(s, "qemu", "cpu_s_per_gib")
+        if s not in scen:
+            continue
+        if kc is None or qc is None:
+            na(text, "no completed kmig run" if kc is None else "no completed QEMU run")
+        else:
+            r = kc / qc
+            out.append((f"{text}: {kn} {kc:.2f} vs {qn} {qc:.2f} CPU s/GiB, ratio {r:.2f}", verdict(r <= 0.5)))
+    for s in ("ws64-1g", "ws256-1g"):
+        if s in scen:
+            out.append((f"(d) {s}: not judged: the guest's vCPU burns a core for the whole migration, "
+                        "so CPU s there is mostly total time (figures in the table)", "N/A"))
+
+    # (e) memory beyond guest RAM, worst run of any kmig configuration
+    for side in ("src", "dst"):
+        key = f"rss_beyond_{side}_mib"
+        worst = None
+        for s, sc in scen.items():
+            for n, e in sc["configs"].items():
+                if e["kind"] != "kmig" or key not in e["summary"]:
+                    continue
+                v = e["summary"][key]["max"]
+                if worst is None or v > worst[0]:
+                    worst = (v, s, n)
+        text = f"(e) kmig peak RSS beyond guest RAM ≤ {RSS_LIMIT_MIB} MiB, {side}"
+        if worst is None:
+            na(text, "no completed kmig run")
+        else:
+            v, s, n = worst
+            out.append((f"{text}: worst {v:.1f} MiB ({s}, {n}), ratio {v / RSS_LIMIT_MIB:.2f}",
+                        verdict(v <= RSS_LIMIT_MIB)))
+    return out
+
+
+def markdown(results):
+    h, o = results["host"], results["options"]
+    lines = [f"# kmig benchmark, {results['date']}", "",
+             f"Host: {h['cpu_model']}, {h['cpus']} CPUs, {h['mem_total_mib']} MiB, kernel {h['kernel']}; "
+             f"{h['qemu'] or 'QEMU not installed'}; kmig {h['kmig_git']}.",
+             f"Runs: {o['runs']} per configuration (median (min-max)); channels N = {o['channels']}; "
+             f"downtime-limit {o['downtime_limit']} ms; per-migration timeout {o['timeout']} s.", ""]
+    for name, sc in results["scenarios"].items():
+        lines += [f"## {name}", "", sc["about"] + ".", ""]
+        rows, notes = scenario_table(sc)
+        lines += rows + [""]
+        if notes:
+            lines += ["Failed runs:", ""] + notes + [""]
+        for p in sc.get("plots", []):
+            lines.append(f"![{p}]({p})")
+        if sc.get("plots"):
+            lines.append("")
+    lines += ["## Targets", ""]
+    for text, v in results["targets"]:
+        lines.append(f"- {v} {text}")
+    if results.get("plots_note"):
+        lines += ["", results["plots_note"]]
+    lines += ["", "## Method", "", METHOD.format(dl=o["downtime_limit"], qp=int(QUERY_PERIOD * 1000),
+                                                  rp=int(RSS_PERIOD * 1000)), ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------- plots
+
+def gp_str(s):
+    return "'" + s.replace("'", "''") + "'"
+
+
+def plots(results, out_dir):
+    """PNGs with gnuplot: remaining over time (first run of each config),
+    throughput and downtime bars (median, min-max).  The .dat and .gp files
+    stay next to them."""
+    gp = shutil.which("gnuplot")
+    term = "set terminal pngcairo size 1100,650 font ',10' noenhanced"
+    for name, sc in results["scenarios"].items():
+        made = []
+        base = os.path.join(out_dir, f"remaining-{name}")
+        series = []
+        with open(base + ".dat", "w") as f:
+            for cname, e in sc["configs"].items():
+                run = next((r for r in e["runs"] if r.get("ok") and r.get("remaining_samples")),
+                           next((r for r in e["runs"] if r.get("remaining_samples")), None))
+                if not run:
+                    continue
+                f.write(f"# {cname}\n")
+                for t, _st, rem, *_ in run["remaining_samples"]:
+                    if rem is not None:
+                        f.write(f"{t / 1000:.3f} {rem / MiB:.3f}\n")
+                f.write("\n\n")
+                series.append(cname)
+        if series:
+            plot = ", ".join(f"{gp_str(base + '.dat')} index {i} using 1:2 with lines lw 2 title {gp_str(c)}"
+                             for i, c in enumerate(series))
+            script = "\n".join([term, f"set output {gp_str(base + '.png')}",
+                                f"set title {gp_str(f'{name}: remaining over time (first run)')}",
+                                "set xlabel 'seconds since migrate'", "set ylabel 'remaining (MiB)'",
+                                "set key outside right top", "set grid", f"plot {plot}"])
+            made.append((base, script))
+        for key, unit, kinds in (("throughput_MBps", "MB/s", ("raw", "kmig", "qemu")),
+                                 ("downtime_ms", "ms", ("kmig", "qemu"))):
+            what = key.split("_")[0]
+            base = os.path.join(out_dir, f"{what}-{name}")
+            rows = [(c, e["summary"][key]) for c, e in sc["configs"].items()
+                    if e["kind"] in kinds and key in e["summary"]]
+            if not rows:
+                continue
+            with open(base + ".dat", "w") as f:
+                for c, s in rows:
+                    f.write(f"\"{c}\" {s['median']} {s['min']} {s['max']}\n")
+            script = "\n".join([term, f"set output {gp_str(base + '.png')}",
+                                f"set title {gp_str(f'{name}: {what}, median (min-max)')}",
+                                f"set ylabel {gp_str(unit)}", "set style data histograms",
+                                "set style histogram errorbars gap 1 lw 1",
+                                "set style fill solid 0.6 border -1", "set boxwidth 0.8",
+                                "set xtics rotate by 30 right", "set yrange [0:*]", "set offsets 0, 0, graph 0.05, 0",
+                                "set grid ytics",
+                                "set bmargin 10",
+                                f"plot {gp_str(base + '.dat')} using 2:3:4:xtic(1) notitle"])
+            made.append((base, script))
+        sc["plots"] = []
+        for base, script in made:
+            with open(base + ".gp", "w") as f:
+                f.write(script + "\n")
+            if gp:
+                r = subprocess.run([gp, base + ".gp"], capture_output=True, text=True)
+                if r.returncode == 0:
+                    sc["plots"].append(os.path.basename(base) + ".png")
+                else:
+                    log(f"bench: gnuplot failed on {base}.gp: {r.stderr.strip()}")
+
+
+# ---------------------------------------------------------------- main
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(
+        description="kmig vs QEMU live-migration benchmark (see the top of bench/bench.py)")
+    ap.add_argument("--build", default=os.path.join(SRC_ROOT, "build"), help="meson build directory")
+    ap.add_argument("--runs", type=int, help="runs per configuration (default 3, at least 3 for the full "
+                    "bench; 1 with --smoke)")
+    ap.add_argument("--channels", type=int, default=4, help="N: streams/channels of the N configs (default 4)")
+    ap.add_argument("--scenarios", help=f"comma-separated, from: {', '.join(SCENARIOS)} (default all)")
+    ap.add_argument("--configs", help="comma-separated substrings: run the configurations whose name "
+                    "contains one (e.g. 'kmig 1ch,QEMU 1 stream bitmap')")
+    ap.add_argument("--no-qemu", action="store_true", help="leave out the QEMU configurations")
+    ap.add_argument("--smoke", action="store_true", help="tiny run (< 60 s): idle guest 32 MiB of 256 MiB, "
+                    "1 run, raw loopback, kmig 1ch copy and Nch zero-copy (ring), no QEMU")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"),
+                    help="results root: writes OUT/<timestamp>/ and OUT/latest (default bench/results)")
+    ap.add_argument("--downtime-limit", type=int, default=300, help="ms (default 300)")
+    ap.add_argument("--timeout", type=float, default=60, help="seconds before a migration that has not "
+                    "completed is cancelled and counted as failed (default 60)")
+    ap.add_argument("--boot-timeout", type=float, default=300,
+                    help="seconds to wait for the source guest's ready line (default 300)")
+    a = ap.parse_args(argv)
+    if a.channels < 1 or a.channels > 64:
+        ap.error("--channels must be 1..64")
+    if a.smoke:
+        a.runs = a.runs or 1
+        a.no_qemu = True
+    elif a.runs is None:
+        a.runs = 3
+    elif a.runs < 3 and not (a.scenarios or a.configs):
+        ap.error("the full bench needs --runs 3 or more (medians of fewer are not worth publishing); "
+                 "narrow it with --scenarios or --configs for a quick look")
+    if a.runs < 1:
+        ap.error("--runs must be at least 1")
+    return a
+
+
+def select(args):
+    if args.smoke:
+        scens = [SMOKE]
+    else:
+        names = [s.strip() for s in args.scenarios.split(",")] if args.scenarios else list(SCENARIOS)
+        bad = [n for n in names if n not in SCENARIOS]
+        if bad:
+            sys.exit(f"bench: unknown scenario(s) {', '.join(bad)}; known: {', '.join(SCENARIOS)}")
+        scens = [SCENARIOS[n] for n in names]
+    cfgs = all_configs(args.channels, args.smoke)
+    if args.no_qemu:
+        cfgs = [c for c in cfgs if c.kind != "qemu"]
+    if args.configs:
+        subs = [s.strip() for s in args.configs.split(",") if s.strip()]
+        cfgs = [c for c in cfgs if any(s in c.name for s in subs)]
+        if not cfgs:
+            sys.exit(f"bench: --configs {args.configs!r} matches no configuration; names: "
+                     + "; ".join(c.name for c in all_configs(args.channels)))
+    return scens, cfgs
+
+
+def make_out_dir(root):
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir, n = os.path.join(root, stamp), 1
+    while os.path.exists(out_dir):      # two runs within one second
+        n += 1
+        out_dir = os.path.join(root, f"{stamp}-{n}")
+    os.makedirs(out_dir)
+    return out_dir
+
+
+def dump_json(obj, path):
+    text = json.dumps(obj, indent=2)
+
+    # a flat array (a sample, a list of numbers) on one line: the raw
+    # samples would otherwise take one line per number
+    def flat(m):
+        try:
+            return json.dumps(json.loads(m.group(0)))
+        except ValueError:
+            return m.group(0)
+    text = re.sub(r"\[[^\[\]{}]*\]", flat, text)
+    with open(path, "w") as f:
+        f.write(text + "\n")
+
+
+def link_latest(root, out_dir):
+    latest = os.path.join(root, "latest")
+    tmp = latest + ".tmp"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(os.path.basename(out_dir), tmp)
+    if os.path.isdir(latest) and not os.path.islink(latest):
+        shutil.rmtree(latest)
+    os.replace(tmp, latest)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    scens, cfgs = select(args)
+    if not os.path.exists("/dev/kvm") or not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        sys.exit("bench: /dev/kvm is missing or not accessible: the guests need KVM")
+    env = Env(args.build, tempfile.mkdtemp(prefix="kmig-bench-"))
+    missing = [p for p in [env.kmig] + [env.elf(s.guest) for s in scens] if not os.path.exists(p)]
+    if missing:
+        sys.exit(f"bench: {', '.join(missing)} missing: build first (ninja -C {args.build})")
+    if any(c.kind == "qemu" for c in cfgs) and not env.qemu:
+        if apt_install("qemu-system-x86", "the QEMU configurations"):
+            env.qemu = shutil.which("qemu-system-x86_64")
+        if not env.qemu:
+            log("bench: qemu-system-x86_64 not found and not installable: QEMU configurations fail")
+    plots_note = None
+    if not shutil.which("gnuplot") and not args.smoke:
+        apt_install("gnuplot-nox", "the plots")
+    if not shutil.which("gnuplot"):
+        plots_note = "Plots skipped: gnuplot is not installed (apt-get install gnuplot-nox); " \
+                     "the .gp/.dat files to make them are in this directory."
+        log(f"bench: {plots_note}")
+
+    results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": host_info(env),
+               "options": {"runs": args.runs, "channels": args.channels, "smoke": args.smoke,
+                           "downtime_limit": args.downtime_limit, "timeout": args.timeout,
+                           "max_bandwidth": UNLIMITED_BW, "query_period_ms": QUERY_PERIOD * 1000,
+                           "rss_period_ms": RSS_PERIOD * 1000},
+               "method": METHOD.format(dl=args.downtime_limit, qp=int(QUERY_PERIOD * 1000),
+                                       rp=int(RSS_PERIOD * 1000)),
+               "scenarios": {}}
+    t_start = time.monotonic()
+    try:
+        for scen in scens:
+            sc = results["scenarios"][scen.name] = {
+                "about": scen.about, "guest": scen.guest, "params": scen.params, "mem_mib": scen.mem_mib,
+                "configs": {c.name: {**dataclasses.asdict(c), "runs": [], "summary": {}} for c in cfgs}}
+            dead = {}           # config -> the setup error that later runs would repeat
+            for i in range(args.runs):
+                for c in cfgs:
+                    e = sc["configs"][c.name]
+                    if c.name in dead:
+                        e["runs"].append({"ok": False, "stage": "skipped",
+                                          "error": f"not run: run {dead[c.name]} was refused the same "
+                                                   "configuration"})
+                        continue
+                    if c.kind == "qemu" and not env.qemu:
+                        r = {"ok": False, "stage": "setup", "error": "qemu-system-x86_64 not installed"}
+                    elif c.kind == "raw":
+                        r = raw_once(env, c, scen, args)
+                    else:
+                        r = migrate_once(env, c, scen, args)
+                    e["runs"].append(r)
+                    if r.get("stage") == "setup":
+                        dead[c.name] = i + 1
+                    if r.get("ok"):
+                        msg = f"total {r['total_ms']:.0f} ms, {r['throughput_MBps']:.0f} MB/s"
+                        if c.kind != "raw":
+                            msg += (f", downtime {r['downtime_ms']} ms, expected {r['expected_downtime_ms']}"
+                                    f", CPU {r['cpu_s']:.2f} s, RSS beyond {r['rss_beyond_src_mib']:.1f}/"
+                                    f"{r['rss_beyond_dst_mib']:.1f} MiB")
+                    else:
+                        msg = f"FAILED: {r.get('error')}"
+                    log(f"[{scen.name}] {c.name} run {i + 1}/{args.runs}: {msg}")
+            for e in sc["configs"].values():
+                e["summary"] = summarize(e["runs"])
+    finally:
+        shutil.rmtree(env.workdir, ignore_errors=True)
+    results["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    results["targets"] = targets(results, args.downtime_limit)
+    results["plots_note"] = plots_note
+    out_dir = make_out_dir(args.out)
+    plots(results, out_dir)
+    md = markdown(results)
+    dump_json(results, os.path.join(out_dir, "results.json"))
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(md)
+    link_latest(args.out, out_dir)
+    print(md)
+    log(f"bench: results in {out_dir} (and {os.path.join(args.out, 'latest')}), "
+        f"{results['elapsed_s']:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

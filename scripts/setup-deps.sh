@@ -7,6 +7,7 @@ PKGS=(
   meson ninja-build pkg-config gcc make binutils
   libglib2.0-dev libjson-glib-dev liburing-dev libbpf-dev libcmocka-dev
   clang bpftool linux-libc-dev python3
+  gnuplot-nox  # the plots of bench/bench.py (make bench, kmig bench)
 )
 # QEMU is the peer the benchmarks compare against; the tests use it to prove
 # the built-in guests boot the same way under QEMU's -kernel.

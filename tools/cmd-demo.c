@@ -17,7 +17,8 @@
 
 struct demo_opts {
 	uint64_t mem_mib, vcpus, ws_mib, rate;
-	bool bitmap, keep;
+	const char *tracking;	/* ring, bitmap or auto */
+	bool keep;
 };
 
 static int free_tcp_port(void)
@@ -57,8 +58,8 @@ static GSubprocess *spawn_kmig(const struct demo_opts *o, const char *dir, const
 	argv[n++] = "--vcpus"; argv[n++] = vcpus;
 	argv[n++] = "--serial"; argv[n++] = serial;
 	argv[n++] = "--qmp"; argv[n++] = qmp;
-	if (o->bitmap)
-		argv[n++] = "--dirty-bitmap";
+	argv[n++] = "--dirty-tracking";
+	argv[n++] = o->tracking;
 	if (incoming) {
 		argv[n++] = "--incoming";
 		argv[n++] = incoming;
@@ -126,7 +127,8 @@ static bool wait_guest(const char *dir, const char *name, int want, int timeout_
 static void demo_usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: kmig demo [--mem MIB] [--vcpus N] [--ws MIB] [--rate MIB/S] [--dirty-bitmap] [--keep]\n"
+		"Usage: kmig demo [--mem MIB] [--vcpus N] [--ws MIB] [--rate MIB/S]\n"
+		"                 [--dirty-tracking ring|bitmap|auto] [--keep]\n"
 		"\n"
 		"Start a destination and a source kmig on loopback running the self-checking\n"
 		"'verify' guest, live-migrate it while every vCPU rewrites its working set,\n"
@@ -136,7 +138,9 @@ static void demo_usage(FILE *f)
 		"  --vcpus N       vCPUs, each dirtying its share of the working set (default 2)\n"
 		"  --ws MIB        working set rewritten by the guest (default 64)\n"
 		"  --rate MIB/S    dirty rate per vCPU, 0 = as fast as it can (default 32)\n"
-		"  --dirty-bitmap  use KVM's dirty bitmap instead of the dirty ring\n"
+		"  --dirty-tracking MODE\n"
+		"                  KVM's dirty ring, dirty bitmap, or auto (default: kmig run's\n"
+		"                  rule, see kmig run --help); --dirty-bitmap = bitmap\n"
 		"  --keep          keep the work directory with logs and sockets\n");
 }
 
@@ -146,11 +150,12 @@ static int parse_demo(int argc, char **argv, struct demo_opts *o)
 		{ "mem", required_argument, NULL, 'm' }, { "vcpus", required_argument, NULL, 'c' },
 		{ "ws", required_argument, NULL, 'w' }, { "rate", required_argument, NULL, 'r' },
 		{ "dirty-bitmap", no_argument, NULL, 'b' }, { "keep", no_argument, NULL, 'k' },
+		{ "dirty-tracking", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' }, { 0 },
 	};
 	int c;
 
-	*o = (struct demo_opts){ .mem_mib = 512, .vcpus = 2, .ws_mib = 64, .rate = 32 };
+	*o = (struct demo_opts){ .mem_mib = 512, .vcpus = 2, .ws_mib = 64, .rate = 32, .tracking = "auto" };
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		int bad = 0;
@@ -160,7 +165,11 @@ static int parse_demo(int argc, char **argv, struct demo_opts *o)
 		case 'c': bad = parse_u64(optarg, 64, &o->vcpus) || !o->vcpus; break;
 		case 'w': bad = parse_u64(optarg, 1 << 20, &o->ws_mib) || !o->ws_mib; break;
 		case 'r': bad = parse_u64(optarg, 1 << 20, &o->rate); break;
-		case 'b': o->bitmap = true; break;
+		case 'b': o->tracking = "bitmap"; break;
+		case 't':
+			bad = strcmp(optarg, "ring") && strcmp(optarg, "bitmap") && strcmp(optarg, "auto");
+			o->tracking = optarg;
+			break;
 		case 'k': o->keep = true; break;
 		case 'h': demo_usage(stdout); return 1;
 		default: demo_usage(stderr); return 2;
@@ -232,9 +241,10 @@ int cmd_demo(int argc, char **argv)
 		return 1;
 	}
 	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", port);
-	printf("kmig demo: verify guest, %llu MiB RAM, %llu vCPUs rewriting %llu MiB at %llu MiB/s each, %s\n",
+	printf("kmig demo: verify guest, %llu MiB RAM, %llu vCPUs rewriting %llu MiB at %llu MiB/s each, "
+	       "dirty tracking %s\n",
 	       (unsigned long long)o.mem_mib, (unsigned long long)o.vcpus, (unsigned long long)o.ws_mib,
-	       (unsigned long long)o.rate, o.bitmap ? "dirty bitmap" : "dirty ring");
+	       (unsigned long long)o.rate, o.tracking);
 	printf("work directory: %s\n\n", dir);
 	GSubprocess *dst = spawn_kmig(&o, dir, "destination", uri);
 	GSubprocess *src = dst ? spawn_kmig(&o, dir, "source", NULL) : NULL;

@@ -1,4 +1,4 @@
-/* kmig — live migration of KVM guests.  Subcommands: run, migrate, info, demo.
+/* kmig — live migration of KVM guests.  Subcommands: run, migrate, info, demo, bench.
  * Parsing and wiring only: the work is in kvm/, ring/, savevm/, qapi/. */
 #include <errno.h>
 #include <getopt.h>
@@ -10,6 +10,7 @@
 #include <glib-unix.h>
 
 #include "kvm/guests/builtin.h"
+#include "kvm/kvm.h"
 #include "qapi/qmp.h"
 #include "savevm/machine.h"
 #include "tools/kmig.h"
@@ -104,9 +105,14 @@ static void run_usage(FILE *f)
 		"  --qmp PATH            QMP server on unix socket PATH (mode 0600)\n"
 		"  --incoming URI|defer  wait for an incoming migration on tcp:HOST:PORT or unix:PATH;\n"
 		"                        'defer' waits for QMP migrate-incoming\n"
-		"  --dirty-ring N        track dirty pages with KVM dirty rings of N entries per vCPU\n"
-		"                        (power of two, default 4096; the default backend)\n"
-		"  --dirty-bitmap        track dirty pages with KVM's dirty bitmap instead\n"
+		"  --dirty-tracking ring|bitmap|auto\n"
+		"                        how dirty pages are tracked: KVM dirty rings, KVM's dirty\n"
+		"                        bitmap, or auto (the default): the bitmap below %llu GiB of\n"
+		"                        RAM, rings from there up, whichever costs least at that size\n"
+		"                        (bench/harvest_cost.c measures it)\n"
+		"  --dirty-ring N        dirty rings of N entries per vCPU (power of two, default 4096);\n"
+		"                        implies --dirty-tracking ring\n"
+		"  --dirty-bitmap        the same as --dirty-tracking bitmap\n"
 		"  --device blob,id=NAME,size=SIZE[,dirty-rate=BYTES/S][,stop-copy=SIZE]\n"
 		"                        an iterable device with SIZE bytes of state (like a VFIO\n"
 		"                        device) rewritten at dirty-rate while the guest runs, plus\n"
@@ -122,7 +128,8 @@ static void run_usage(FILE *f)
 		"\n"
 		"Exit status: the code the guest wrote to port 0xf4, 0 after quit, 1 when an\n"
 		"incoming migration failed, 2 on a KVM error.\n"
-		"\nBuilt-in guests:\n", MACHINE_MAX_VCPUS, STATS_PERIOD_MIN_MS, STATS_PERIOD_MAX_MS,
+		"\nBuilt-in guests:\n", MACHINE_MAX_VCPUS, KVM_DIRTY_AUTO_RING_MIN_BYTES >> 30,
+		STATS_PERIOD_MIN_MS, STATS_PERIOD_MAX_MS,
 		STATS_PERIOD_DEFAULT_MS);
 	size_t n;
 	const struct kvm_builtin_guest *g = kvm_builtin_guests(&n);
@@ -171,13 +178,14 @@ int cmd_run(int argc, char **argv)
 		{ "mem", required_argument, NULL, 'm' }, { "vcpus", required_argument, NULL, 'c' },
 		{ "serial", required_argument, NULL, 's' }, { "qmp", required_argument, NULL, 'q' },
 		{ "incoming", required_argument, NULL, 'i' }, { "dirty-ring", required_argument, NULL, 'r' },
-		{ "dirty-bitmap", no_argument, NULL, 'b' },
+		{ "dirty-bitmap", no_argument, NULL, 'b' }, { "dirty-tracking", required_argument, NULL, 'T' },
 		{ "device", required_argument, NULL, 'D' },
 		{ "stats-file", required_argument, NULL, 'S' }, { "stats-period", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' }, { 0 },
 	};
 	struct machine_config cfg = { .mem_mib = 256, .vcpus = 1, .dirty_mode = DIRTY_MODE_RING,
 				      .dirty_ring_entries = 4096 };
+	enum kvm_dirty_backend tracking = KVM_DIRTY_AUTO;
 	const char *qmp_path = NULL, *append = NULL, *stats_path = NULL;
 	uint64_t stats_period = STATS_PERIOD_DEFAULT_MS;
 	bool has_stats_period = false;
@@ -223,9 +231,19 @@ int cmd_run(int argc, char **argv)
 			if (parse_u64(optarg, 65536, &v) || v < 256 || (v & (v - 1)))
 				return bad_arg("--dirty-ring size (a power of two, 256..65536)", optarg);
 			cfg.dirty_ring_entries = (uint32_t)v;
-			cfg.dirty_mode = DIRTY_MODE_RING;
+			tracking = KVM_DIRTY_RING;
 			break;
-		case 'b': cfg.dirty_mode = DIRTY_MODE_BITMAP; break;
+		case 'b': tracking = KVM_DIRTY_BITMAP; break;
+		case 'T':
+			if (!strcmp(optarg, "ring"))
+				tracking = KVM_DIRTY_RING;
+			else if (!strcmp(optarg, "bitmap"))
+				tracking = KVM_DIRTY_BITMAP;
+			else if (!strcmp(optarg, "auto"))
+				tracking = KVM_DIRTY_AUTO;
+			else
+				return bad_arg("--dirty-tracking (ring, bitmap or auto)", optarg);
+			break;
 		case 'D':
 			if (nr_devices == sizeof(devices) / sizeof(devices[0])) {
 				fprintf(stderr, "kmig run: at most %zu --device options\n",
@@ -261,6 +279,9 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "kmig run: --stats-period needs --stats-file\n");
 		return 2;
 	}
+	cfg.dirty_mode = tracking == KVM_DIRTY_RING	? DIRTY_MODE_RING
+			 : tracking == KVM_DIRTY_BITMAP ? DIRTY_MODE_BITMAP
+							: DIRTY_MODE_AUTO;
 	cfg.guest_name = guest_name;
 	cfg.devices = devices;
 	cfg.nr_devices = nr_devices;
@@ -333,6 +354,7 @@ static void usage(FILE *f)
 		"  migrate   migrate a running kmig guest over QMP, with progress\n"
 		"  info      show a running guest's migration status (like QEMU's 'info migrate')\n"
 		"  demo      migrate the self-checking guest between two kmig processes on loopback\n"
+		"  bench     benchmark kmig's migration against QEMU's and the raw loopback limit\n"
 		"\n"
 		"'kmig COMMAND --help' describes each command.\n");
 }
@@ -360,6 +382,8 @@ int main(int argc, char **argv)
 		return cmd_info(argc - 1, argv + 1);
 	if (!strcmp(cmd, "demo"))
 		return cmd_demo(argc - 1, argv + 1);
+	if (!strcmp(cmd, "bench"))
+		return cmd_bench(argc - 1, argv + 1);
 	fprintf(stderr, "kmig: unknown command '%s'\n\n", cmd);
 	usage(stderr);
 	return 2;

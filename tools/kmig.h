@@ -10,6 +10,7 @@
 int cmd_run(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 
 int parse_u64(const char *s, uint64_t max, uint64_t *out);

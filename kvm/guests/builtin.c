@@ -17,20 +17,21 @@ static struct kvm_builtin_guest guests[] = {
 	{
 		.name = "idle",
 		.summary = "fills memory with a known pattern, then halts all CPUs",
-		.params_help = "fill=MiB (16) cpus=N (all) lm=0|1 (0)",
+		.params_help = "fill=MiB (16) scatter=0|1 (0) cpus=N (all) lm=0|1 (1)",
 		.elf = kvm_guest_elf_idle,
 	},
 	{
 		.name = "dirty",
 		.summary = "rewrites one dword in every page of a working set, paced per CPU",
-		.params_help = "ws=MiB (64) rate=MiB/s per cpu (0 = max) report=ms (1000) cpus=N (all) lm=0|1 (0)",
+		.params_help = "ws=MiB (64) rate=MiB/s per cpu (0 = max) fill=MiB (0) report=ms (1000) cpus=N (all) "
+			       "lm=0|1 (1)",
 		.elf = kvm_guest_elf_dirty,
 	},
 	{
 		.name = "verify",
 		.summary = "self-checking memory and register workload; prints FAIL and exits 3 on corruption",
 		.params_help = "ws=MiB (64) rate=MiB/s per cpu (0 = max) report=ms (1000) "
-			       "passes=N (0 = forever) cpus=N (all) lm=0|1 (0)",
+			       "passes=N (0 = forever) cpus=N (all) lm=0|1 (1)",
 		.elf = kvm_guest_elf_verify,
 	},
 };

@@ -3,8 +3,18 @@
 #
 # Parameters: ws=MiB (64, total, split evenly between CPUs)
 #             rate=MiB/s per CPU (0 = as fast as possible)
+#             fill=MiB (0: none; else at least ws)
 #             report=ms (1000)  cpus=N (all)
 #             lm=0|1 (0: work in 32-bit ring 0, paging off; 1: 64-bit ring 3)
+#
+# With fill=F the CPUs first write every page of [4 MiB, 4 MiB + F) once,
+# between them, as the idle guest does (every dword of the page at P holds
+# P ^ FILL_XOR), wait for each other, and CPU 0 prints
+#     dirty: filled F MiB
+# before the working-set rewriting below starts.  That gives a migration
+# a large, written-once RAM plus a small hot working set (the first ws MiB
+# of the filled area).  No progress line is printed during the fill, and
+# the progress clock (t=) starts when the rewriting does.
 #
 # Each CPU rewrites one dword (offset 0) in every page of its slice with the
 # current pass number, pass after pass, paced on the TSC to `rate`.  Every
@@ -18,14 +28,22 @@
         .section .rodata.str, "a"
 guest_name:     .asciz "dirty"
 name_ws:        .asciz "ws"
+name_fill:      .asciz "fill"
+
+        .set FILL_XOR,          0xDEADBEEF      # as idle's: never 0 (odd)
 
         .bss
 ws_mib:         .long 0
 ws_pages:       .long 0
 rate_mib:       .long 0
 last_pages:     .long 0                         # page total at the previous report
+fill_mib:       .long 0
+fill_pages:     .long 0
+fill_done:      .long 0                         # set by CPU 0 once every CPU has filled
+report_ms:      .long 0
         .balign 8
 last_tsc:       .quad 0                         # TSC at the previous report
+fill_report_ticks: .quad 0                      # report_ticks, held back during the fill
 
         .text
 # BSP: parameters, banner, release the APs, then work as cpu 0.
@@ -39,7 +57,27 @@ guest_main:
         mov     %eax, ws_pages
         GET_PARAM rate, 0
         mov     %eax, rate_mib
-
+        GET_PARAM fill, 0
+        mov     %eax, fill_mib
+        test    %eax, %eax                      # fill=0: no fill, as before
+        jz      2f
+        mov     $name_fill, %esi
+        call    ws_check
+        cmp     ws_mib, %eax                    # the working set lies inside the fill
+        jae     1f
+        LINE_BEGIN
+        PRINT   "error: fill="
+        call    put_dec
+        PRINT   " MiB is smaller than ws="
+        mov     ws_mib, %eax
+        call    put_dec
+        PRINT   " MiB (fill must be 0 or at least ws)"
+        LINE_END
+        mov     $EXIT_FAIL, %al
+        jmp     guest_exit
+1:      shl     $PAGES_PER_MIB_SHIFT, %eax
+        mov     %eax, fill_pages
+2:
         LINE_BEGIN
         PRINT   "start cpus="
         mov     ncpus, %eax
@@ -51,23 +89,41 @@ guest_main:
         mov     rate_mib, %eax
         call    put_dec
         PRINT   " MiB/s"
-        LINE_END
+        cmpl    $0, fill_mib
+        je      1f
+        PRINT   " fill="
+        mov     fill_mib, %eax
+        call    put_dec
+        PRINT   " MiB"
+1:      LINE_END
 
         movl    $dirty_report, report_fn
         movl    $dirty_report64, report_fn64
         GET_PARAM report, 1000
+        mov     %eax, report_ms
         call    report_init
         mov     work_t0, %eax
         mov     %eax, last_tsc
         mov     work_t0 + 4, %eax
         mov     %eax, last_tsc + 4
-        jmp     work_begin
+        cmpl    $0, fill_pages                  # no progress lines while filling:
+        je      1f                              # CPU 0 restores report_ticks after
+        mov     report_ticks, %eax
+        mov     %eax, fill_report_ticks
+        mov     report_ticks + 4, %eax
+        mov     %eax, fill_report_ticks + 4
+        movl    $0, report_ticks
+        movl    $0, report_ticks + 4
+1:      jmp     work_begin
 
 # guest_work32: EAX = cpu.  32-bit ring 0, paging off.
 # EBX = percpu, ECX = pass, ESI = page index, EDI = page address.
 guest_work32:
         call    percpu_init
-        mov     ws_pages, %ecx
+        cmpl    $0, fill_pages
+        je      1f
+        call    fill32
+1:      mov     ws_pages, %ecx
         call    slice_init
         mov     rate_mib, %eax
         call    pace_init
@@ -89,6 +145,50 @@ guest_work32:
         mov     %ecx, PC_DONE(%ebx)
         incl    PC_PASS(%ebx)
         jmp     .Lpass
+
+# fill32: EBX = percpu.  Fill this CPU's slice of the fill area once, then
+# meet the other CPUs: CPU 0 waits for all, restarts the progress clock,
+# prints the "filled" line and releases the others, who wait for that.
+# Clobbers EAX, ECX, EDX, ESI, EDI.
+fill32:
+        mov     fill_pages, %ecx
+        call    slice_init
+        mov     PC_FIRST(%ebx), %esi
+1:      cmp     PC_END(%ebx), %esi
+        jae     2f
+        mov     %esi, %edi
+        shl     $PAGE_SHIFT, %edi
+        add     $WS_BASE, %edi
+        mov     %edi, %eax
+        xor     $FILL_XOR, %eax
+        mov     $PAGE_DWORDS, %ecx
+        rep stosl
+        inc     %esi
+        jmp     1b
+2:      lock incl cpus_finished
+        cmpl    $0, PC_CPU(%ebx)
+        jne     4f
+        call    wait_all_finished
+        mov     report_ms, %eax                 # the clock starts with the rewriting
+        call    report_init
+        mov     work_t0, %eax
+        mov     %eax, last_tsc
+        mov     work_t0 + 4, %eax
+        mov     %eax, last_tsc + 4
+        LINE_BEGIN
+        PRINT   "filled "
+        mov     fill_mib, %eax
+        call    put_dec
+        PRINT   " MiB"
+        LINE_END
+        movl    $1, fill_done
+        ret
+4:      cmpl    $0, fill_done
+        jne     5f
+        call    work_poll
+        pause
+        jmp     4b
+5:      ret
 
 # dirty_report (CPU 0): progress line with the total rate since the last one.
 dirty_report:
@@ -140,7 +240,10 @@ dirty_report:
         CODE64
 guest_work64:                                   # EDI = cpu
         call    percpu_init64
-        mov     ws_pages(%rip), %ecx
+        cmpl    $0, fill_pages(%rip)
+        je      1f
+        call    fill64
+1:      mov     ws_pages(%rip), %ecx
         call    slice_init64
         mov     rate_mib(%rip), %eax
         call    pace_init64
@@ -167,6 +270,48 @@ guest_work64:                                   # EDI = cpu
         mov     %ecx, PC_DONE(%rbx)
         incl    PC_PASS(%rbx)
         jmp     .Lpass64
+
+# fill64: RBX = percpu.  As fill32; CPU 0 puts report_ticks back, and
+# guest_work64 then restarts the progress clock (report_restart64).
+# Clobbers RAX, RCX, RDX, RSI, RDI.
+fill64:
+        mov     fill_pages(%rip), %ecx
+        call    slice_init64
+        mov     PC_FIRST(%rbx), %esi
+1:      cmp     PC_END(%rbx), %esi
+        jae     2f
+        mov     %esi, %edi
+        shl     $PAGE_SHIFT, %rdi
+        add     $WS_BASE, %rdi
+        mov     %edi, %eax                      # P ^ FILL_XOR in both halves
+        xor     $FILL_XOR, %eax
+        mov     %eax, %edx
+        shl     $32, %rdx
+        or      %rdx, %rax
+        mov     $PAGE_SIZE / 8, %ecx
+        rep stosq
+        inc     %esi
+        jmp     1b
+2:      lock incl cpus_finished(%rip)
+        cmpl    $0, PC_CPU(%rbx)
+        jne     4f
+        call    wait_all_finished64
+        mov     fill_report_ticks(%rip), %rax
+        mov     %rax, report_ticks(%rip)
+        LINE_BEGIN
+        PRINT   "filled "
+        mov     fill_mib(%rip), %eax
+        call    put_dec64
+        PRINT   " MiB"
+        LINE_END
+        movl    $1, fill_done(%rip)
+        ret
+4:      cmpl    $0, fill_done(%rip)
+        jne     5f
+        call    work_poll64
+        pause
+        jmp     4b
+5:      ret
 
 # dirty_report64 (CPU 0): as dirty_report.
 dirty_report64:
