@@ -54,6 +54,11 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def num(v, digits=0):
+    """A figure for a progress line; a peer may leave one out (None)."""
+    return "?" if v is None else f"{v:.{digits}f}"
+
+
 # ---------------------------------------------------------------- model
 
 @dataclasses.dataclass
@@ -976,11 +981,11 @@ def main(argv=None):
                     if r.get("stage") == "setup":
                         dead[c.name] = i + 1
                     if r.get("ok"):
-                        msg = f"total {r['total_ms']:.0f} ms, {r['throughput_MBps']:.0f} MB/s"
+                        msg = f"total {num(r['total_ms'])} ms, {num(r['throughput_MBps'])} MB/s"
                         if c.kind != "raw":
                             msg += (f", downtime {r['downtime_ms']} ms, expected {r['expected_downtime_ms']}"
-                                    f", CPU {r['cpu_s']:.2f} s, RSS beyond {r['rss_beyond_src_mib']:.1f}/"
-                                    f"{r['rss_beyond_dst_mib']:.1f} MiB")
+                                    f", CPU {num(r['cpu_s'], 2)} s, RSS beyond "
+                                    f"{num(r['rss_beyond_src_mib'], 1)}/{num(r['rss_beyond_dst_mib'], 1)} MiB")
                     else:
                         msg = f"FAILED: {r.get('error')}"
                     log(f"[{scen.name}] {c.name} run {i + 1}/{args.runs}: {msg}")

@@ -67,7 +67,7 @@ static void add_kmig(JsonBuilder *b, const struct migration_kmig_stats *k)
 	}
 	qmp_builder_add_uint(b, "zero-copy-notifications", k->zc_notifications);
 	qmp_builder_add_uint(b, "zero-copy-copied", k->zc_copied);
-	if (k->switchover_expected_downtime)
+	if (k->has_switchover_expected_downtime)
 		qmp_builder_add_uint(b, "switchover-expected-downtime", k->switchover_expected_downtime);
 	json_builder_end_object(b);
 }

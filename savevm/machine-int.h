@@ -28,7 +28,8 @@ struct migration {
 	enum savevm_send_mode send_mode;
 	uint64_t zc_sends, zc_copied;
 	uint64_t multifd_bytes;		/* final, once the channels closed */
-	/* expected-downtime when the switchover was decided (0 = not yet) */
+	/* expected-downtime when the switchover was decided */
+	bool switchover_decided;
 	uint64_t switchover_expected_ms;
 	struct ring_listener *listener;
 	char uri[256];

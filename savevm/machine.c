@@ -588,6 +588,7 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 	info->kmig.send_mode = savevm_send_mode_name(g->send_mode);
 	info->kmig.zc_notifications = g->zc_sends;
 	info->kmig.zc_copied = g->zc_copied;
+	info->kmig.has_switchover_expected_downtime = g->switchover_decided;
 	info->kmig.switchover_expected_downtime = g->switchover_expected_ms;
 	pthread_mutex_unlock(&m->lock);
 }

@@ -99,7 +99,8 @@ struct migration_kmig_stats {
 	const char *send_mode;		/* "copy", "zero-copy", "auto" (not yet chosen) */
 	uint64_t zc_notifications, zc_copied;
 	/* expected-downtime (ms) when the switchover was decided, to set
-	 * against the downtime it turned into; 0 until then */
+	 * against the downtime it turned into */
+	bool has_switchover_expected_downtime;
 	uint64_t switchover_expected_downtime;
 };
 

@@ -174,6 +174,13 @@ static int run_pass(struct machine *m, struct savevm_out *out)
 		if (r < 0)
 			return r;
 	}
+	/* the pass is over when its pages are on the wire, not in a queue */
+	if (out->mf) {
+		int r = multifd_send_drain(out->mf);
+
+		if (r)
+			return r;
+	}
 	uint8_t buf[STREAM_PASS_END_SIZE];
 
 	stream_encode_pass_end(buf, (uint32_t)m->mig.passes);
@@ -231,8 +238,10 @@ static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_
 	bool converge = pending == 0 || pending * 1000 <= (unsigned __int128)sw_bw * limit;
 	int stall = update_stall(m, pending, now);
 
-	if (converge)
+	if (converge) {
+		m->mig.switchover_decided = true;
 		m->mig.switchover_expected_ms = m->mig.expected_downtime_ms;
+	}
 	pthread_mutex_unlock(&m->lock);
 	if (stall)
 		machine_emit(m, MACHINE_EVENT_STALL, stall > 0);

@@ -281,6 +281,19 @@ static int queue_all(struct multifd_send *mf, enum item_kind kind)
 	return r;
 }
 
+int multifd_send_drain(struct multifd_send *mf)
+{
+	int r;
+
+	pthread_mutex_lock(&mf->lock);
+	for (unsigned int i = 0; i < mf->nr && !mf->error; i++)
+		while (mf->chans[i].count && !mf->error)
+			pthread_cond_wait(&mf->cond, &mf->lock);
+	r = mf->error;
+	pthread_mutex_unlock(&mf->lock);
+	return r;
+}
+
 int multifd_send_epoch(struct multifd_send *mf)
 {
 	return queue_all(mf, ITEM_EPOCH);

@@ -32,6 +32,10 @@ int multifd_send_start(struct savevm_out *out, const struct ring_uri *uri, unsig
  * queue is full; returns a channel's error once one failed. */
 int multifd_send_pages(struct multifd_send *mf, const void *hdr, size_t hdrlen, uint32_t npages,
 		       const struct iovec *pages, int npayload);
+/* Wait until every queued record is on its socket: what a pass queued
+ * must not be counted as sent (and hide in the downtime) while it still
+ * waits in a queue. */
+int multifd_send_drain(struct multifd_send *mf);
 /* End the current epoch on every channel. */
 int multifd_send_epoch(struct multifd_send *mf);
 /* EOF on every channel, wait until all is sent, join the threads. */
