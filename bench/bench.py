@@ -576,7 +576,7 @@ METHOD = """\
   source guest prints its ready line (`idle: ready`, `dirty: filled`).
 - kmig: `multifd` on with `multifd-channels` N for N channels (off, the main
   stream, for 1ch); `x-kmig-send-mode` `copy` or `zero-copy`; `--dirty-bitmap`
-  or the default dirty ring.  QEMU: `multifd` + `multifd-channels` N for
+  or `--dirty-ring 4096` (named explicitly: kmig run's default is auto).  QEMU: `multifd` + `multifd-channels` N for
   multifd-N; `-accel kvm,dirty-ring-size=4096` for ring.  The exact QMP
   commands of every run are in results.json (`qmp`).  A kmig run counts
   only if its `x-kmig` reports the dirty tracking, channels and send mode
@@ -791,7 +791,10 @@ def plots(results, out_dir):
                 f.write("\n\n")
                 series.append(cname)
         if series:
-            plot = ", ".join(f"{gp_str(base + '.dat')} index {i} using 1:2 with lines lw 2 title {gp_str(c)}"
+            # gnuplot cycles 8 colours: QEMU's lines are dashed so that no
+            # two configurations look alike
+            plot = ", ".join(f"{gp_str(base + '.dat')} index {i} using 1:2 with lines lw 2 "
+                             f"dt {2 if c.startswith('QEMU') else 1} title {gp_str(c)}"
                              for i, c in enumerate(series))
             script = "\n".join([term, f"set output {gp_str(base + '.png')}",
                                 f"set title {gp_str(f'{name}: remaining over time (first run)')}",

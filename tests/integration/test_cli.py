@@ -25,7 +25,7 @@ def main():
     # help everywhere
     run([], 2, "Usage: kmig COMMAND")
     run(["--help"], 0, "Commands:")
-    for sub in ("run", "migrate", "demo"):
+    for sub in ("run", "migrate", "demo", "info", "bench"):
         run([sub, "--help"], 0, f"Usage: kmig {sub}")
     run(["frobnicate"], 2, "unknown command")
     # values refused before anything starts
@@ -34,6 +34,8 @@ def main():
     run(["run", "--guest", "idle", "--vcpus", "0"], 2, "invalid --vcpus")
     run(["run", "--guest", "idle", "--vcpus", "65"], 2, "invalid --vcpus")
     run(["run", "--guest", "idle", "--dirty-ring", "1000"], 2, "power of two")
+    run(["run", "--guest", "idle", "--dirty-tracking", "rings"], 2, "ring, bitmap or auto")
+    run(["demo", "--dirty-tracking", "log"], 2, "invalid value")
     run(["run", "--guest", "idle,ws"], 2, "invalid --guest")
     run(["run"], 2, "exactly one of --kernel")
     run(["run", "--guest", "idle", "--kernel", "/x"], 2, "exactly one of --kernel")
