@@ -137,18 +137,26 @@ static size_t iov_bytes(const struct iovec *iov, int iovcnt)
 	return len;
 }
 
-int savevm_out_sendv(struct savevm_out *out, const struct iovec *iov, int iovcnt)
+/* Every send of the source: cancel, pace, send (path NULL: a plain copy
+ * on the main channel), count. */
+static int out_send(struct savevm_out *out, struct savevm_sendpath *path, const struct iovec *iov,
+		    int iovcnt, size_t prefix)
 {
 	size_t len = iov_bytes(iov, iovcnt);
 
 	if (out->cancel && *out->cancel)
 		return -ECANCELED;
 	savevm_rate_pay(out->rate, len, out->cancel);
-	int r = ring_sendv(out->ch, iov, iovcnt);
+	int r = path ? savevm_sendpath_send(path, iov, iovcnt, prefix) : ring_sendv(out->ch, iov, iovcnt);
 
 	if (!r)
 		savevm_out_account(out, len);
 	return r;
+}
+
+int savevm_out_sendv(struct savevm_out *out, const struct iovec *iov, int iovcnt)
+{
+	return out_send(out, NULL, iov, iovcnt, 0);
 }
 
 int savevm_out_send(struct savevm_out *out, const void *buf, size_t len)
@@ -158,18 +166,10 @@ int savevm_out_send(struct savevm_out *out, const void *buf, size_t len)
 	return savevm_out_sendv(out, &iov, 1);
 }
 
-int savevm_out_send_pages(struct savevm_out *out, const struct iovec *iov, int iovcnt, size_t prefix)
+int savevm_out_send_pages(struct savevm_out *out, struct savevm_sendpath *path, const struct iovec *iov,
+			  int iovcnt, size_t prefix)
 {
-	size_t len = iov_bytes(iov, iovcnt);
-
-	if (out->cancel && *out->cancel)
-		return -ECANCELED;
-	savevm_rate_pay(out->rate, len, out->cancel);
-	int r = savevm_sendpath_send(&out->path, iov, iovcnt, prefix);
-
-	if (!r)
-		savevm_out_account(out, len);
-	return r;
+	return out_send(out, path, iov, iovcnt, prefix);
 }
 
 /* ------------------------------------------------------- destination */

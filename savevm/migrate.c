@@ -608,14 +608,17 @@ static int load_section(struct load_ctx *c)
 	return 0;
 }
 
-static struct savevm_entry *section(struct load_ctx *c, uint32_t id, bool iterable, const char *rec)
+/* The entry a record's section id names; err gets why not (the caller's
+ * buffer: RAM channel threads have their own). */
+static struct savevm_entry *section(struct load_ctx *c, uint32_t id, bool iterable, const char *rec,
+				    char *err, size_t errlen)
 {
 	struct savevm_entry *e = id && id <= STREAM_MAX_SECTIONS ? c->by_id[id] : NULL;
 
 	if (!e)
-		snprintf(c->err, sizeof(c->err), "%s record for undeclared section id %u", rec, id);
+		snprintf(err, errlen, "%s record for undeclared section id %u", rec, id);
 	else if (e->iterable != iterable) {
-		snprintf(c->err, sizeof(c->err), "%s record for section '%s', which is %s", rec, e->name,
+		snprintf(err, errlen, "%s record for section '%s', which is %s", rec, e->name,
 			 e->iterable ? "iterable" : "a device");
 		e = NULL;
 	}
@@ -626,11 +629,9 @@ static struct savevm_entry *section(struct load_ctx *c, uint32_t id, bool iterab
  * channel threads share it. */
 static struct savevm_entry *ram_section(struct load_ctx *c, uint32_t id, char *err, size_t errlen)
 {
-	struct savevm_entry *e = id && id <= STREAM_MAX_SECTIONS ? c->by_id[id] : NULL;
+	struct savevm_entry *e = section(c, id, true, "RAM", err, errlen);
 
-	if (!e)
-		snprintf(err, errlen, "RAM record for undeclared section id %u", id);
-	else if (!e->iterable || !e->ops->load_ram) {
+	if (e && !e->ops->load_ram) {
 		snprintf(err, errlen, "RAM record for section '%s'", e->name);
 		e = NULL;
 	}
@@ -710,7 +711,7 @@ static int load_part(struct load_ctx *c)
 
 	if (r)
 		return r;
-	struct savevm_entry *e = section(c, id, true, "PART");
+	struct savevm_entry *e = section(c, id, true, "PART", c->err, sizeof(c->err));
 
 	if (!e || !e->ops->load_part) {
 		if (e)
@@ -727,7 +728,7 @@ static int load_device(struct load_ctx *c)
 
 	if (r)
 		return r;
-	struct savevm_entry *e = section(c, id, false, "DEVICE");
+	struct savevm_entry *e = section(c, id, false, "DEVICE", c->err, sizeof(c->err));
 
 	if (!e)
 		return -EPROTO;

@@ -3,7 +3,6 @@
  * ordering rule (epochs) that keeps one consistent memory image. */
 #include <errno.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +49,6 @@ struct multifd_send {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;	/* queue space, new items, failure */
 	int error;		/* first channel error, sticky */
-	_Atomic uint64_t bytes;	/* sent on the RAM channels */
 	struct send_chan *chans;
 };
 
@@ -76,21 +74,12 @@ static int send_item(struct send_chan *c, struct item *it)
 	int r;
 
 	switch (it->kind) {
-	case ITEM_PAGES: {
-		size_t len = it->hdrlen;
-
-		for (int i = 1; i <= it->npayload; i++)
-			len += it->iov[i].iov_len;
-		savevm_rate_pay(out->rate, len, out->cancel);
+	case ITEM_PAGES:
 		it->iov[0] = (struct iovec){ it->hdr, it->hdrlen };
-		r = savevm_sendpath_send(&c->path, it->iov, it->npayload + 1, it->hdrlen);
-		if (!r) {
-			savevm_out_account(out, len);
-			atomic_fetch_add(&c->mf->bytes, len);
+		r = savevm_out_send_pages(out, &c->path, it->iov, it->npayload + 1, it->hdrlen);
+		if (!r)
 			c->pages += it->npages;
-		}
 		return r;
-	}
 	case ITEM_EPOCH:
 		n = stream_encode_pass_end(buf, ++c->epoch);
 		break;
@@ -340,7 +329,13 @@ void multifd_send_free(struct multifd_send *mf)
 
 uint64_t multifd_send_bytes(struct multifd_send *mf)
 {
-	return mf ? atomic_load(&mf->bytes) : 0;
+	uint64_t sum = 0;
+
+	/* the sockets count every byte, hellos and markers too (as QEMU's
+	 * multifd-bytes does) */
+	for (unsigned int i = 0; mf && i < mf->nr; i++)
+		sum += ring_channel_bytes_sent(mf->chans[i].ch);
+	return sum;
 }
 
 enum savevm_send_mode multifd_send_mode(struct multifd_send *mf)

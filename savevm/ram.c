@@ -95,7 +95,7 @@ static int flush(struct ram_handler *h, struct savevm_out *out)
 		r = multifd_send_pages(out->mf, h->hdr.bytes, prefix, h->batch, &h->iov[1], npayload);
 	} else {
 		h->iov[0] = (struct iovec){ h->hdr.bytes, prefix };
-		r = savevm_out_send_pages(out, h->iov, h->niov, prefix);
+		r = savevm_out_send_pages(out, &out->path, h->iov, h->niov, prefix);
 	}
 	atomic_fetch_add(&h->headers, h->batch);
 	atomic_fetch_add(&h->bytes, prefix + (uint64_t)npayload * KVM_PAGE_SIZE);

@@ -75,8 +75,10 @@ struct savevm_out {
 
 int savevm_out_sendv(struct savevm_out *out, const struct iovec *iov, int iovcnt);
 int savevm_out_send(struct savevm_out *out, const void *buf, size_t len);
-/* A RAM record on the main channel (no multifd). */
-int savevm_out_send_pages(struct savevm_out *out, const struct iovec *iov, int iovcnt, size_t prefix);
+/* A RAM record, on the main channel (path = &out->path) or a RAM
+ * channel's path; paced and counted like every send. */
+int savevm_out_send_pages(struct savevm_out *out, struct savevm_sendpath *path, const struct iovec *iov,
+			  int iovcnt, size_t prefix);
 /* Count bytes a RAM channel sent. */
 void savevm_out_account(struct savevm_out *out, size_t len);
 
