@@ -316,11 +316,13 @@ void multifd_send_free(struct multifd_send *mf)
 	if (!mf)
 		return;
 	send_fail(mf, -ECANCELED);	/* wakes any thread still running */
-	for (unsigned int i = 0; i < mf->nr; i++) {
+	/* every thread joined before any channel closes: a thread that fails
+	 * late aborts all channels (send_fail) */
+	for (unsigned int i = 0; i < mf->nr; i++)
 		if (mf->chans[i].started)
 			pthread_join(mf->chans[i].thread, NULL);
+	for (unsigned int i = 0; i < mf->nr; i++)
 		ring_channel_close(mf->chans[i].ch);
-	}
 	pthread_mutex_destroy(&mf->lock);
 	pthread_cond_destroy(&mf->cond);
 	free(mf->chans);
@@ -599,11 +601,11 @@ void multifd_recv_free(struct multifd_recv *mr)
 	if (!mr)
 		return;
 	multifd_recv_abort(mr);
-	for (unsigned int i = 0; i < mr->nr; i++) {
+	for (unsigned int i = 0; i < mr->nr; i++)
 		if (mr->chans[i].started)
 			pthread_join(mr->chans[i].thread, NULL);
+	for (unsigned int i = 0; i < mr->nr; i++)
 		ring_channel_close(mr->chans[i].ch);
-	}
 	pthread_mutex_destroy(&mr->lock);
 	pthread_cond_destroy(&mr->cond);
 	free(mr->chans);
