@@ -989,6 +989,12 @@ void ring_channel_abort(struct ring_channel *ch)
 	shutdown(ch->fd, SHUT_RDWR);
 }
 
+void ring_channel_stop_reading(struct ring_channel *ch)
+{
+	if (ch)
+		shutdown(ch->fd, SHUT_RD);
+}
+
 void ring_channel_close(struct ring_channel *ch)
 {
 	if (!ch)

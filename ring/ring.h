@@ -88,6 +88,10 @@ int ring_poll_readable(struct ring_channel *ch, int timeout_ms);
 /* Shut the socket down both ways: any send/recv blocked in another thread
  * returns an error promptly.  Used by cancel.  Thread-safe. */
 void ring_channel_abort(struct ring_channel *ch);
+/* Make the reader see the end of the stream (a blocked recv returns it at
+ * once) while sends still work: another thread's failure ends a read loop
+ * whose peer has nothing more to say, and the reply still goes out. */
+void ring_channel_stop_reading(struct ring_channel *ch);
 void ring_channel_close(struct ring_channel *ch);
 
 uint64_t ring_channel_bytes_sent(const struct ring_channel *ch);

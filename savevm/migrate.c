@@ -685,7 +685,7 @@ static int load_channels(struct load_ctx *c)
 			 c->mr ? "sent twice" : "not right after the sections");
 		return -EPROTO;
 	}
-	r = multifd_recv_start(c->m->mig.listener, &sc, read_ram_record, c, &mr, c->err, sizeof(c->err));
+	r = multifd_recv_start(c->m->mig.listener, &sc, c->in.ch, read_ram_record, c, &mr, c->err, sizeof(c->err));
 	pthread_mutex_lock(&c->m->lock);
 	c->m->mig.mf_recv = mr;
 	c->m->mig.channels = sc.nr;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "savevm/multifd.h"
 
@@ -16,6 +17,8 @@
  * bytes (at most 1 MiB a record) stay out of the pending figure briefly. */
 #define QUEUE_LEN 4
 #define HDR_MAX (STREAM_RAM_HDR_SIZE + STREAM_MAX_PAGES_PER_REC * 8)
+/* How often a waiting migration thread looks at the main connection. */
+#define WATCH_MAIN_MS 50
 
 enum item_kind { ITEM_PAGES, ITEM_EPOCH, ITEM_EOF };
 
@@ -64,6 +67,28 @@ static void send_fail(struct multifd_send *mf, int r)
 	/* the other channels' peers must notice too */
 	for (unsigned int i = 0; i < mf->nr; i++)
 		ring_channel_abort(mf->chans[i].ch);
+}
+
+/* Wait for the channels (mf->lock held), looking at the main connection
+ * every WATCH_MAIN_MS: a destination that refused said so there and may
+ * have stopped reading a channel, whose sender would then block for ever. */
+static void wait_channels(struct multifd_send *mf)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_nsec += WATCH_MAIN_MS * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	if (pthread_cond_timedwait(&mf->cond, &mf->lock, &ts) != ETIMEDOUT || !mf->out->ch)
+		return;
+	if (ring_poll_readable(mf->out->ch, 0) == 0)
+		return;
+	pthread_mutex_unlock(&mf->lock);
+	send_fail(mf, -EPIPE);
+	pthread_mutex_lock(&mf->lock);
 }
 
 static int send_item(struct send_chan *c, struct item *it)
@@ -161,7 +186,12 @@ int multifd_send_start(struct savevm_out *out, const struct ring_uri *uri, unsig
 	mf->out = out;
 	mf->nr = nr;
 	pthread_mutex_init(&mf->lock, NULL);
-	pthread_cond_init(&mf->cond, NULL);
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&mf->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	*mfp = mf;
 	for (unsigned int i = 0; i < nr; i++) {
 		struct send_chan *c = &mf->chans[i];
@@ -208,7 +238,7 @@ static struct send_chan *pick_chan(struct multifd_send *mf)
 			mf->next = (best->index + 1) % mf->nr;
 			return best;
 		}
-		pthread_cond_wait(&mf->cond, &mf->lock);
+		wait_channels(mf);
 	}
 }
 
@@ -258,7 +288,7 @@ static int queue_all(struct multifd_send *mf, enum item_kind kind)
 		struct send_chan *c = &mf->chans[i];
 
 		while (c->count == QUEUE_LEN && !mf->error)
-			pthread_cond_wait(&mf->cond, &mf->lock);
+			wait_channels(mf);
 		if (mf->error)
 			break;
 		queue_tail(c)->kind = kind;
@@ -277,7 +307,7 @@ int multifd_send_drain(struct multifd_send *mf)
 	pthread_mutex_lock(&mf->lock);
 	for (unsigned int i = 0; i < mf->nr && !mf->error; i++)
 		while (mf->chans[i].count && !mf->error)
-			pthread_cond_wait(&mf->cond, &mf->lock);
+			wait_channels(mf);
 	r = mf->error;
 	pthread_mutex_unlock(&mf->lock);
 	return r;
@@ -291,6 +321,11 @@ int multifd_send_epoch(struct multifd_send *mf)
 int multifd_send_finish(struct multifd_send *mf)
 {
 	int r = queue_all(mf, ITEM_EOF);
+
+	/* sent to the end (watching the main connection), or failed: either
+	 * way no thread is left blocked on a socket for the joins */
+	if (!r)
+		r = multifd_send_drain(mf);
 
 	for (unsigned int i = 0; i < mf->nr; i++) {
 		if (mf->chans[i].started) {
@@ -375,6 +410,7 @@ struct recv_chan {
 
 struct multifd_recv {
 	unsigned int nr;
+	struct ring_channel *main;	/* the main connection, not owned */
 	multifd_ram_fn fn;
 	void *opaque;
 	pthread_mutex_t lock;
@@ -396,6 +432,10 @@ static void recv_fail(struct recv_chan *c, int r)
 	pthread_mutex_unlock(&mr->lock);
 	/* the source sees this channel close, and stops */
 	ring_channel_abort(c->ch);
+	/* the migration thread stops waiting for a main stream that may
+	 * never come (the source can be stuck on this channel); it then
+	 * reports this failure and sends the refusal */
+	ring_channel_stop_reading(mr->main);
 }
 
 /* Epoch e is done on this channel: wait until it is done on all. */
@@ -503,8 +543,8 @@ static int accept_chan(struct ring_listener *l, const struct stream_channels *sc
 	return r;
 }
 
-int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc, multifd_ram_fn fn,
-		       void *opaque, struct multifd_recv **mrp, char *err, size_t errlen)
+int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc, struct ring_channel *main,
+		       multifd_ram_fn fn, void *opaque, struct multifd_recv **mrp, char *err, size_t errlen)
 {
 	struct multifd_recv *mr = calloc(1, sizeof(*mr));
 
@@ -514,6 +554,7 @@ int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc
 		return -ENOMEM;
 	}
 	mr->nr = sc->nr;
+	mr->main = main;
 	mr->fn = fn;
 	mr->opaque = opaque;
 	pthread_mutex_init(&mr->lock, NULL);

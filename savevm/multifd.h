@@ -27,6 +27,10 @@ struct multifd_send;
 int multifd_send_start(struct savevm_out *out, const struct ring_uri *uri, unsigned int nr,
 		       uint64_t cookie, enum savevm_send_mode mode, struct multifd_send **mfp,
 		       char *err, size_t errlen);
+/* Every wait below also watches the main connection: the destination
+ * writes on it before the end of the stream only to refuse, so anything
+ * readable there fails the channels (-EPIPE) and the caller reads why. */
+
 /* Queue one RAM record: hdr (record + page headers, copied here) and the
  * page payloads (iovecs into guest memory).  Blocks while every channel's
  * queue is full; returns a channel's error once one failed. */
@@ -57,9 +61,11 @@ typedef int (*multifd_ram_fn)(void *opaque, struct savevm_in *in, uint64_t *page
 
 /* Accept the nr channels the CHANNELS record announced (each must say hello
  * with the right cookie within a timeout) and start a receiver thread on
- * each. */
-int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc, multifd_ram_fn fn,
-		       void *opaque, struct multifd_recv **mrp, char *err, size_t errlen);
+ * each.  A channel that fails stops the reads of main (the main
+ * connection): its reader would otherwise wait for a source that itself
+ * waits for the failed channel. */
+int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc, struct ring_channel *main,
+		       multifd_ram_fn fn, void *opaque, struct multifd_recv **mrp, char *err, size_t errlen);
 /* Wait for every channel's EOF; the first error wins.  *pages = sum. */
 int multifd_recv_finish(struct multifd_recv *mr, uint64_t *pages, char *err, size_t errlen);
 void multifd_recv_abort(struct multifd_recv *mr);

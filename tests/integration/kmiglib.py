@@ -8,6 +8,7 @@ from docs/stream-format.md, independently of the C codec."""
 
 import json
 import os
+import random
 import re
 import socket
 import struct
@@ -40,11 +41,27 @@ def kmig_path():
 
 
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port for a destination to listen on, below the kernel's ephemeral
+    range: a port bind(0) handed out could be handed out again (to a proxy
+    or a client socket of a test running in parallel) before the
+    destination binds it."""
+    lo = 20000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            eph = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        eph = 32768
+    hi = max(lo + 1000, eph)
+    while True:
+        port = random.randrange(lo, hi)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
 
 
 class QMPError(Exception):
@@ -205,7 +222,7 @@ def wait_text(path, text, timeout):
     return False
 
 
-def wait_migration(qmp, timeout=120):
+def wait_migration(qmp, timeout=int(os.environ.get("KMIG_WAIT_TIMEOUT", "120"))):
     deadline = time.time() + timeout
     while time.time() < deadline:
         info = qmp.cmd("query-migrate")
@@ -225,6 +242,7 @@ REC_SECTION, REC_RAM, REC_PART, REC_DEVICE, REC_PASS_END, REC_EOF = 1, 2, 3, 4, 
 REC_CHANNELS = 6
 HEADER_SIZE = 32
 CHAN_HELLO_SIZE = 24
+CHAN_MAGIC = b"KMIGCHAN"
 
 
 class StreamReader:
@@ -304,14 +322,21 @@ class Proxy:
     bytes to forward, None to cut the connection there, or (bytes, "cut")
     to forward bytes and then cut.  The first connection is the main
     stream; later ones (multifd RAM channels) are parsed as channels and
-    their kinds start with "chan-"; cut_at applies to the main stream."""
+    their kinds start with "chan-"; cut_at applies to the main stream.
+    Which is which is told by each connection's magic, not by its order."""
 
     def __init__(self, dest_port, mutate=None, cut_at=None):
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
+        # never the destination's own port (free_port() only reserved it
+        # briefly): the proxy would forward to itself
+        while True:
+            self.lsock = socket.socket()
+            self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.lsock.bind(("127.0.0.1", 0))
+            self.port = self.lsock.getsockname()[1]
+            if self.port != dest_port:
+                break
+            self.lsock.close()
         self.lsock.listen(16)
-        self.port = self.lsock.getsockname()[1]
         self.dest_port = dest_port
         self.mutate = mutate
         self.cut_at = cut_at
@@ -337,7 +362,7 @@ class Proxy:
         # without a proxy (the source opens channels only after it)
         dst = socket.create_connection(("127.0.0.1", self.dest_port))
         threading.Thread(target=self._channels, daemon=True).start()
-        self._forward(src, True, dst)
+        self._forward(src, dst)
         self.lsock.close()
 
     def _channels(self):
@@ -351,14 +376,24 @@ class Proxy:
             except OSError:  # the destination gave up already
                 src.close()
                 continue
-            threading.Thread(target=self._forward, args=(src, False, dst), daemon=True).start()
+            threading.Thread(target=self._forward, args=(src, dst), daemon=True).start()
 
-    def _forward(self, src, main, dst):
+    def _forward(self, src, dst):
         threading.Thread(target=self._back, args=(src, dst), daemon=True).start()
+        first = b""
+        try:
+            while len(first) < 8:
+                data = src.recv(8 - len(first))
+                if not data:
+                    break
+                first += data
+        except OSError:
+            pass
+        main = not first.startswith(CHAN_MAGIC)
         reader = StreamReader(channel=not main) if self.mutate else None
         try:
             while True:
-                data = src.recv(65536)
+                data, first = first or src.recv(65536), b""
                 if not data:
                     break
                 if main and self.cut_at is not None and self.forwarded + len(data) >= self.cut_at:

@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 
+from kmiglib import free_port
+
 
 class QMP:
     def __init__(self, path):
@@ -80,10 +82,7 @@ def main():
                     help="the destination was started with 'incoming defer': send migrate-incoming")
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="qmpdrv-")
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
 
     def expand(cmd, name):
         return [a.replace("@QMP@", f"{d}/{name}.qmp").replace("@PORT@", str(port))
