@@ -205,3 +205,14 @@ int dirty_ring_harvest(struct dirty_ring *r, struct dirty_gfn *out, size_t cap, 
 	}
 	return 0;
 }
+
+void dirty_ring_unreset(struct dirty_ring *r, void (*fn)(void *ctx, uint32_t slot, uint64_t offset),
+			void *ctx)
+{
+	for (uint32_t i = r->kreset; i != r->fetch; i++) {
+		struct kvm_dirty_gfn *e = slot_at(r, i);
+
+		if ((flags_acquire(e) & (KVM_DIRTY_GFN_F_DIRTY | KVM_DIRTY_GFN_F_RESET)) == KVM_DIRTY_GFN_F_RESET)
+			fn(ctx, e->slot, e->offset);
+	}
+}

@@ -98,4 +98,14 @@ void dirty_ring_init(struct dirty_ring *r, struct kvm_dirty_gfn *gfns, uint32_t 
 int dirty_ring_harvest(struct dirty_ring *r, struct dirty_gfn *out, size_t cap, unsigned int flags,
 		       dirty_ring_reset_fn reset, void *opaque, struct dirty_ring_report *rep);
 
+/* Entries read but not yet reset by the kernel: after an overflow its
+ * reset walk can stop short of fetch (at a slot a newer push overwrote),
+ * and the pages of the entries behind that slot are not re-protected yet,
+ * though dirty_ring_harvest returned them.  A publisher must keep treating
+ * them as dirty until they are.  fn gets each such entry whose slot still
+ * holds what was read (flagged RESET); one the kernel overwrote since is
+ * named by the eBPF guard, or covered by a resync. */
+void dirty_ring_unreset(struct dirty_ring *r, void (*fn)(void *ctx, uint32_t slot, uint64_t offset),
+			void *ctx);
+
 #endif

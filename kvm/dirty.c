@@ -110,6 +110,8 @@ uint64_t kvm_dirty_count(struct kvm_vm *vm)
 /* Re-protect all RAM and mark it dirty: the recovery after a ring overflow
  * lost track of pages.  Protect first, so that a write racing with the
  * mark is logged again rather than lost. */
+static void sticky_clear(struct kvm_vm *vm);
+
 static int resync_all(struct kvm_vm *vm)
 {
 	for (unsigned int i = 0; i < vm->nr_slots; i++) {
@@ -122,7 +124,81 @@ static int resync_all(struct kvm_vm *vm)
 	}
 	kvm_dirty_mark_all(vm);
 	vm->dstats.resyncs++;
+	/* every page is protected again: nothing is sticky any more */
+	sticky_clear(vm);
 	return 0;
+}
+
+static int gfn_to_page(struct kvm_vm *vm, const struct dirty_gfn *g, uint64_t *pg);
+
+/* ---- the eBPF overflow guard: exact recovery ----
+ * A ring entry the kernel overwrote before its reset names a page that
+ * was dirtied and then never re-protected: it stays writable and its
+ * writes are never logged again.  Such a page is "sticky": published at
+ * every sync (so sent in every pass and, with the vCPUs stopped, in the
+ * last) until a resync re-protects all RAM.  Beyond STICKY_MAX pages the
+ * whole-RAM resync is cheaper than resending them every pass. */
+#define STICKY_MAX 65536
+
+static void sticky_add(void *ctx, uint32_t slot, uint64_t offset)
+{
+	struct kvm_vm *vm = ctx;
+	struct dirty_gfn g = { .slot = slot, .offset = offset };
+	uint64_t pg;
+
+	if (gfn_to_page(vm, &g, &pg))
+		return;
+	/* the set answers "already sticky" in O(1); the list is what every
+	 * sync walks */
+	if (!vm->sticky_set.words && dirty_bitmap_init(&vm->sticky_set, kvm_vm_nr_pages(vm))) {
+		vm->sticky_overflow = true;
+		return;
+	}
+	if (!dirty_bitmap_set(&vm->sticky_set, pg))
+		return;
+	if (vm->nr_sticky == vm->sticky_cap) {
+		size_t cap = vm->sticky_cap ? 2 * vm->sticky_cap : 64;
+		uint64_t *n = cap <= STICKY_MAX ? realloc(vm->sticky, cap * sizeof(*n)) : NULL;
+
+		if (!n) {
+			dirty_bitmap_test_and_clear(&vm->sticky_set, pg);
+			vm->sticky_overflow = true;
+			return;
+		}
+		vm->sticky = n;
+		vm->sticky_cap = cap;
+	}
+	vm->sticky[vm->nr_sticky++] = pg;
+	vm->dstats.lost_pages++;
+	publish_page(vm, pg);
+}
+
+/* Collect what the guard recorded.  Returns true when the list is not
+ * exact (late attach, dropped records, too many pages): then only a
+ * resync is safe.  Caller holds dirty_lock. */
+static bool drain_lost(struct kvm_vm *vm)
+{
+	bool incomplete = false;
+
+	if (!vm->lost_drain)
+		return true;
+	if (vm->lost_drain(vm->lost_opaque, sticky_add, vm, &incomplete) < 0)
+		incomplete = true;
+	return incomplete || vm->sticky_overflow;
+}
+
+static void sticky_clear(struct kvm_vm *vm)
+{
+	for (size_t i = 0; i < vm->nr_sticky; i++)
+		dirty_bitmap_test_and_clear(&vm->sticky_set, vm->sticky[i]);
+	vm->nr_sticky = 0;
+	vm->sticky_overflow = false;
+}
+
+static void publish_sticky(struct kvm_vm *vm)
+{
+	for (size_t i = 0; i < vm->nr_sticky; i++)
+		publish_page(vm, vm->sticky[i]);
 }
 
 static int set_logging(struct kvm_vm *vm, bool on)
@@ -178,6 +254,7 @@ static int harvest_one_ring(struct kvm_vm *vm, struct kvm_vcpu *v, unsigned int 
 			publish_page(vm, pg);
 	}
 	vm->dstats.harvested += rep.collected;
+	__atomic_add_fetch(&v->ring_pages, rep.collected, __ATOMIC_RELAXED);
 	if (vm->trace_dirty && rep.collected > 1000) {
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -191,20 +268,41 @@ static int harvest_one_ring(struct kvm_vm *vm, struct kvm_vcpu *v, unsigned int 
 			fprintf(stderr, "kmig: vCPU %u ring overflow (why 0x%x): fetch %u kreset %u "
 				"collected %u holes fixed %u\n", v->idx, rep.why, v->ring.fetch,
 				v->ring.kreset, rep.collected, rep.holes_fixed);
-		r = resync_all(vm);
+		/* the guard names the lost pages (more may still be on their
+		 * way from the vCPU's tracepoint: every later sync drains
+		 * again); the entries the kernel's walk has not passed yet
+		 * are not re-protected: sticky too.  Without the guard, or if
+		 * it lost count, resync */
+		dirty_ring_unreset(&v->ring, sticky_add, vm);
+		if (drain_lost(vm))
+			r = resync_all(vm);
 	}
 	return r;
 }
 
-static int ring_sync_locked(struct kvm_vm *vm, bool final)
+/* Every ring, and the guard's queue: overwrites the harvester did not
+ * notice are in it too (with the vCPUs stopped, every record is). */
+static int harvest_all(struct kvm_vm *vm, unsigned int flags)
 {
 	for (unsigned int i = 0; i < vm->nr_vcpus; i++) {
-		int r = harvest_one_ring(vm, &vm->vcpus[i], final ? DIRTY_RING_SCAN : 0);
+		int r = harvest_one_ring(vm, &vm->vcpus[i], flags);
 
 		if (r)
 			return r;
 	}
+	if (vm->lost_drain && drain_lost(vm))
+		return resync_all(vm);
 	return 0;
+}
+
+/* A sync for a reader of the bitmap: sticky pages are dirty every time. */
+static int ring_sync_locked(struct kvm_vm *vm, bool final)
+{
+	int r = harvest_all(vm, final ? DIRTY_RING_SCAN : 0);
+
+	if (!r)
+		publish_sticky(vm);
+	return r;
 }
 
 static int ring_sync(struct kvm_vm *vm, bool final)
@@ -255,7 +353,7 @@ static void *harvester_main(void *arg)
 		bool stop = vm->harvester_stop;
 
 		if (!stop) {
-			ring_sync_locked(vm, false);
+			harvest_all(vm, 0);
 			uint64_t now = clock_ns(CLOCK_THREAD_CPUTIME_ID);
 
 			vm->dstats.harvests++;
@@ -464,17 +562,17 @@ nomem:
 void kvm_dirty_fini(struct kvm_vm *vm)
 {
 	dirty_bitmap_fini(&vm->dirty);
+	free(vm->sticky);
+	if (vm->sticky_set.words)
+		dirty_bitmap_fini(&vm->sticky_set);
 	free(vm->harvest_buf);
 	free(vm->log_buf);
 }
 
-int kvm_dirty_start(struct kvm_vm *vm, char *err, size_t errlen)
+static int dirty_start_first(struct kvm_vm *vm, char *err, size_t errlen)
 {
-	if (vm->dirty_active) {
-		kvm_set_err(err, errlen, "dirty tracking already active");
-		return -EBUSY;
-	}
 	memset(&vm->dstats, 0, sizeof(vm->dstats));
+	sticky_clear(vm);
 	int r = backend(vm)->start(vm);
 
 	if (r) {
@@ -487,6 +585,17 @@ int kvm_dirty_start(struct kvm_vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
+int kvm_dirty_start(struct kvm_vm *vm, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&vm->users_lock);
+	int r = vm->dirty_users ? 0 : dirty_start_first(vm, err, errlen);
+
+	if (!r)
+		vm->dirty_users++;
+	pthread_mutex_unlock(&vm->users_lock);
+	return r;
+}
+
 int kvm_dirty_sync(struct kvm_vm *vm, bool final)
 {
 	if (!vm->dirty_active)
@@ -496,12 +605,45 @@ int kvm_dirty_sync(struct kvm_vm *vm, bool final)
 
 void kvm_dirty_stop(struct kvm_vm *vm)
 {
-	if (!vm->dirty_active)
-		return;
-	backend(vm)->stop(vm);
-	vm->dirty_active = false;
-	/* Leave the bitmap clean for a later migration. */
-	dirty_bitmap_clear_all(&vm->dirty);
+	pthread_mutex_lock(&vm->users_lock);
+	if (vm->dirty_users && !--vm->dirty_users && vm->dirty_active) {
+		backend(vm)->stop(vm);
+		vm->dirty_active = false;
+		/* Leave the bitmap clean for a later migration. */
+		dirty_bitmap_clear_all(&vm->dirty);
+	}
+	pthread_mutex_unlock(&vm->users_lock);
+}
+
+bool kvm_dirty_active(struct kvm_vm *vm)
+{
+	pthread_mutex_lock(&vm->users_lock);
+	bool a = vm->dirty_active;
+	pthread_mutex_unlock(&vm->users_lock);
+	return a;
+}
+
+enum kvm_dirty_backend kvm_dirty_backend(const struct kvm_vm *vm)
+{
+	return vm->cfg.dirty_backend;
+}
+
+uint32_t kvm_ring_entries(const struct kvm_vm *vm)
+{
+	return vm->cfg.dirty_backend == KVM_DIRTY_RING ? vm->cfg.ring_entries : 0;
+}
+
+uint64_t kvm_vcpu_ring_pages(struct kvm_vm *vm, unsigned int idx)
+{
+	return idx < vm->nr_vcpus ? __atomic_load_n(&vm->vcpus[idx].ring_pages, __ATOMIC_RELAXED) : 0;
+}
+
+void kvm_dirty_set_lost_drain(struct kvm_vm *vm, kvm_lost_drain_fn drain, void *opaque)
+{
+	pthread_mutex_lock(&vm->dirty_lock);
+	vm->lost_drain = drain;
+	vm->lost_opaque = opaque;
+	pthread_mutex_unlock(&vm->dirty_lock);
 }
 
 void kvm_dirty_get_stats(struct kvm_vm *vm, struct kvm_dirty_stats *st)

@@ -34,6 +34,12 @@ struct kvm_vcpu {
 	pthread_t thread;
 	bool thread_started;
 	struct dirty_ring ring;
+	/* dirty pages this vCPU's ring delivered (harvester's count) */
+	uint64_t ring_pages;
+	/* throttle (dirty limit): kept out of KVM_RUN until this monotonic
+	 * time; throttled_ns = time spent so, in total */
+	uint64_t throttle_until_ns;
+	uint64_t throttled_ns;
 	/* boot state set by the loader for the BSP */
 	bool has_boot_state;
 	struct kvm_regs boot_regs;
@@ -78,7 +84,18 @@ struct kvm_vm {
 
 	/* dirty tracking */
 	pthread_mutex_t dirty_lock;	/* serialises harvest + reset */
+	unsigned int dirty_users;	/* migration, dirty-rate, dirty-limit */
 	bool dirty_active;
+	/* the eBPF guard (set by savevm): names the pages of ring entries the
+	 * kernel overwrote; those pages stay "sticky" (published at every
+	 * sync) until a resync re-protects all RAM */
+	kvm_lost_drain_fn lost_drain;
+	void *lost_opaque;
+	uint64_t *sticky;		/* page indices */
+	struct dirty_bitmap sticky_set;	/* the same, as a set (allocated at the first) */
+	size_t nr_sticky, sticky_cap;
+	bool sticky_overflow;		/* too many, or out of memory: resync */
+	pthread_mutex_t users_lock;	/* dirty_users, start/stop */
 	struct dirty_bitmap dirty;
 	uint64_t *harvest_buf;		/* RAM page indices collected, pre-publish */
 	size_t harvest_cap;

@@ -93,6 +93,32 @@ enum kvm_stop_reason kvm_vm_stop_reason(struct kvm_vm *vm, int *code);
  * page read after its bit was cleared can only be stale if a later write
  * sets the bit again. */
 int kvm_dirty_start(struct kvm_vm *vm, char *err, size_t errlen);
+/* start/stop are counted: a migration, a dirty-rate measurement and a
+ * dirty limit may each hold tracking on; the first start resets the
+ * statistics, the last stop turns logging off and clears the bitmap. */
+bool kvm_dirty_active(struct kvm_vm *vm);
+enum kvm_dirty_backend kvm_dirty_backend(const struct kvm_vm *vm);
+/* Dirty pages vCPU idx's ring delivered so far (dirty-ring backend; the
+ * harvester's count, monotonic). */
+uint64_t kvm_vcpu_ring_pages(struct kvm_vm *vm, unsigned int idx);
+/* Ring entries the harvester collects per vCPU ring. */
+uint32_t kvm_ring_entries(const struct kvm_vm *vm);
+
+/* The eBPF overflow guard's hook: drain(opaque, lost, ctx, &incomplete)
+ * calls lost(ctx, slot, offset) for every ring entry the kernel overwrote
+ * before it was harvested and reset, returns how many or -errno, and sets
+ * incomplete if it cannot name them all.  With a drain set, an overflow
+ * costs a resend of exactly those pages instead of all RAM. */
+typedef void (*kvm_lost_fn)(void *ctx, uint32_t slot, uint64_t offset);
+typedef int (*kvm_lost_drain_fn)(void *opaque, kvm_lost_fn lost, void *ctx, bool *incomplete);
+void kvm_dirty_set_lost_drain(struct kvm_vm *vm, kvm_lost_drain_fn drain, void *opaque);
+
+/* Throttle (dirty limit): keep vCPU idx out of KVM_RUN until the
+ * CLOCK_MONOTONIC time until_ns (kicking it out now if it is inside);
+ * 0 lifts it.  A paused or quitting VM is not held up by it. */
+void kvm_vcpu_throttle(struct kvm_vm *vm, unsigned int idx, uint64_t until_ns);
+/* Total time vCPU idx has spent throttled. */
+uint64_t kvm_vcpu_throttled_ns(struct kvm_vm *vm, unsigned int idx);
 /* Collect everything KVM has logged into the bitmap.  final = vCPUs are
  * stopped: also scan for ring holes so nothing can hide. */
 int kvm_dirty_sync(struct kvm_vm *vm, bool final);
@@ -119,6 +145,7 @@ struct kvm_dirty_stats {
 	uint64_t overflows;		/* ring overflows detected */
 	uint64_t holes_fixed;		/* ring index holes repaired */
 	uint64_t resyncs;		/* whole-RAM re-protect + resend */
+	uint64_t lost_pages;		/* pages the eBPF guard named (exact recovery) */
 	/* what collecting costs the host (bench/harvest_cost.c) */
 	uint64_t harvests;		/* passes: every ring or every slot once, or
 					 * one ring for a ring-full exit */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kvm/kvm-int.h"
@@ -383,7 +384,14 @@ int kvm_vm_create(const struct kvm_vm_config *cfg, const struct kvm_vm_callbacks
 	vm->trace_dirty = getenv("KMIG_TRACE_DIRTY") != NULL;
 	vm->ram_size = cfg->mem_bytes;
 	pthread_mutex_init(&vm->lock, NULL);
-	pthread_cond_init(&vm->cond, NULL);
+	pthread_condattr_t ca;
+
+	/* monotonic: throttled vCPUs wait on it with a deadline */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&vm->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&vm->users_lock, NULL);
 	pthread_mutex_init(&vm->serial_lock, NULL);
 	pthread_mutex_init(&vm->dirty_lock, NULL);
 	serial_reset(&vm->serial);
@@ -544,15 +552,47 @@ static bool handle_exit(struct kvm_vcpu *v)
 	}
 }
 
-/* Park outside KVM_RUN while a pause is requested; false = quit. */
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static bool throttled(struct kvm_vcpu *v, uint64_t now)
+{
+	return __atomic_load_n(&v->throttle_until_ns, __ATOMIC_ACQUIRE) > now;
+}
+
+/* Sleep out the throttle (dirty limit), woken early by a pause, quit or a
+ * new deadline.  Called with vm->lock held, counted as outside KVM_RUN so
+ * a pause does not wait for it. */
+static void throttle_wait(struct kvm_vm *vm, struct kvm_vcpu *v)
+{
+	uint64_t t0 = mono_ns(), until = __atomic_load_n(&v->throttle_until_ns, __ATOMIC_ACQUIRE);
+	struct timespec ts = { .tv_sec = (time_t)(until / 1000000000u), .tv_nsec = (long)(until % 1000000000u) };
+
+	pthread_cond_timedwait(&vm->cond, &vm->lock, &ts);
+	__atomic_add_fetch(&v->throttled_ns, mono_ns() - t0, __ATOMIC_RELAXED);
+}
+
+/* Park outside KVM_RUN while a pause is requested or the vCPU is
+ * throttled; false = quit. */
 static bool wait_runnable(struct kvm_vm *vm, struct kvm_vcpu *v)
 {
 	pthread_mutex_lock(&vm->lock);
-	if (vm->pause_req || vm->quit_req) {
+	if (vm->pause_req || vm->quit_req || throttled(v, mono_ns())) {
 		vm->nr_outside++;
 		pthread_cond_broadcast(&vm->cond);
-		while (vm->pause_req && !vm->quit_req)
-			pthread_cond_wait(&vm->cond, &vm->lock);
+		while (!vm->quit_req) {
+			if (vm->pause_req)
+				pthread_cond_wait(&vm->cond, &vm->lock);
+			else if (throttled(v, mono_ns()))
+				throttle_wait(vm, v);
+			else
+				break;
+		}
 		vm->nr_outside--;
 	}
 	bool quit = vm->quit_req;
@@ -648,6 +688,29 @@ void kvm_vm_pause(struct kvm_vm *vm)
 	while (vm->nr_outside < vm->nr_threads)
 		pthread_cond_wait(&vm->cond, &vm->lock);
 	pthread_mutex_unlock(&vm->lock);
+}
+
+void kvm_vcpu_throttle(struct kvm_vm *vm, unsigned int idx, uint64_t until_ns)
+{
+	if (idx >= vm->nr_vcpus)
+		return;
+	struct kvm_vcpu *v = &vm->vcpus[idx];
+
+	pthread_mutex_lock(&vm->lock);
+	__atomic_store_n(&v->throttle_until_ns, until_ns, __ATOMIC_RELEASE);
+	/* out of KVM_RUN now (as a pause does); a lifted or shortened
+	 * throttle wakes the sleeper */
+	if (until_ns > mono_ns() && v->thread_started && !vm->pause_req) {
+		v->run->immediate_exit = 1;
+		pthread_kill(v->thread, SIGUSR1);
+	}
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+uint64_t kvm_vcpu_throttled_ns(struct kvm_vm *vm, unsigned int idx)
+{
+	return idx < vm->nr_vcpus ? __atomic_load_n(&vm->vcpus[idx].throttled_ns, __ATOMIC_RELAXED) : 0;
 }
 
 void kvm_vm_resume(struct kvm_vm *vm)
