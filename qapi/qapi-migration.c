@@ -11,6 +11,10 @@
  *                               expected-downtime, ram (+ error-desc)
  *   completed                   status, setup-time, total-time, downtime,
  *                               ram with remaining = dirty-pages-rate = 0
+ *
+ * and with ram, when the dirty-limit throttle is at work (has_dirty_limit),
+ * dirty-limit-throttle-time-per-round and dirty-limit-ring-full-time
+ * (populate_ram_info).
  *   destination side (incoming) status only (+ error-desc)
  *
  * kmig adds "x-kmig" (struct migration_kmig_stats) whenever status is
@@ -67,6 +71,20 @@ static void add_kmig(JsonBuilder *b, const struct migration_kmig_stats *k)
 	}
 	qmp_builder_add_uint(b, "zero-copy-notifications", k->zc_notifications);
 	qmp_builder_add_uint(b, "zero-copy-copied", k->zc_copied);
+	if (k->dirty_telemetry) {
+		json_builder_set_member_name(b, "dirty-telemetry");
+		json_builder_add_string_value(b, k->dirty_telemetry);
+	}
+	if (k->telemetry_why[0]) {
+		char why[sizeof(k->telemetry_why) + 1];
+
+		/* a fixed array: never trust the NUL */
+		memcpy(why, k->telemetry_why, sizeof(k->telemetry_why));
+		why[sizeof(k->telemetry_why)] = '\0';
+		json_builder_set_member_name(b, "telemetry-why");
+		json_builder_add_string_value(b, why);
+	}
+	qmp_builder_add_uint(b, "ring-lost-pages", k->ring_lost_pages);
 	if (k->has_switchover_expected_downtime)
 		qmp_builder_add_uint(b, "switchover-expected-downtime", k->switchover_expected_downtime);
 	json_builder_end_object(b);
@@ -187,6 +205,11 @@ JsonNode *qapi_migration_info_to_json(const struct migration_info *info)
 		else
 			qmp_builder_add_uint(b, "downtime", info->downtime_ms);
 		add_ram(b, info);
+		if (info->has_dirty_limit) {
+			qmp_builder_add_uint(b, "dirty-limit-throttle-time-per-round",
+					     info->dirty_limit_throttle_time_per_round_us);
+			qmp_builder_add_uint(b, "dirty-limit-ring-full-time", info->dirty_limit_ring_full_time_us);
+		}
 	}
 	if (info->has_error && info->error_desc[0]) {
 		char desc[sizeof(info->error_desc) + 1];

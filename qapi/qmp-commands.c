@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -45,6 +46,29 @@ static bool arg_bool(JsonObject *args, const char *name)
 	JsonNode *n = json_object_get_member(args, name);
 
 	return n && json_node_get_boolean(n);
+}
+
+/* An optional enum member (its spec says string): *out is its index in
+ * names (NULL-terminated), dflt when absent.  Any other string gets the
+ * error QEMU's input visitor gives. */
+static bool arg_enum(JsonObject *args, const char *name, const char *const *names, int dflt, int *out,
+		     GError **err)
+{
+	JsonNode *n = json_object_get_member(args, name);
+	const char *v;
+
+	*out = dflt;
+	if (!n)
+		return true;
+	v = json_node_get_string(n);
+	for (int i = 0; names[i]; i++) {
+		if (!strcmp(v, names[i])) {
+			*out = i;
+			return true;
+		}
+	}
+	g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s' does not accept value '%s'", name, v);
+	return false;
 }
 
 /* ------------------------------------------------------ argument checks */
@@ -192,8 +216,8 @@ int qmp_migration_cap_lookup(const char *name)
 	X("multifd-qatzip-level", ANY, 0)                                    \
 	X("multifd-zstd-level", ANY, 0)                                      \
 	X("block-bitmap-mapping", ANY, 0)                                    \
-	X("x-vcpu-dirty-limit-period", ANY, 0)                               \
-	X("vcpu-dirty-limit", ANY, 0)                                        \
+	X("x-vcpu-dirty-limit-period", UINT64, MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD) \
+	X("vcpu-dirty-limit", UINT64, MIGRATION_PARAM_VCPU_DIRTY_LIMIT)      \
 	X("mode", ANY, 0)                                                    \
 	X("zero-page-detection", ANY, 0)                                     \
 	X("direct-io", ANY, 0)                                               \
@@ -465,6 +489,22 @@ static JsonNode *cmd_migrate_set_parameters(struct qmp_server *s, struct qmp_con
 		case MIGRATION_PARAM_MULTIFD_CHANNELS:
 			p.multifd_channels = (uint64_t)json_node_get_int(n);
 			break;
+		case MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD:
+			p.vcpu_dirty_limit_period_ms = (uint64_t)json_node_get_int(n);
+			if (p.vcpu_dirty_limit_period_ms < 1 || p.vcpu_dirty_limit_period_ms > 1000) {
+				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
+					    "Parameter 'x-vcpu-dirty-limit-period' expects a value between 1 and 1000");
+				return NULL;
+			}
+			break;
+		case MIGRATION_PARAM_VCPU_DIRTY_LIMIT:
+			p.vcpu_dirty_limit = (uint64_t)json_node_get_int(n);
+			if (p.vcpu_dirty_limit < 1) {
+				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
+					    "Parameter 'vcpu_dirty_limit' must be greater than 1 MB/s");
+				return NULL;
+			}
+			break;
 		case MIGRATION_PARAM_SEND_MODE:
 			if (!parse_send_mode(json_node_get_string(n), &p.send_mode)) {
 				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
@@ -499,6 +539,8 @@ static JsonNode *cmd_query_migrate_parameters(struct qmp_server *s, struct qmp_c
 	qmp_builder_add_uint(b, "max-bandwidth", p.max_bandwidth);
 	qmp_builder_add_uint(b, "avail-switchover-bandwidth", p.avail_switchover_bandwidth);
 	qmp_builder_add_uint(b, "multifd-channels", p.multifd_channels);
+	qmp_builder_add_uint(b, "x-vcpu-dirty-limit-period", p.vcpu_dirty_limit_period_ms);
+	qmp_builder_add_uint(b, "vcpu-dirty-limit", p.vcpu_dirty_limit);
 	qmp_builder_add_uint(b, "x-kmig-stall-iterations", p.stall_iterations);
 	qmp_builder_add_uint(b, "x-kmig-stall-ms", p.stall_ms);
 	json_builder_set_member_name(b, "x-kmig-send-mode");
@@ -582,14 +624,18 @@ static JsonNode *cmd_migrate_set_capabilities(struct qmp_server *s, struct qmp_c
 			return NULL;
 		}
 	}
-	/* the machine acts on the capabilities that shape the RAM path */
+	/* the machine acts on the capabilities that shape the RAM path, and
+	 * on dirty-limit (it may refuse it: no dirty ring) */
 	struct migration_params p = { .multifd = caps[QMP_MIGCAP_MULTIFD],
-				      .zero_copy_send = caps[QMP_MIGCAP_ZERO_COPY_SEND] };
+				      .zero_copy_send = caps[QMP_MIGCAP_ZERO_COPY_SEND],
+				      .dirty_limit = caps[QMP_MIGCAP_DIRTY_LIMIT] };
+	unsigned int mask = MIGRATION_PARAM_MULTIFD | MIGRATION_PARAM_ZERO_COPY_SEND | MIGRATION_PARAM_DIRTY_LIMIT;
 	char e[256] = "";
 
-	if (machine_set_params(st->machine, &p, MIGRATION_PARAM_MULTIFD | MIGRATION_PARAM_ZERO_COPY_SEND, e,
-			       sizeof(e))) {
-		g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "%s", e);
+	int r = machine_set_params(st->machine, &p, mask, e, sizeof(e));
+
+	if (r) {
+		g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "%s", e[0] ? e : g_strerror(-r));
 		return NULL;
 	}
 	memcpy(st->caps, caps, sizeof(caps));
@@ -670,6 +716,251 @@ static JsonNode *cmd_pmemsave(struct qmp_server *s, struct qmp_conn *c, JsonObje
 			      e, err);
 }
 
+/* -------------------------------------- dirty page rate and dirty limit */
+
+/* QEMU's TimeUnit, DirtyRateMeasureMode and DirtyRateStatus */
+enum { TIME_UNIT_SECOND, TIME_UNIT_MILLISECOND };
+static const char *const time_unit_names[] = { "second", "millisecond", NULL };
+static const char *const dirtyrate_mode_names[] = {
+	[DIRTYRATE_PAGE_SAMPLING] = "page-sampling",
+	[DIRTYRATE_DIRTY_RING] = "dirty-ring",
+	[DIRTYRATE_DIRTY_BITMAP] = "dirty-bitmap",
+	[DIRTYRATE_DIRTY_BITMAP + 1] = NULL,
+};
+static const char *const dirtyrate_status_names[] = {
+	[DIRTYRATE_UNSTARTED] = "unstarted",
+	[DIRTYRATE_MEASURING] = "measuring",
+	[DIRTYRATE_MEASURED] = "measured",
+};
+
+static const char *enum_name(const char *const *names, size_t n, unsigned int v)
+{
+	return v < n && names[v] ? names[v] : names[0];
+}
+
+static const struct qmp_arg_spec calc_dirty_rate_args[] = {
+	{ "calc-time", QMP_ARG_INT, true },
+	{ "calc-time-unit", QMP_ARG_STR, false },
+	{ "sample-pages", QMP_ARG_INT, false },
+	{ "mode", QMP_ARG_STR, false },
+	{ NULL, 0, false },
+};
+
+static bool dirty_rate_measuring(struct machine *m)
+{
+	struct dirtyrate_info info;
+
+	memset(&info, 0, sizeof(info));
+	machine_query_dirty_rate(m, &info);
+	return info.status == DIRTYRATE_MEASURING;
+}
+
+/* calc-time in unit, in ms, if it is in QEMU's range (no overflow) */
+static bool calc_time_ms(int64_t t, int unit, int64_t *ms)
+{
+	if (unit == TIME_UNIT_SECOND) {
+		if (t > DIRTYRATE_MAX_CALC_MS / 1000 || t < 0)
+			return false;
+		t *= 1000;
+	}
+	*ms = t;
+	return t >= DIRTYRATE_MIN_CALC_MS && t <= DIRTYRATE_MAX_CALC_MS;
+}
+
+/* QEMU's qmp_calc_dirty_rate() checks, in its order, its words */
+static bool check_calc_dirty_rate(struct machine *m, JsonObject *args, int unit, int mode, int64_t *ms,
+				  uint64_t *pages, GError **err)
+{
+	JsonNode *sp = json_object_get_member(args, "sample-pages");
+	int64_t n;
+
+	if (dirty_rate_measuring(m)) {
+		g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "the dirty rate is already being measured.");
+		return false;
+	}
+	if (!calc_time_ms(json_object_get_int_member(args, "calc-time"), unit, ms)) {
+		g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Calculation time is out of range [%dms, %dms].",
+			    DIRTYRATE_MIN_CALC_MS, DIRTYRATE_MAX_CALC_MS);
+		return false;
+	}
+	*pages = mode == DIRTYRATE_PAGE_SAMPLING ? DIRTYRATE_DEFAULT_SAMPLE_PAGES : 0;
+	if (!sp)
+		return true;
+	if (mode != DIRTYRATE_PAGE_SAMPLING) {
+		g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "sample-pages is used only in page-sampling mode");
+		return false;
+	}
+	n = json_node_get_int(sp);
+	if (n < DIRTYRATE_MIN_SAMPLE_PAGES || n > DIRTYRATE_MAX_SAMPLE_PAGES) {
+		g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "sample-pages is out of range[%d, %d].",
+			    DIRTYRATE_MIN_SAMPLE_PAGES, DIRTYRATE_MAX_SAMPLE_PAGES);
+		return false;
+	}
+	*pages = (uint64_t)n;
+	return true;
+}
+
+static JsonNode *cmd_calc_dirty_rate(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+				     GError **err)
+{
+	struct machine *m = qmp_server_state(s)->machine;
+	uint64_t pages;
+	int unit, mode;
+	char e[256] = "";
+	int64_t ms;
+
+	if (!arg_enum(args, "calc-time-unit", time_unit_names, TIME_UNIT_SECOND, &unit, err) ||
+	    !arg_enum(args, "mode", dirtyrate_mode_names, DIRTYRATE_PAGE_SAMPLING, &mode, err) ||
+	    !check_calc_dirty_rate(m, args, unit, mode, &ms, &pages, err))
+		return NULL;
+	return machine_result(machine_calc_dirty_rate(m, ms, (enum dirtyrate_mode)mode, pages, e, sizeof(e)),
+			      e, err);
+}
+
+static const struct qmp_arg_spec query_dirty_rate_args[] = {
+	{ "calc-time-unit", QMP_ARG_STR, false },
+	{ NULL, 0, false },
+};
+
+static void add_vcpu_dirty_rates(JsonBuilder *b, const struct dirtyrate_info *info)
+{
+	unsigned int i, n = MIN(info->nr_vcpus, DIRTYRATE_MAX_VCPUS);
+
+	json_builder_set_member_name(b, "vcpu-dirty-rate");
+	json_builder_begin_array(b);
+	for (i = 0; i < n; i++) {
+		json_builder_begin_object(b);
+		qmp_builder_add_int(b, "id", i);
+		qmp_builder_add_int(b, "dirty-rate", info->vcpu_dirty_rate[i]);
+		json_builder_end_object(b);
+	}
+	json_builder_end_array(b);
+}
+
+/* QEMU's DirtyRateInfo, calc-time in unit (rounded down, as QEMU) */
+static JsonNode *dirtyrate_info_json(const struct dirtyrate_info *info, int unit)
+{
+	JsonBuilder *b = json_builder_new();
+	int64_t t = unit == TIME_UNIT_SECOND ? info->calc_time_ms / 1000 : info->calc_time_ms;
+
+	json_builder_begin_object(b);
+	if (info->has_dirty_rate)
+		qmp_builder_add_int(b, "dirty-rate", info->dirty_rate);
+	json_builder_set_member_name(b, "status");
+	json_builder_add_string_value(
+		b, enum_name(dirtyrate_status_names, G_N_ELEMENTS(dirtyrate_status_names), info->status));
+	qmp_builder_add_int(b, "start-time", info->start_time_s);
+	qmp_builder_add_int(b, "calc-time", t);
+	json_builder_set_member_name(b, "calc-time-unit");
+	json_builder_add_string_value(b, time_unit_names[unit]);
+	qmp_builder_add_uint(b, "sample-pages", info->sample_pages);
+	json_builder_set_member_name(b, "mode");
+	json_builder_add_string_value(
+		b, enum_name(dirtyrate_mode_names, G_N_ELEMENTS(dirtyrate_mode_names) - 1, info->mode));
+	if (info->mode == DIRTYRATE_DIRTY_RING && info->status == DIRTYRATE_MEASURED)
+		add_vcpu_dirty_rates(b, info);
+	if (info->counted_by) {
+		json_builder_set_member_name(b, "x-kmig-counted-by");
+		json_builder_add_string_value(b, info->counted_by);
+	}
+	json_builder_end_object(b);
+	return builder_finish(b);
+}
+
+static JsonNode *cmd_query_dirty_rate(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+				      GError **err)
+{
+	struct dirtyrate_info *info;
+	JsonNode *ret;
+	int unit;
+
+	if (!arg_enum(args, "calc-time-unit", time_unit_names, TIME_UNIT_SECOND, &unit, err))
+		return NULL;
+	info = g_new0(struct dirtyrate_info, 1);
+	machine_query_dirty_rate(qmp_server_state(s)->machine, info);
+	ret = dirtyrate_info_json(info, unit);
+	g_free(info);
+	return ret;
+}
+
+/* cpu-index: absent = -1 (every vCPU); QEMU's error for one that cannot be
+ * a vCPU's (the machine checks the upper bound) */
+static bool arg_cpu_index(JsonObject *args, int *cpu, GError **err)
+{
+	JsonNode *n = json_object_get_member(args, "cpu-index");
+	int64_t v;
+
+	*cpu = -1;
+	if (!n)
+		return true;
+	v = json_node_get_int(n);
+	if (v < 0 || v > INT_MAX) {
+		g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "incorrect cpu index specified");
+		return false;
+	}
+	*cpu = (int)v;
+	return true;
+}
+
+static const struct qmp_arg_spec set_vcpu_dirty_limit_args[] = {
+	{ "cpu-index", QMP_ARG_INT, false },
+	{ "dirty-rate", QMP_ARG_UINT64, true },
+	{ NULL, 0, false },
+};
+
+static JsonNode *cmd_set_vcpu_dirty_limit(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+					  GError **err)
+{
+	struct machine *m = qmp_server_state(s)->machine;
+	uint64_t rate = (uint64_t)json_object_get_int_member(args, "dirty-rate");
+	char e[256] = "";
+	int cpu;
+
+	if (!arg_cpu_index(args, &cpu, err))
+		return NULL;
+	/* as QEMU: a limit of 0 cancels it */
+	if (!rate)
+		return machine_result(machine_cancel_vcpu_dirty_limit(m, cpu, e, sizeof(e)), e, err);
+	return machine_result(machine_set_vcpu_dirty_limit(m, cpu, rate, e, sizeof(e)), e, err);
+}
+
+static const struct qmp_arg_spec cancel_vcpu_dirty_limit_args[] = {
+	{ "cpu-index", QMP_ARG_INT, false },
+	{ NULL, 0, false },
+};
+
+static JsonNode *cmd_cancel_vcpu_dirty_limit(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+					     GError **err)
+{
+	char e[256] = "";
+	int cpu;
+
+	if (!arg_cpu_index(args, &cpu, err))
+		return NULL;
+	return machine_result(machine_cancel_vcpu_dirty_limit(qmp_server_state(s)->machine, cpu, e, sizeof(e)),
+			      e, err);
+}
+
+static JsonNode *cmd_query_vcpu_dirty_limit(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
+					    GError **err)
+{
+	struct dirtylimit_vcpu *v = g_new0(struct dirtylimit_vcpu, DIRTYRATE_MAX_VCPUS);
+	unsigned int i, n = machine_query_vcpu_dirty_limit(qmp_server_state(s)->machine, v, DIRTYRATE_MAX_VCPUS);
+	JsonBuilder *b = json_builder_new();
+
+	json_builder_begin_array(b);
+	for (i = 0; i < MIN(n, DIRTYRATE_MAX_VCPUS); i++) {
+		json_builder_begin_object(b);
+		qmp_builder_add_int(b, "cpu-index", v[i].cpu_index);
+		qmp_builder_add_uint(b, "limit-rate", v[i].limit_rate);
+		qmp_builder_add_uint(b, "current-rate", v[i].current_rate);
+		json_builder_end_object(b);
+	}
+	json_builder_end_array(b);
+	g_free(v);
+	return builder_finish(b);
+}
+
 const struct qmp_command qmp_commands[] = {
 	{ "qmp_capabilities", qmp_capabilities_args, cmd_qmp_capabilities, QMP_CMD_NEGOTIATION },
 	{ "query-commands", NULL, cmd_query_commands, 0 },
@@ -688,6 +979,11 @@ const struct qmp_command qmp_commands[] = {
 	{ "query-migrate-capabilities", NULL, cmd_query_migrate_capabilities, 0 },
 	{ "x-kmig-blob-set", blob_set_args, cmd_x_kmig_blob_set, 0 },
 	{ "pmemsave", pmemsave_args, cmd_pmemsave, 0 },
+	{ "calc-dirty-rate", calc_dirty_rate_args, cmd_calc_dirty_rate, 0 },
+	{ "query-dirty-rate", query_dirty_rate_args, cmd_query_dirty_rate, 0 },
+	{ "set-vcpu-dirty-limit", set_vcpu_dirty_limit_args, cmd_set_vcpu_dirty_limit, 0 },
+	{ "cancel-vcpu-dirty-limit", cancel_vcpu_dirty_limit_args, cmd_cancel_vcpu_dirty_limit, 0 },
+	{ "query-vcpu-dirty-limit", NULL, cmd_query_vcpu_dirty_limit, 0 },
 };
 
 const size_t qmp_n_commands = G_N_ELEMENTS(qmp_commands);

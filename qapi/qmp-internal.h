@@ -108,7 +108,7 @@ JsonNode *qmp_json_sanitized_copy(JsonNode *node);
 	X(ZERO_COPY_SEND, "zero-copy-send", true)                    \
 	X(POSTCOPY_PREEMPT, "postcopy-preempt", false)               \
 	X(SWITCHOVER_ACK, "switchover-ack", false)                   \
-	X(DIRTY_LIMIT, "dirty-limit", false)                         \
+	X(DIRTY_LIMIT, "dirty-limit", true)                          \
 	X(MAPPED_RAM, "mapped-ram", false)
 
 enum qmp_migration_cap {

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdio.h>
 
+#include "bpf/telemetry.h"
 #include "kvm/kvm.h"
 #include "ring/ring.h"
 #include "savevm/blob.h"
@@ -12,6 +13,35 @@
 #include "savevm/machine.h"
 #include "savevm/ram.h"
 #include "savevm/savevm.h"
+
+/* calc-dirty-rate's measurement (dirtyrate.c) */
+struct dirtyrate_state {
+	pthread_t thread;
+	bool thread_running;		/* joined before the next one starts */
+	volatile bool stop;
+	struct dirtyrate_info info;	/* under machine.lock */
+};
+
+/* set-vcpu-dirty-limit's token buckets and the controller (dirtylimit.c) */
+struct dirtylimit_vcpu_state {
+	uint64_t limit;			/* MiB/s, 0 = none */
+	bool by_migration;		/* set by the dirty-limit capability */
+	double allowance;		/* pages the vCPU may still dirty */
+	uint64_t last_pages;		/* its dirty count at the last tick */
+	uint64_t period_pages;		/* dirtied in the current period */
+	uint64_t period_throttle0;	/* its throttled time at the period start */
+	uint64_t current_rate;		/* MiB/s over the last whole period */
+	uint64_t throttle_per_round_us;	/* slept per ring of dirty pages */
+};
+struct dirtylimit_state {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;		/* wakes the controller to stop */
+	pthread_t thread;
+	bool thread_running, stop;
+	bool tracking;			/* holds dirty tracking on */
+	uint64_t period_start_ns;
+	struct dirtylimit_vcpu_state v[DIRTYRATE_MAX_VCPUS];
+};
 
 struct migration {
 	enum migration_status status;
@@ -49,6 +79,10 @@ struct migration {
 	struct migration_stall stall;
 	uint64_t stall_since_ns;	/* when remaining last fell */
 	bool stall_valid;		/* at least one pass measured */
+	/* dirty-limit capability: passes in a row whose dirtying outran
+	 * half of what they sent; the limit engaged */
+	unsigned int dirty_high_passes;
+	bool dirty_limit_engaged;
 };
 
 struct machine {
@@ -75,7 +109,30 @@ struct machine {
 	struct migration_params params;
 	struct migration mig;
 	bool incoming_defer;
+
+	/* per-vCPU dirty counts: eBPF when attached (telemetry.c) */
+	struct kmig_bpf *bpf;
+	const char *telemetry;		/* "bpf", "ring" or "none" */
+	char telemetry_why[160];
+	struct dirtyrate_state dr;
+	struct dirtylimit_state dl;
 };
+
+/* telemetry.c */
+void telemetry_open(struct machine *m);
+void telemetry_close(struct machine *m);
+/* Dirty pages vCPU idx has pushed to its ring so far (monotonic). */
+uint64_t telemetry_vcpu_pages(struct machine *m, unsigned int idx);
+/* dirtyrate.c, dirtylimit.c */
+void dirtyrate_fini(struct machine *m);
+void dirtylimit_init(struct machine *m);
+void dirtylimit_fini(struct machine *m);
+/* The dirty-limit capability: limit every vCPU (engage) or lift the
+ * limits the migration set (release, at its end). */
+void dirtylimit_migration_engage(struct machine *m, uint64_t mib_per_s);
+void dirtylimit_migration_release(struct machine *m);
+/* query-migrate's figures while limits are on; false if none */
+bool dirtylimit_migration_stats(struct machine *m, uint64_t *per_round_us, uint64_t *ring_full_us);
 
 void machine_emit(struct machine *m, enum machine_event ev, int64_t arg);
 /* Called with m->lock held. */

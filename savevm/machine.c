@@ -222,6 +222,9 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 	m->params.stall_iterations = DEFAULT_STALL_ITERATIONS;
 	m->params.stall_ms = DEFAULT_STALL_MS;
 	m->params.multifd_channels = 2;	/* QEMU's default */
+	m->params.vcpu_dirty_limit = 1;	/* QEMU's defaults */
+	m->params.vcpu_dirty_limit_period_ms = 1000;
+	dirtylimit_init(m);
 	m->runstate = RUNSTATE_PRELAUNCH;
 
 	struct kvm_vm_config vc = {
@@ -236,8 +239,13 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 
 	if (!r)
 		r = kvm_vm_create(&vc, &cb, &m->vm, err, errlen);
-	if (!r)
+	if (!r) {
+		telemetry_open(m);
+		if (kvm_dirty_backend(m->vm) == KVM_DIRTY_RING)
+			fprintf(stderr, "kmig: dirty telemetry: %s%s%s%s\n", m->telemetry,
+				m->telemetry_why[0] ? " (" : "", m->telemetry_why, m->telemetry_why[0] ? ")" : "");
 		r = load_guest(m, err, errlen);
+	}
 	if (!r && !(m->reg = savevm_registry_new()))
 		r = -ENOMEM;
 	if (!r)
@@ -320,8 +328,11 @@ void machine_destroy(struct machine *m)
 		ring_listener_abort(m->mig.listener);
 	pthread_mutex_unlock(&m->lock);
 	migration_join(m);
+	dirtyrate_fini(m);
+	dirtylimit_fini(m);
 	if (m->vm)
 		kvm_vm_shutdown(m->vm);
+	telemetry_close(m);
 	for (unsigned int i = 0; i < m->nr_blobs; i++)
 		blob_free(m->blobs[i]);
 	if (m->reg) {
@@ -590,7 +601,15 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 	info->kmig.zc_copied = g->zc_copied;
 	info->kmig.has_switchover_expected_downtime = g->switchover_decided;
 	info->kmig.switchover_expected_downtime = g->switchover_expected_ms;
+	info->kmig.dirty_telemetry = m->telemetry;
+	snprintf(info->kmig.telemetry_why, sizeof(info->kmig.telemetry_why), "%s", m->telemetry_why);
+	info->kmig.ring_lost_pages = ds.lost_pages;
+	bool engaged = g->dirty_limit_engaged && s == MIGRATION_STATUS_ACTIVE;
 	pthread_mutex_unlock(&m->lock);
+	/* QEMU: only while a dirty-limit migration throttles */
+	if (engaged)
+		info->has_dirty_limit = dirtylimit_migration_stats(m, &info->dirty_limit_throttle_time_per_round_us,
+								   &info->dirty_limit_ring_full_time_us);
 }
 
 void machine_get_params(struct machine *m, struct migration_params *p)
@@ -627,7 +646,27 @@ int machine_set_params(struct machine *m, const struct migration_params *p, unsi
 		snprintf(err, errlen, "the stall window needs at least 1 iteration and at most 3600000 ms");
 		return -EINVAL;
 	}
+	if ((mask & MIGRATION_PARAM_VCPU_DIRTY_LIMIT) && p->vcpu_dirty_limit < 1) {
+		snprintf(err, errlen, "Parameter 'vcpu_dirty_limit' must be greater than 1 MB/s");
+		return -EINVAL;
+	}
+	if ((mask & MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD) &&
+	    (p->vcpu_dirty_limit_period_ms < 1 || p->vcpu_dirty_limit_period_ms > 1000)) {
+		snprintf(err, errlen, "Parameter 'x-vcpu-dirty-limit-period' expects a value between 1 and 1000");
+		return -EINVAL;
+	}
+	if ((mask & MIGRATION_PARAM_DIRTY_LIMIT) && p->dirty_limit && kvm_dirty_backend(m->vm) != KVM_DIRTY_RING) {
+		snprintf(err, errlen, "dirty-limit requires KVM with accelerator property 'dirty-ring-size' set "
+			 "(kmig run --dirty-tracking ring)");
+		return -ENOTSUP;
+	}
 	pthread_mutex_lock(&m->lock);
+	if (mask & MIGRATION_PARAM_DIRTY_LIMIT)
+		m->params.dirty_limit = p->dirty_limit;
+	if (mask & MIGRATION_PARAM_VCPU_DIRTY_LIMIT)
+		m->params.vcpu_dirty_limit = p->vcpu_dirty_limit;
+	if (mask & MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD)
+		m->params.vcpu_dirty_limit_period_ms = p->vcpu_dirty_limit_period_ms;
 	if (mask & MIGRATION_PARAM_STALL_ITERATIONS)
 		m->params.stall_iterations = p->stall_iterations;
 	if (mask & MIGRATION_PARAM_STALL_MS)

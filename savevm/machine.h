@@ -98,6 +98,14 @@ struct migration_kmig_stats {
 	unsigned int channels;		/* 0 = RAM on the main connection */
 	const char *send_mode;		/* "copy", "zero-copy", "auto" (not yet chosen) */
 	uint64_t zc_notifications, zc_copied;
+	/* who counts dirty pages per vCPU: "bpf" (eBPF on the KVM
+	 * tracepoints), "ring" (the harvester counts; why_not_bpf says why),
+	 * "none" (the bitmap backend has no per-vCPU counts) */
+	const char *dirty_telemetry;
+	char telemetry_why[160];
+	/* ring entries the kernel overwrote before they were harvested, whose
+	 * pages the eBPF guard named (resent without a full resync) */
+	uint64_t ring_lost_pages;
 	/* expected-downtime (ms) when the switchover was decided, to set
 	 * against the downtime it turned into */
 	bool has_switchover_expected_downtime;
@@ -165,6 +173,13 @@ struct migration_info {
 	struct migration_phases phases;
 	bool has_stall;
 	struct migration_stall stall;
+	/* QEMU's dirty-limit figures, while a migration with the dirty-limit
+	 * capability throttles the guest: the longest a vCPU slept per ring
+	 * of dirty pages, and the time a ring takes to fill at the vCPUs'
+	 * average dirty rate (0: the guest does not dirty memory) */
+	bool has_dirty_limit;
+	uint64_t dirty_limit_throttle_time_per_round_us;
+	uint64_t dirty_limit_ring_full_time_us;
 	/* per-entry pending bytes, the breakdown of remaining (x-kmig-pending) */
 	unsigned int nr_pending;
 	struct { char name[65]; uint32_t instance_id; uint64_t bytes; } pending[16];
@@ -190,6 +205,13 @@ struct migration_params {
 	/* extension x-kmig-send-mode: auto (default: measure, keep the
 	 * faster), copy, zero-copy */
 	enum savevm_send_mode send_mode;
+	/* QEMU's dirty-limit capability, vcpu-dirty-limit (MB/s, >= 1,
+	 * default 1) and x-vcpu-dirty-limit-period (ms, 1..1000, default
+	 * 1000): throttle each vCPU that dirties faster than the limit once
+	 * the migration does not converge */
+	bool dirty_limit;
+	uint64_t vcpu_dirty_limit;
+	uint64_t vcpu_dirty_limit_period_ms;
 };
 
 enum machine_event {
@@ -242,6 +264,9 @@ void machine_get_params(struct machine *m, struct migration_params *p);
 #define MIGRATION_PARAM_MULTIFD (1u << 6)
 #define MIGRATION_PARAM_ZERO_COPY_SEND (1u << 7)
 #define MIGRATION_PARAM_SEND_MODE (1u << 8)
+#define MIGRATION_PARAM_DIRTY_LIMIT (1u << 9)
+#define MIGRATION_PARAM_VCPU_DIRTY_LIMIT (1u << 10)
+#define MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD (1u << 11)
 int machine_set_params(struct machine *m, const struct migration_params *p, unsigned int mask,
 		       char *err, size_t errlen);
 
@@ -260,5 +285,60 @@ int machine_blob_set_dirty_rate(struct machine *m, const char *id, uint64_t rate
  * the reason in err, in QEMU's words where QEMU has them. */
 int machine_pmemsave(struct machine *m, uint64_t gpa, uint64_t size, const char *path, char *err,
 		     size_t errlen);
+
+/* ---- dirty page rate (QEMU's calc-dirty-rate, query-dirty-rate) ----
+ * Works with or without a migration running.  page-sampling hashes
+ * sample_pages pages per GiB at the start and the end; dirty-ring counts
+ * each vCPU's dirty-ring pushes (eBPF counters, or the harvester's when
+ * the programs are not attached) and needs --dirty-tracking ring;
+ * dirty-bitmap counts the pages KVM's bitmap reports and needs the
+ * bitmap backend.  Rates are MiB/s. */
+enum dirtyrate_mode { DIRTYRATE_PAGE_SAMPLING, DIRTYRATE_DIRTY_RING, DIRTYRATE_DIRTY_BITMAP };
+enum dirtyrate_status { DIRTYRATE_UNSTARTED, DIRTYRATE_MEASURING, DIRTYRATE_MEASURED };
+#define DIRTYRATE_MIN_CALC_MS 50
+#define DIRTYRATE_MAX_CALC_MS 60000
+#define DIRTYRATE_MIN_SAMPLE_PAGES 128
+#define DIRTYRATE_MAX_SAMPLE_PAGES 4096
+#define DIRTYRATE_DEFAULT_SAMPLE_PAGES 512
+#define DIRTYRATE_MAX_VCPUS 256
+struct dirtyrate_info {
+	enum dirtyrate_status status;
+	enum dirtyrate_mode mode;
+	int64_t start_time_s;		/* wall clock, seconds since the epoch */
+	int64_t calc_time_ms;
+	uint64_t sample_pages;		/* per GiB; page-sampling only (else 0) */
+	bool has_dirty_rate;		/* once measured */
+	int64_t dirty_rate;
+	/* dirty-ring mode, once measured: one rate per vCPU */
+	unsigned int nr_vcpus;
+	int64_t vcpu_dirty_rate[DIRTYRATE_MAX_VCPUS];
+	/* extension: what counted ("bpf", "ring", "bitmap", "sampling") */
+	const char *counted_by;
+};
+/* Starts a measurement in the background.  Checked here: the mode is
+ * available with this VM's dirty tracking (-ENOTSUP, QEMU's words "mode
+ * %s is not enabled, use other method instead."), none is running
+ * (-EBUSY, "the dirty rate is already being measured."); calc_time_ms and
+ * sample_pages must already be in range (-EINVAL otherwise). */
+int machine_calc_dirty_rate(struct machine *m, int64_t calc_time_ms, enum dirtyrate_mode mode,
+			    uint64_t sample_pages, char *err, size_t errlen);
+void machine_query_dirty_rate(struct machine *m, struct dirtyrate_info *out);
+
+/* ---- dirty limit (QEMU's set/cancel/query-vcpu-dirty-limit) ----
+ * A vCPU with a limit sleeps in its run loop whenever it has dirtied
+ * more than limit MB/s allows (a token bucket refilled at the limit);
+ * vCPUs that do not dirty memory are never slowed.  Needs the dirty ring
+ * (-ENOTSUP otherwise).  cpu_index -1 = every vCPU; an index out of range
+ * is -EINVAL ("incorrect cpu index specified"). */
+struct dirtylimit_vcpu {
+	int cpu_index;
+	uint64_t limit_rate;		/* MB/s */
+	uint64_t current_rate;		/* MB/s, over the last period */
+};
+int machine_set_vcpu_dirty_limit(struct machine *m, int cpu_index, uint64_t mb_per_s, char *err,
+				 size_t errlen);
+int machine_cancel_vcpu_dirty_limit(struct machine *m, int cpu_index, char *err, size_t errlen);
+/* The vCPUs that have a limit, in index order; returns how many. */
+unsigned int machine_query_vcpu_dirty_limit(struct machine *m, struct dirtylimit_vcpu *out, unsigned int max);
 
 #endif

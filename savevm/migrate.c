@@ -211,6 +211,23 @@ static int update_stall(struct machine *m, uint64_t pending, uint64_t now)
 	return g->stall.stalled == was ? 0 : g->stall.stalled ? 1 : -1;
 }
 
+/* The dirty-limit capability's trigger, QEMU's: in two passes in a row
+ * (the bulk first pass aside) the guest dirtied more than half of what
+ * the pass sent.  Then every vCPU gets vcpu-dirty-limit, once.  Called
+ * with m->lock held. */
+static bool dirty_limit_trigger(struct machine *m, uint64_t dirtied, uint64_t sent)
+{
+	struct migration *g = &m->mig;
+
+	if (!m->params.dirty_limit || g->dirty_limit_engaged || g->dirty_sync_count < 2)
+		return false;
+	g->dirty_high_passes = dirtied * 2 > sent ? g->dirty_high_passes + 1 : 0;
+	if (g->dirty_high_passes < 2)
+		return false;
+	g->dirty_limit_engaged = true;
+	return true;
+}
+
 /* After a pass: harvest, measure, decide.  Returns 1 to switch over. */
 static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_start,
 		       uint64_t pass_bytes, uint64_t pages_before)
@@ -237,6 +254,7 @@ static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_
 	uint64_t limit = m->params.downtime_limit_ms;
 	bool converge = pending == 0 || pending * 1000 <= (unsigned __int128)sw_bw * limit;
 	int stall = update_stall(m, pending, now);
+	uint64_t engage = dirty_limit_trigger(m, pending, pass_bytes) ? m->params.vcpu_dirty_limit : 0;
 
 	if (converge) {
 		m->mig.switchover_decided = true;
@@ -245,6 +263,8 @@ static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_
 	pthread_mutex_unlock(&m->lock);
 	if (stall)
 		machine_emit(m, MACHINE_EVENT_STALL, stall > 0);
+	if (engage)
+		dirtylimit_migration_engage(m, engage);
 	return converge;
 }
 
@@ -431,6 +451,19 @@ static void end_channels(struct machine *m, struct savevm_out *out, unsigned int
 	out->mf = NULL;
 }
 
+/* The limits the dirty-limit capability set end with the migration. */
+static void release_dirty_limit(struct machine *m)
+{
+	pthread_mutex_lock(&m->lock);
+	bool engaged = m->mig.dirty_limit_engaged;
+
+	m->mig.dirty_limit_engaged = false;
+	m->mig.dirty_high_passes = 0;
+	pthread_mutex_unlock(&m->lock);
+	if (engaged)
+		dirtylimit_migration_release(m);
+}
+
 static void *source_main(void *arg)
 {
 	struct machine *m = arg;
@@ -491,6 +524,7 @@ static void *source_main(void *arg)
 	FOR_EACH_ENTRY(m, e, true)
 		e->ops->save_cleanup(e->opaque);
 	end_channels(m, &out, nr_channels);
+	release_dirty_limit(m);
 	pthread_mutex_lock(&m->lock);
 	m->mig.end_ns = m->mig.downtime_start_ns + m->mig.phases.end_us * 1000;
 	m->mig.downtime_ms = m->mig.phases.end_us / 1000;
@@ -507,6 +541,7 @@ fail:
 		FOR_EACH_ENTRY(m, e, true)
 			e->ops->save_cleanup(e->opaque);
 	end_channels(m, &out, nr_channels);
+	release_dirty_limit(m);
 	pthread_mutex_lock(&m->lock);
 	m->mig.end_ns = migration_now_ns();
 	m->mig.ch = NULL;

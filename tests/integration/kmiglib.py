@@ -123,7 +123,9 @@ class Kmig:
     """One `kmig run` process with its serial log and QMP socket."""
 
     def __init__(self, workdir, name, guest="verify", params="", mem=256, vcpus=1,
-                 incoming=None, extra=(), kernel=None, append=None):
+                 incoming=None, extra=(), kernel=None, append=None, env=None, prefix=()):
+        """env: extra environment variables; prefix: a command to run kmig
+        under (e.g. setpriv dropping capabilities)."""
         self.name = name
         self.serial = os.path.join(workdir, f"{name}.log")
         self.qmp_path = os.path.join(workdir, f"{name}.qmp")
@@ -139,9 +141,10 @@ class Kmig:
         if incoming:
             args += ["--incoming", incoming]
         args += list(extra)
-        self.args = args
+        self.args = list(prefix) + args
         self.err = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(args, stdout=self.err, stderr=self.err)
+        self.proc = subprocess.Popen(self.args, stdout=self.err, stderr=self.err,
+                                     env=dict(os.environ, **env) if env else None)
         self._qmp = None
 
     @property

@@ -8,7 +8,15 @@ exit with code 3).
 usage: test_migrate.py [--backend ring|bitmap] [--vcpus N] [--runs N]
                        [--ws MIB] [--rate MIB/S] [--mem MIB] [--ring N]
                        [--expect-overflow] [--throttle S] [--lm 0|1]
-                       [--channels N] [--send-mode auto|copy|zero-copy]"""
+                       [--channels N] [--send-mode auto|copy|zero-copy]
+                       [--bpf on|off]
+
+With --expect-overflow the ring must overflow (the guest's 32-bit code is
+emulated on this host, where the kernel pushes past a full ring) and every
+overflow must be recovered with nothing lost.  With the eBPF guard attached
+(--bpf on, as root) the recovery must be exact: the overwritten entries'
+pages named and resent, and no whole-RAM resync.  --bpf off (KMIG_BPF=0)
+tests the fallback: the harvester detects the overflow and resyncs."""
 import argparse
 import sys
 import time
@@ -20,9 +28,10 @@ def one_run(args, n, wd):
     port = free_port()
     extra = ["--dirty-bitmap"] if args.backend == "bitmap" else ["--dirty-ring", str(args.ring)]
     params = f"ws={args.ws},rate={args.rate},lm={args.lm}"
+    env = {"KMIG_BPF": "0"} if args.bpf == "off" else None
     dst = Kmig(wd, f"dst{n}", params=params, mem=args.mem, vcpus=args.vcpus,
-               incoming=f"tcp:127.0.0.1:{port}", extra=extra)
-    src = Kmig(wd, f"src{n}", params=params, mem=args.mem, vcpus=args.vcpus, extra=extra)
+               incoming=f"tcp:127.0.0.1:{port}", extra=extra, env=env)
+    src = Kmig(wd, f"src{n}", params=params, mem=args.mem, vcpus=args.vcpus, extra=extra, env=env)
     try:
         src.wait_lines(r" ok$", 2)
         before = verify_passes(src.wait_lines(r" ok$")[-1])
@@ -35,8 +44,8 @@ def one_run(args, n, wd):
         src.qmp.cmd("migrate-set-parameters", **{"downtime-limit": args.downtime})
         if args.throttle:
             # a long, slow precopy first: the guest dirties at full speed
-            # against a 16 MB/s link, then the link opens up
-            src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 16 << 20})
+            # against a slow link (16 MiB/s), then the link opens up
+            src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": args.throttle_bw << 20})
         src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
         if args.throttle:
             time.sleep(args.throttle)
@@ -59,9 +68,12 @@ def one_run(args, n, wd):
               f"total {info['total-time']} ms, downtime {info['downtime']} ms, "
               f"{info['ram']['transferred'] >> 20} MiB, {info['ram']['dirty-sync-count']} syncs, "
               f"overflows {k.get('ring-overflows')}, resyncs {k.get('ring-resyncs')}, "
-              f"full exits {k.get('ring-full-exits')}, channels {k.get('channels')}, "
+              f"full exits {k.get('ring-full-exits')}, guard {k.get('dirty-telemetry')} named "
+              f"{k.get('ring-lost-pages')} pages, channels {k.get('channels')}, "
               f"{k.get('send-mode')}; passes {before} -> {after}; lost pages: 0")
-        return k.get("ring-overflows", 0)
+        if args.backend == "ring" and args.bpf == "off":
+            assert k.get("dirty-telemetry") == "ring" and "KMIG_BPF=0" in k.get("telemetry-why", ""), k
+        return k
     finally:
         src.stop()
         dst.stop()
@@ -82,18 +94,30 @@ def main():
     ap.add_argument("--downtime", type=int, default=300)
     ap.add_argument("--throttle", type=float, default=0,
                     help="seconds of precopy at 16 MB/s before the link opens up")
+    ap.add_argument("--throttle-bw", type=int, default=16, help="MiB/s of the link while throttled")
     ap.add_argument("--expect-overflow", action="store_true")
     ap.add_argument("--channels", type=int, default=0, help="multifd channels (0 = multifd off)")
     ap.add_argument("--send-mode", default="auto", choices=["auto", "copy", "zero-copy"])
+    ap.add_argument("--bpf", default="on", choices=["on", "off"],
+                    help="off: KMIG_BPF=0, no eBPF guard (the harvester's detection and resync)")
     args = ap.parse_args()
     require_kvm()
     wd = workdir("migrate")
-    overflows = 0
+    overflows = resyncs = named = 0
+    telemetry = set()
     for n in range(args.runs):
-        overflows += one_run(args, n, wd)
+        k = one_run(args, n, wd)
+        overflows += k.get("ring-overflows", 0)
+        resyncs += k.get("ring-resyncs", 0)
+        named += k.get("ring-lost-pages", 0)
+        telemetry.add(k.get("dirty-telemetry"))
     if args.expect_overflow and not overflows:
         sys.exit("expected the ring to overflow (this test provokes it), but none was detected")
-    print(f"{args.runs} migrations, 0 lost pages, {overflows} ring overflows detected and recovered")
+    if args.expect_overflow and telemetry == {"bpf"}:
+        # the eBPF guard named every overwritten entry: no full resync
+        assert named > 0 and resyncs == 0, (overflows, named, resyncs)
+    print(f"{args.runs} migrations, 0 lost pages, {overflows} ring overflows detected and recovered "
+          f"({telemetry}: {named} pages named by the eBPF guard, {resyncs} whole-RAM resyncs)")
 
 
 if __name__ == "__main__":

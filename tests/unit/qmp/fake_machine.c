@@ -35,6 +35,11 @@ struct machine {
 	char last_uri[256];
 	bool quit;
 	GPtrArray *threads;
+	/* dirty rate and dirty limit: scripted answers, last arguments */
+	struct dirtyrate_info dirtyrate;
+	struct dirtylimit_vcpu limits[DIRTYRATE_MAX_VCPUS];
+	unsigned int nr_limits;
+	struct fake_dirty_args dirty_args;
 };
 
 static const char *const runstate_names[] = {
@@ -250,6 +255,29 @@ void fake_machine_join_threads(struct machine *m)
 	}
 }
 
+void fake_machine_set_dirty_rate(struct machine *m, const struct dirtyrate_info *info)
+{
+	g_mutex_lock(&m->lock);
+	m->dirtyrate = *info;
+	g_mutex_unlock(&m->lock);
+}
+
+void fake_machine_set_dirty_limits(struct machine *m, const struct dirtylimit_vcpu *v, unsigned int n)
+{
+	g_assert(n <= DIRTYRATE_MAX_VCPUS);
+	g_mutex_lock(&m->lock);
+	memcpy(m->limits, v, n * sizeof(*v));
+	m->nr_limits = n;
+	g_mutex_unlock(&m->lock);
+}
+
+void fake_machine_dirty_args(struct machine *m, struct fake_dirty_args *out)
+{
+	g_mutex_lock(&m->lock);
+	*out = m->dirty_args;
+	g_mutex_unlock(&m->lock);
+}
+
 /* ---------------------------------------------------------- machine.h */
 
 int machine_create(const struct machine_config *cfg, struct machine **out, char *err, size_t errlen)
@@ -263,6 +291,9 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 	m->runstate = cfg->incoming ? RUNSTATE_INMIGRATE : RUNSTATE_PRELAUNCH;
 	m->params.downtime_limit_ms = 300;
 	m->params.max_bandwidth = 0;
+	m->params.vcpu_dirty_limit = 1;
+	m->params.vcpu_dirty_limit_period_ms = 1000;
+	m->dirty_args.limit_cpu = m->dirty_args.cancel_cpu = -2;	/* never called */
 	m->calls = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	m->threads = g_ptr_array_new();
 	*out = m;
@@ -497,6 +528,12 @@ int machine_set_params(struct machine *m, const struct migration_params *p, unsi
 		m->params.downtime_limit_ms = p->downtime_limit_ms;
 	if (mask & MIGRATION_PARAM_MAX_BANDWIDTH)
 		m->params.max_bandwidth = p->max_bandwidth;
+	if (mask & MIGRATION_PARAM_DIRTY_LIMIT)
+		m->params.dirty_limit = p->dirty_limit;
+	if (mask & MIGRATION_PARAM_VCPU_DIRTY_LIMIT)
+		m->params.vcpu_dirty_limit = p->vcpu_dirty_limit;
+	if (mask & MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD)
+		m->params.vcpu_dirty_limit_period_ms = p->vcpu_dirty_limit_period_ms;
 out:
 	g_mutex_unlock(&m->lock);
 	return ret;
@@ -507,4 +544,66 @@ void machine_incoming_uri(struct machine *m, char *buf, size_t len)
 	g_mutex_lock(&m->lock);
 	snprintf(buf, len, "%s", m->incoming_started ? m->last_uri : "");
 	g_mutex_unlock(&m->lock);
+}
+
+int machine_calc_dirty_rate(struct machine *m, int64_t calc_time_ms, enum dirtyrate_mode mode,
+			    uint64_t sample_pages, char *err, size_t errlen)
+{
+	int ret = 0;
+
+	g_mutex_lock(&m->lock);
+	m->dirty_args.calc_time_ms = calc_time_ms;
+	m->dirty_args.calc_mode = mode;
+	m->dirty_args.calc_sample_pages = sample_pages;
+	record(m, "machine_calc_dirty_rate", &ret, err, errlen);
+	g_mutex_unlock(&m->lock);
+	return ret;
+}
+
+void machine_query_dirty_rate(struct machine *m, struct dirtyrate_info *out)
+{
+	int dummy;
+
+	g_mutex_lock(&m->lock);
+	record(m, "machine_query_dirty_rate", &dummy, NULL, 0);
+	*out = m->dirtyrate;
+	g_mutex_unlock(&m->lock);
+}
+
+int machine_set_vcpu_dirty_limit(struct machine *m, int cpu_index, uint64_t mb_per_s, char *err,
+				 size_t errlen)
+{
+	int ret = 0;
+
+	g_mutex_lock(&m->lock);
+	m->dirty_args.limit_cpu = cpu_index;
+	m->dirty_args.limit_rate = mb_per_s;
+	record(m, "machine_set_vcpu_dirty_limit", &ret, err, errlen);
+	g_mutex_unlock(&m->lock);
+	return ret;
+}
+
+int machine_cancel_vcpu_dirty_limit(struct machine *m, int cpu_index, char *err, size_t errlen)
+{
+	int ret = 0;
+
+	g_mutex_lock(&m->lock);
+	m->dirty_args.cancel_cpu = cpu_index;
+	record(m, "machine_cancel_vcpu_dirty_limit", &ret, err, errlen);
+	g_mutex_unlock(&m->lock);
+	return ret;
+}
+
+unsigned int machine_query_vcpu_dirty_limit(struct machine *m, struct dirtylimit_vcpu *out, unsigned int max)
+{
+	unsigned int n;
+	int dummy;
+
+	g_mutex_lock(&m->lock);
+	record(m, "machine_query_vcpu_dirty_limit", &dummy, NULL, 0);
+	m->dirty_args.query_limit_max = max;
+	n = MIN(m->nr_limits, max);
+	memcpy(out, m->limits, n * sizeof(*out));
+	g_mutex_unlock(&m->lock);
+	return n;
 }

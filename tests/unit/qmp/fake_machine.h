@@ -13,6 +13,10 @@
  *  - the handler runs under a lock that machine_set_event_handler() takes;
  *    fake_machine_get_handler() allows a late call like machine.c's.
  *  - fake_machine_fail_next() makes the next call of a function fail.
+ *  - the dirty rate and dirty limit calls record their arguments (failing
+ *    or not) and change nothing: the queries report what the test set.
+ *  - machine_set_params() keeps what it is given (defaults: downtime-limit
+ *    300, vcpu-dirty-limit 1, x-vcpu-dirty-limit-period 1000).
  */
 #ifndef KMIG_TESTS_FAKE_MACHINE_H
 #define KMIG_TESTS_FAKE_MACHINE_H
@@ -40,5 +44,21 @@ bool fake_machine_has_handler(struct machine *m);
 void fake_machine_get_handler(struct machine *m, machine_event_fn *fn, void **opaque);
 /* wait (up to timeout_ms) for the threads the fake started to finish */
 void fake_machine_join_threads(struct machine *m);
+
+/* what machine_query_dirty_rate() and machine_query_vcpu_dirty_limit()
+ * report from now on (n at most DIRTYRATE_MAX_VCPUS) */
+void fake_machine_set_dirty_rate(struct machine *m, const struct dirtyrate_info *info);
+void fake_machine_set_dirty_limits(struct machine *m, const struct dirtylimit_vcpu *v, unsigned int n);
+/* the arguments of the last call of each dirty rate / dirty limit function */
+struct fake_dirty_args {
+	int64_t calc_time_ms;		/* machine_calc_dirty_rate */
+	enum dirtyrate_mode calc_mode;
+	uint64_t calc_sample_pages;
+	int limit_cpu;			/* machine_set_vcpu_dirty_limit */
+	uint64_t limit_rate;
+	int cancel_cpu;			/* machine_cancel_vcpu_dirty_limit */
+	unsigned int query_limit_max;	/* machine_query_vcpu_dirty_limit */
+};
+void fake_machine_dirty_args(struct machine *m, struct fake_dirty_args *out);
 
 #endif

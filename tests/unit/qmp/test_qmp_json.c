@@ -171,7 +171,8 @@ static void test_migration_json_exact(void **state)
 	assert_string_equal(s, "{\"status\":\"failed\",\"error-desc\":\"caf\\u00e9 \\\"closed\\\"\","
 			       "\"x-kmig\":{\"dirty-mode\":\"dirty-bitmap\",\"ring-overflows\":0,"
 			       "\"ring-full-exits\":0,\"ring-resyncs\":0,\"pages-harvested\":0,\"passes\":2,"
-			       "\"channels\":0,\"zero-copy-notifications\":0,\"zero-copy-copied\":0}}");
+			       "\"channels\":0,\"zero-copy-notifications\":0,\"zero-copy-copied\":0,"
+			       "\"ring-lost-pages\":0}}");
 	g_free(s);
 
 	/* no dirty mode known: the member is left out */
@@ -181,7 +182,8 @@ static void test_migration_json_exact(void **state)
 	s = qapi_migration_info_to_string(&mi, FALSE);
 	assert_string_equal(s, "{\"status\":\"cancelled\",\"x-kmig\":{\"ring-overflows\":0,"
 			       "\"ring-full-exits\":0,\"ring-resyncs\":0,\"pages-harvested\":0,\"passes\":2,"
-			       "\"channels\":0,\"zero-copy-notifications\":0,\"zero-copy-copied\":0}}");
+			       "\"channels\":0,\"zero-copy-notifications\":0,\"zero-copy-copied\":0,"
+			       "\"ring-lost-pages\":0}}");
 	g_free(s);
 
 	/* pretty: several lines, same content */
@@ -233,6 +235,81 @@ static void test_migration_json_values(void **state)
 	n = qapi_migration_info_to_json(&mi);
 	assert_string_equal(json_object_get_string_member(json_node_get_object(n), "error-desc"), "retrying");
 	assert_true(json_object_has_member(json_node_get_object(n), "ram"));
+	json_node_unref(n);
+}
+
+/* dirty-limit figures: with ram only (QEMU's populate_ram_info), and only
+ * while the throttle works; the telemetry members of x-kmig */
+static void test_migration_json_dirty_limit(void **state)
+{
+	static const enum migration_status with_ram[] = { MIGRATION_STATUS_ACTIVE, MIGRATION_STATUS_DEVICE,
+							  MIGRATION_STATUS_CANCELLING, MIGRATION_STATUS_COMPLETED };
+	static const enum migration_status without[] = { MIGRATION_STATUS_SETUP, MIGRATION_STATUS_FAILED,
+							 MIGRATION_STATUS_CANCELLED };
+	struct migration_info mi;
+	JsonObject *o, *k;
+	JsonNode *n;
+	size_t i;
+
+	memset(&mi, 0, sizeof(mi));
+	mi.has_dirty_limit = true;
+	mi.dirty_limit_throttle_time_per_round_us = 12345;
+	mi.dirty_limit_ring_full_time_us = 678;
+	for (i = 0; i < G_N_ELEMENTS(with_ram); i++) {
+		mi.status = with_ram[i];
+		n = qapi_migration_info_to_json(&mi);
+		o = json_node_get_object(n);
+		assert_int_equal(json_object_get_int_member(o, "dirty-limit-throttle-time-per-round"), 12345);
+		assert_int_equal(json_object_get_int_member(o, "dirty-limit-ring-full-time"), 678);
+		json_node_unref(n);
+	}
+	for (i = 0; i < G_N_ELEMENTS(without); i++) {
+		mi.status = without[i];
+		n = qapi_migration_info_to_json(&mi);
+		o = json_node_get_object(n);
+		assert_false(json_object_has_member(o, "dirty-limit-throttle-time-per-round"));
+		assert_false(json_object_has_member(o, "dirty-limit-ring-full-time"));
+		json_node_unref(n);
+	}
+	/* destination: status only */
+	mi.status = MIGRATION_STATUS_ACTIVE;
+	mi.is_incoming = true;
+	n = qapi_migration_info_to_json(&mi);
+	assert_false(json_object_has_member(json_node_get_object(n), "dirty-limit-ring-full-time"));
+	json_node_unref(n);
+	/* not throttling: absent; 0 (a guest that does not dirty) is shown */
+	mi.is_incoming = false;
+	mi.has_dirty_limit = false;
+	n = qapi_migration_info_to_json(&mi);
+	assert_false(json_object_has_member(json_node_get_object(n), "dirty-limit-throttle-time-per-round"));
+	json_node_unref(n);
+	mi.has_dirty_limit = true;
+	mi.dirty_limit_ring_full_time_us = 0;
+	n = qapi_migration_info_to_json(&mi);
+	o = json_node_get_object(n);
+	assert_int_equal(json_object_get_int_member(o, "dirty-limit-ring-full-time"), 0);
+	/* x-kmig: dirty-telemetry when known, telemetry-why when not empty
+	 * (a full array without its NUL), ring-lost-pages always */
+	k = json_object_get_object_member(o, "x-kmig");
+	assert_false(json_object_has_member(k, "dirty-telemetry"));
+	assert_false(json_object_has_member(k, "telemetry-why"));
+	assert_int_equal(json_object_get_int_member(k, "ring-lost-pages"), 0);
+	json_node_unref(n);
+	mi.kmig.dirty_telemetry = "ring";
+	memset(mi.kmig.telemetry_why, 'w', sizeof(mi.kmig.telemetry_why));
+	mi.kmig.ring_lost_pages = 77;
+	n = qapi_migration_info_to_json(&mi);
+	k = json_object_get_object_member(json_node_get_object(n), "x-kmig");
+	assert_string_equal(json_object_get_string_member(k, "dirty-telemetry"), "ring");
+	assert_int_equal(strlen(json_object_get_string_member(k, "telemetry-why")), sizeof(mi.kmig.telemetry_why));
+	assert_int_equal(json_object_get_int_member(k, "ring-lost-pages"), 77);
+	json_node_unref(n);
+	mi.kmig.dirty_telemetry = "bpf";
+	mi.kmig.telemetry_why[0] = '\0';
+	n = qapi_migration_info_to_json(&mi);
+	k = json_object_get_object_member(json_node_get_object(n), "x-kmig");
+	assert_string_equal(json_object_get_string_member(k, "dirty-telemetry"), "bpf");
+	assert_false(json_object_has_member(k, "telemetry-why"));
 	json_node_unref(n);
 }
 
@@ -357,7 +434,8 @@ static void test_tables(void **state)
 		assert_string_equal(qmp_migration_caps[i].name, schema_caps[i]);
 		assert_int_equal(qmp_migration_cap_lookup(schema_caps[i]), (int)i);
 		assert_int_equal(qmp_migration_caps[i].supported,
-				 i == QMP_MIGCAP_EVENTS || i == QMP_MIGCAP_MULTIFD || i == QMP_MIGCAP_ZERO_COPY_SEND);
+				 i == QMP_MIGCAP_EVENTS || i == QMP_MIGCAP_MULTIFD || i == QMP_MIGCAP_ZERO_COPY_SEND ||
+					 i == QMP_MIGCAP_DIRTY_LIMIT);
 	}
 	assert_int_equal(qmp_migration_cap_lookup("nope"), -1);
 
@@ -403,6 +481,7 @@ int main(void)
 		cmocka_unit_test(test_migration_json_none),
 		cmocka_unit_test(test_migration_json_exact),
 		cmocka_unit_test(test_migration_json_values),
+		cmocka_unit_test(test_migration_json_dirty_limit),
 		cmocka_unit_test(test_ascii_output),
 		cmocka_unit_test(test_sanitized_copy),
 		cmocka_unit_test(test_check_args),

@@ -738,7 +738,7 @@ static const char *const ram_members[] = {
 };
 static const char *const kmig_members[] = {
 	"dirty-mode", "ring-overflows", "ring-full-exits", "ring-resyncs", "pages-harvested", "passes",
-	"channels", "zero-copy-notifications", "zero-copy-copied", NULL,
+	"channels", "zero-copy-notifications", "zero-copy-copied", "ring-lost-pages", NULL,
 };
 
 static void check_kmig(JsonObject *o)
@@ -1017,8 +1017,8 @@ static void check_params(struct tclient *c, int64_t downtime, int64_t bw)
 	JsonNode *r = cmd(c, "{\"execute\": \"query-migrate-parameters\"}");
 	JsonObject *o = ret_obj(r);
 	static const char *const m[] = { "downtime-limit", "max-bandwidth", "avail-switchover-bandwidth",
-					 "multifd-channels", "x-kmig-stall-iterations", "x-kmig-stall-ms",
-					 "x-kmig-send-mode", NULL };
+					 "multifd-channels", "x-vcpu-dirty-limit-period", "vcpu-dirty-limit",
+					 "x-kmig-stall-iterations", "x-kmig-stall-ms", "x-kmig-send-mode", NULL };
 
 	assert_members(o, m);
 	assert_int_equal(json_object_get_int_member(o, "downtime-limit"), downtime);
@@ -1140,7 +1140,8 @@ static void test_capabilities(void **state)
 	for (cap = schema_caps; *cap; cap++) {
 		char *t, *want;
 
-		if (!strcmp(*cap, "events") || !strcmp(*cap, "multifd") || !strcmp(*cap, "zero-copy-send"))
+		if (!strcmp(*cap, "events") || !strcmp(*cap, "multifd") || !strcmp(*cap, "zero-copy-send") ||
+		    !strcmp(*cap, "dirty-limit"))
 			continue;
 		t = g_strdup_printf("{\"execute\": \"migrate-set-capabilities\", \"arguments\": "
 				    "{\"capabilities\": [{\"capability\": \"%s\", \"state\": true}]}}",
@@ -1258,7 +1259,8 @@ static void test_queries(void **state)
 		"qmp_capabilities", "query-commands", "query-version", "query-status", "stop", "cont", "quit",
 		"migrate", "migrate-incoming", "migrate_cancel", "query-migrate", "migrate-set-parameters",
 		"query-migrate-parameters", "migrate-set-capabilities", "query-migrate-capabilities",
-		"x-kmig-blob-set", "pmemsave", NULL,
+		"x-kmig-blob-set", "pmemsave", "calc-dirty-rate", "query-dirty-rate", "set-vcpu-dirty-limit",
+		"cancel-vcpu-dirty-limit", "query-vcpu-dirty-limit", NULL,
 	};
 	static const struct {
 		enum machine_runstate rs;
@@ -1321,6 +1323,595 @@ static void test_queries(void **state)
 		if (!found)
 			fail_msg("query-commands lacks %s", *name);
 	}
+	json_node_unref(r);
+	tc_close(c);
+}
+
+/* ------------------------------------------ dirty page rate, dirty limit */
+
+static JsonArray *ret_array(JsonNode *r)
+{
+	JsonNode *v;
+
+	assert_true(JSON_NODE_HOLDS_OBJECT(r));
+	v = json_object_get_member(json_node_get_object(r), "return");
+	if (!v || !JSON_NODE_HOLDS_ARRAY(v)) {
+		char *s = tc_to_string(r);
+
+		fail_msg("expected an array, got %s", s);
+	}
+	return json_node_get_array(v);
+}
+
+static struct fake_dirty_args dirty_args(struct fx *f)
+{
+	struct fake_dirty_args a;
+
+	fake_machine_dirty_args(f->m, &a);
+	return a;
+}
+
+/* calc-dirty-rate with these arguments reaches the machine as (ms, mode,
+ * sample_pages), and returns {} */
+static void calc_ok(struct fx *f, struct tclient *c, const char *json_args, int64_t ms,
+		    enum dirtyrate_mode mode, uint64_t pages)
+{
+	char *t = g_strdup_printf("{\"execute\": \"calc-dirty-rate\", \"arguments\": %s}", json_args);
+	unsigned int n = fake_machine_calls(f->m, "machine_calc_dirty_rate");
+	JsonNode *r = cmd(c, t);
+	struct fake_dirty_args a = dirty_args(f);
+
+	assert_int_equal(json_object_get_size(ret_obj(r)), 0);
+	json_node_unref(r);
+	assert_int_equal(fake_machine_calls(f->m, "machine_calc_dirty_rate"), n + 1);
+	assert_int_equal(a.calc_time_ms, ms);
+	assert_int_equal(a.calc_mode, mode);
+	assert_int_equal(a.calc_sample_pages, pages);
+	g_free(t);
+}
+
+static void calc_err(struct tclient *c, const char *json_args, const char *desc)
+{
+	char *t = g_strdup_printf("{\"execute\": \"calc-dirty-rate\", \"arguments\": %s}", json_args);
+
+	cmd_err(c, t, "GenericError", desc);
+	g_free(t);
+}
+
+static void test_calc_dirty_rate(void **state)
+{
+	struct fx *f = *state;
+	struct tclient *c = tc_connect_negotiated(f->path);
+
+	/* seconds by default, page-sampling with 512 pages per GiB */
+	calc_ok(f, c, "{\"calc-time\": 1}", 1000, DIRTYRATE_PAGE_SAMPLING, 512);
+	calc_ok(f, c, "{\"calc-time\": 60, \"calc-time-unit\": \"second\", \"sample-pages\": 4096}", 60000,
+		DIRTYRATE_PAGE_SAMPLING, 4096);
+	calc_ok(f, c,
+		"{\"calc-time\": 50, \"calc-time-unit\": \"millisecond\", \"mode\": \"page-sampling\", "
+		"\"sample-pages\": 128}",
+		50, DIRTYRATE_PAGE_SAMPLING, 128);
+	/* QEMU's example; the other modes get no sample pages */
+	calc_ok(f, c, "{\"calc-time\": 500, \"calc-time-unit\": \"millisecond\", \"mode\": \"dirty-bitmap\"}", 500,
+		DIRTYRATE_DIRTY_BITMAP, 0);
+	calc_ok(f, c, "{\"calc-time\": 60000, \"calc-time-unit\": \"millisecond\", \"mode\": \"dirty-ring\"}",
+		60000, DIRTYRATE_DIRTY_RING, 0);
+	calc_ok(f, c, "{\"mode\": \"dirty-ring\", \"calc-time\": 2}", 2000, DIRTYRATE_DIRTY_RING, 0);
+	tc_close(c);
+}
+
+static void test_calc_dirty_rate_errors(void **state)
+{
+	struct fx *f = *state;
+	struct tclient *c = tc_connect_negotiated(f->path);
+	const char *range = "Calculation time is out of range [50ms, 60000ms].";
+	const char *pages = "sample-pages is out of range[128, 4096].";
+	const char *only = "sample-pages is used only in page-sampling mode";
+	struct dirtyrate_info info;
+
+	/* the generic checks */
+	cmd_err(c, "{\"execute\": \"calc-dirty-rate\"}", "GenericError", "Parameter 'calc-time' is missing");
+	calc_err(c, "{\"calc-time-ms\": 500}", "Parameter 'calc-time' is missing");
+	calc_err(c, "{\"calc-time\": \"1\"}", "Parameter 'calc-time' expects integer");
+	calc_err(c, "{\"calc-time\": 1.5}", "Parameter 'calc-time' expects integer");
+	calc_err(c, "{\"calc-time\": null}", "Parameter 'calc-time' expects integer");
+	calc_err(c, "{\"calc-time\": 1, \"sample-pages\": \"512\"}", "Parameter 'sample-pages' expects integer");
+	calc_err(c, "{\"calc-time\": 1, \"mode\": 1}", "Parameter 'mode' expects string");
+	calc_err(c, "{\"calc-time\": 1, \"calc-time-unit\": true}", "Parameter 'calc-time-unit' expects string");
+	calc_err(c, "{\"calc-time\": 1, \"bogus\": 1}", "Parameter 'bogus' is unexpected");
+	/* enum values, as QEMU's input visitor words it */
+	calc_err(c, "{\"calc-time\": 1, \"mode\": \"ring\"}", "Parameter 'mode' does not accept value 'ring'");
+	calc_err(c, "{\"calc-time\": 1, \"mode\": \"Dirty-Ring\"}",
+		 "Parameter 'mode' does not accept value 'Dirty-Ring'");
+	calc_err(c, "{\"calc-time\": 1, \"calc-time-unit\": \"minute\"}",
+		 "Parameter 'calc-time-unit' does not accept value 'minute'");
+	calc_err(c, "{\"calc-time\": 1, \"calc-time-unit\": \"\"}",
+		 "Parameter 'calc-time-unit' does not accept value ''");
+	/* calc-time, in either unit, converted to ms: 50 ms .. 60 s */
+	calc_err(c, "{\"calc-time\": 49, \"calc-time-unit\": \"millisecond\"}", range);
+	calc_err(c, "{\"calc-time\": 60001, \"calc-time-unit\": \"millisecond\"}", range);
+	calc_err(c, "{\"calc-time\": 61}", range);
+	calc_err(c, "{\"calc-time\": 61, \"calc-time-unit\": \"second\"}", range);
+	calc_err(c, "{\"calc-time\": 0}", range);
+	calc_err(c, "{\"calc-time\": -1}", range);
+	calc_err(c, "{\"calc-time\": -1, \"calc-time-unit\": \"millisecond\"}", range);
+	/* no overflow into the range */
+	calc_err(c, "{\"calc-time\": 9223372036854775807}", range);
+	calc_err(c, "{\"calc-time\": -9223372036854775808}", range);
+	calc_err(c, "{\"calc-time\": 18446744073709551}", range);
+	/* sample-pages: page-sampling only, 128 .. 4096 */
+	calc_err(c, "{\"calc-time\": 1, \"sample-pages\": 127}", pages);
+	calc_err(c, "{\"calc-time\": 1, \"sample-pages\": 4097}", pages);
+	calc_err(c, "{\"calc-time\": 1, \"sample-pages\": 0}", pages);
+	calc_err(c, "{\"calc-time\": 1, \"sample-pages\": -512}", pages);
+	calc_err(c, "{\"calc-time\": 1, \"mode\": \"dirty-ring\", \"sample-pages\": 512}", only);
+	calc_err(c, "{\"calc-time\": 1, \"mode\": \"dirty-bitmap\", \"sample-pages\": 512}", only);
+	/* QEMU's order: enum values, calc-time, the mode, sample-pages */
+	calc_err(c, "{\"calc-time\": 0, \"mode\": \"nope\"}", "Parameter 'mode' does not accept value 'nope'");
+	calc_err(c, "{\"calc-time\": 0, \"sample-pages\": 1}", range);
+	calc_err(c, "{\"calc-time\": 1, \"mode\": \"dirty-ring\", \"sample-pages\": 1}", only);
+	assert_int_equal(fake_machine_calls(f->m, "machine_calc_dirty_rate"), 0);
+
+	/* QEMU refuses anything while a measurement runs, before the range */
+	memset(&info, 0, sizeof(info));
+	info.status = DIRTYRATE_MEASURING;
+	fake_machine_set_dirty_rate(f->m, &info);
+	calc_err(c, "{\"calc-time\": 0}", "the dirty rate is already being measured.");
+	calc_err(c, "{\"calc-time\": 1}", "the dirty rate is already being measured.");
+	assert_int_equal(fake_machine_calls(f->m, "machine_calc_dirty_rate"), 0);
+	info.status = DIRTYRATE_MEASURED;
+	fake_machine_set_dirty_rate(f->m, &info);
+
+	/* the machine's errors, with its words */
+	fake_machine_fail_next(f->m, "machine_calc_dirty_rate", -ENOTSUP,
+			       "mode dirty-ring is not enabled, use other method instead.");
+	calc_err(c, "{\"calc-time\": 1, \"mode\": \"dirty-ring\"}",
+		 "mode dirty-ring is not enabled, use other method instead.");
+	fake_machine_fail_next(f->m, "machine_calc_dirty_rate", -EBUSY, "the dirty rate is already being measured.");
+	calc_err(c, "{\"calc-time\": 1}", "the dirty rate is already being measured.");
+	fake_machine_fail_next(f->m, "machine_calc_dirty_rate", -EINVAL, "");
+	calc_err(c, "{\"calc-time\": 1}", g_strerror(EINVAL));
+	assert_int_equal(fake_machine_calls(f->m, "machine_calc_dirty_rate"), 3);
+	tc_close(c);
+}
+
+static JsonNode *query_dirty_rate(struct fx *f, struct tclient *c, const struct dirtyrate_info *info,
+				  const char *unit)
+{
+	char *t = unit ? g_strdup_printf("{\"execute\": \"query-dirty-rate\", \"arguments\": "
+					 "{\"calc-time-unit\": \"%s\"}}",
+					 unit)
+		       : g_strdup("{\"execute\": \"query-dirty-rate\"}");
+	JsonNode *r;
+
+	fake_machine_set_dirty_rate(f->m, info);
+	r = cmd(c, t);
+	g_free(t);
+	return r;
+}
+
+static void test_query_dirty_rate(void **state)
+{
+	struct fx *f = *state;
+	struct tclient *c = tc_connect_negotiated(f->path);
+	static const char *const base_m[] = { "status", "start-time", "calc-time", "calc-time-unit",
+					      "sample-pages", "mode", NULL };
+	static const char *const measuring_m[] = { "status", "start-time", "calc-time", "calc-time-unit",
+						   "sample-pages", "mode", "x-kmig-counted-by", NULL };
+	static const char *const measured_m[] = { "dirty-rate", "status", "start-time", "calc-time",
+						  "calc-time-unit", "sample-pages", "mode", "x-kmig-counted-by",
+						  NULL };
+	static const char *const ring_m[] = { "dirty-rate", "status", "start-time", "calc-time",
+					      "calc-time-unit", "sample-pages", "mode", "vcpu-dirty-rate",
+					      "x-kmig-counted-by", NULL };
+	static const char *const vcpu_m[] = { "id", "dirty-rate", NULL };
+	struct dirtyrate_info info;
+	JsonObject *o;
+	JsonArray *a;
+	JsonNode *r;
+	guint i;
+
+	/* nothing measured yet */
+	memset(&info, 0, sizeof(info));
+	r = query_dirty_rate(f, c, &info, NULL);
+	o = ret_obj(r);
+	assert_members(o, base_m);
+	assert_string_equal(json_object_get_string_member(o, "status"), "unstarted");
+	assert_string_equal(json_object_get_string_member(o, "mode"), "page-sampling");
+	assert_string_equal(json_object_get_string_member(o, "calc-time-unit"), "second");
+	json_node_unref(r);
+
+	/* measuring: no dirty-rate yet; calc-time rounded down to seconds */
+	info.status = DIRTYRATE_MEASURING;
+	info.start_time_s = 1693900454;
+	info.calc_time_ms = 1999;
+	info.sample_pages = 512;
+	info.counted_by = "sampling";
+	r = query_dirty_rate(f, c, &info, NULL);
+	o = ret_obj(r);
+	assert_members(o, measuring_m);
+	assert_string_equal(json_object_get_string_member(o, "status"), "measuring");
+	assert_int_equal(json_object_get_int_member(o, "start-time"), 1693900454);
+	assert_int_equal(json_object_get_int_member(o, "calc-time"), 1);
+	assert_string_equal(json_object_get_string_member(o, "calc-time-unit"), "second");
+	assert_int_equal(json_object_get_int_member(o, "sample-pages"), 512);
+	assert_string_equal(json_object_get_string_member(o, "x-kmig-counted-by"), "sampling");
+	json_node_unref(r);
+	r = query_dirty_rate(f, c, &info, "millisecond");
+	o = ret_obj(r);
+	assert_members(o, measuring_m);
+	assert_int_equal(json_object_get_int_member(o, "calc-time"), 1999);
+	assert_string_equal(json_object_get_string_member(o, "calc-time-unit"), "millisecond");
+	json_node_unref(r);
+	info.calc_time_ms = 999;
+	r = query_dirty_rate(f, c, &info, "second");
+	assert_int_equal(json_object_get_int_member(ret_obj(r), "calc-time"), 0);
+	json_node_unref(r);
+
+	/* measured, page-sampling: a rate, no per-vCPU rates */
+	info.status = DIRTYRATE_MEASURED;
+	info.calc_time_ms = 10000;
+	info.has_dirty_rate = true;
+	info.dirty_rate = 108;
+	info.nr_vcpus = 2;	/* not for this mode */
+	r = query_dirty_rate(f, c, &info, NULL);
+	o = ret_obj(r);
+	assert_members(o, measured_m);
+	assert_int_equal(json_object_get_int_member(o, "dirty-rate"), 108);
+	assert_int_equal(json_object_get_int_member(o, "calc-time"), 10);
+	json_node_unref(r);
+
+	/* dirty-bitmap: no per-vCPU rates either */
+	info.mode = DIRTYRATE_DIRTY_BITMAP;
+	info.sample_pages = 0;
+	info.counted_by = "bitmap";
+	r = query_dirty_rate(f, c, &info, NULL);
+	o = ret_obj(r);
+	assert_members(o, measured_m);
+	assert_string_equal(json_object_get_string_member(o, "mode"), "dirty-bitmap");
+	assert_int_equal(json_object_get_int_member(o, "sample-pages"), 0);
+	json_node_unref(r);
+
+	/* dirty-ring, measured: one rate per vCPU */
+	info.mode = DIRTYRATE_DIRTY_RING;
+	info.counted_by = "bpf";
+	info.nr_vcpus = 3;
+	info.vcpu_dirty_rate[0] = 5;
+	info.vcpu_dirty_rate[1] = 0;
+	info.vcpu_dirty_rate[2] = 1234;
+	r = query_dirty_rate(f, c, &info, "millisecond");
+	o = ret_obj(r);
+	assert_members(o, ring_m);
+	assert_string_equal(json_object_get_string_member(o, "mode"), "dirty-ring");
+	assert_int_equal(json_object_get_int_member(o, "calc-time"), 10000);
+	a = json_object_get_array_member(o, "vcpu-dirty-rate");
+	assert_int_equal(json_array_get_length(a), 3);
+	for (i = 0; i < 3; i++) {
+		JsonObject *v = json_array_get_object_element(a, i);
+
+		assert_members(v, vcpu_m);
+		assert_int_equal(json_object_get_int_member(v, "id"), i);
+		assert_int_equal(json_object_get_int_member(v, "dirty-rate"), info.vcpu_dirty_rate[i]);
+	}
+	assert_string_equal(json_object_get_string_member(o, "x-kmig-counted-by"), "bpf");
+	json_node_unref(r);
+
+	/* dirty-ring, still measuring: neither rate */
+	info.status = DIRTYRATE_MEASURING;
+	info.has_dirty_rate = false;
+	info.counted_by = NULL;
+	r = query_dirty_rate(f, c, &info, NULL);
+	o = ret_obj(r);
+	assert_members(o, base_m);
+	assert_string_equal(json_object_get_string_member(o, "status"), "measuring");
+	json_node_unref(r);
+
+	/* arguments */
+	cmd_err(c, "{\"execute\": \"query-dirty-rate\", \"arguments\": {\"calc-time-unit\": \"hour\"}}",
+		"GenericError", "Parameter 'calc-time-unit' does not accept value 'hour'");
+	cmd_err(c, "{\"execute\": \"query-dirty-rate\", \"arguments\": {\"calc-time-unit\": 1}}", "GenericError",
+		"Parameter 'calc-time-unit' expects string");
+	cmd_err(c, "{\"execute\": \"query-dirty-rate\", \"arguments\": {\"calc-time\": 1}}", "GenericError",
+		"Parameter 'calc-time' is unexpected");
+	tc_close(c);
+}
+
+static void limit_cmd_ok(struct tclient *c, const char *name, const char *json_args)
+{
+	char *t = g_strdup_printf("{\"execute\": \"%s\", \"arguments\": %s}", name, json_args);
+	JsonNode *r = cmd(c, t);
+
+	assert_int_equal(json_object_get_size(ret_obj(r)), 0);
+	json_node_unref(r);
+	g_free(t);
+}
+
+static void limit_cmd_err(struct tclient *c, const char *name, const char *json_args, const char *desc)
+{
+	char *t = g_strdup_printf("{\"execute\": \"%s\", \"arguments\": %s}", name, json_args);
+
+	cmd_err(c, t, "GenericError", desc);
+	g_free(t);
+}
+
+static void test_set_cancel_vcpu_dirty_limit(void **state)
+{
+	struct fx *f = *state;
+	struct tclient *c = tc_connect_negotiated(f->path);
+	const char *set = "set-vcpu-dirty-limit", *cancel = "cancel-vcpu-dirty-limit";
+
+	limit_cmd_ok(c, set, "{\"dirty-rate\": 200, \"cpu-index\": 1}");
+	assert_int_equal(dirty_args(f).limit_cpu, 1);
+	assert_int_equal(dirty_args(f).limit_rate, 200);
+	/* no cpu-index: every vCPU */
+	limit_cmd_ok(c, set, "{\"dirty-rate\": 9007199254740993}");
+	assert_int_equal(dirty_args(f).limit_cpu, -1);
+	assert_true(dirty_args(f).limit_rate == 9007199254740993ull);
+	assert_int_equal(fake_machine_calls(f->m, "machine_set_vcpu_dirty_limit"), 2);
+	/* a limit of 0 cancels, as in QEMU */
+	limit_cmd_ok(c, set, "{\"cpu-index\": 2, \"dirty-rate\": 0}");
+	assert_int_equal(dirty_args(f).cancel_cpu, 2);
+	limit_cmd_ok(c, set, "{\"dirty-rate\": 0}");
+	assert_int_equal(dirty_args(f).cancel_cpu, -1);
+	assert_int_equal(fake_machine_calls(f->m, "machine_set_vcpu_dirty_limit"), 2);
+	assert_int_equal(fake_machine_calls(f->m, "machine_cancel_vcpu_dirty_limit"), 2);
+	limit_cmd_ok(c, cancel, "{\"cpu-index\": 3}");
+	assert_int_equal(dirty_args(f).cancel_cpu, 3);
+	cmd_ok(c, "{\"execute\": \"cancel-vcpu-dirty-limit\"}");
+	assert_int_equal(dirty_args(f).cancel_cpu, -1);
+	limit_cmd_ok(c, cancel, "{\"cpu-index\": 0}");
+	assert_int_equal(dirty_args(f).cancel_cpu, 0);
+	assert_int_equal(fake_machine_calls(f->m, "machine_cancel_vcpu_dirty_limit"), 5);
+	tc_close(c);
+}
+
+static void test_vcpu_dirty_limit_errors(void **state)
+{
+	struct fx *f = *state;
+	struct tclient *c = tc_connect_negotiated(f->path);
+	const char *set = "set-vcpu-dirty-limit", *cancel = "cancel-vcpu-dirty-limit";
+	const char *idx = "incorrect cpu index specified";
+	const char *ring = "dirty page limit feature requires KVM with accelerator property 'dirty-ring-size' set'";
+
+	cmd_err(c, "{\"execute\": \"set-vcpu-dirty-limit\"}", "GenericError", "Parameter 'dirty-rate' is missing");
+	limit_cmd_err(c, set, "{\"cpu-index\": 1}", "Parameter 'dirty-rate' is missing");
+	limit_cmd_err(c, set, "{\"dirty-rate\": -1}", "Parameter 'dirty-rate' expects uint64");
+	limit_cmd_err(c, set, "{\"dirty-rate\": 18446744073709551615}", "Parameter 'dirty-rate' expects uint64");
+	limit_cmd_err(c, set, "{\"dirty-rate\": 1.5}", "Parameter 'dirty-rate' expects uint64");
+	limit_cmd_err(c, set, "{\"dirty-rate\": \"100\"}", "Parameter 'dirty-rate' expects uint64");
+	limit_cmd_err(c, set, "{\"dirty-rate\": 100, \"cpu-index\": true}", "Parameter 'cpu-index' expects integer");
+	limit_cmd_err(c, set, "{\"dirty-rate\": 100, \"cpu-index\": \"1\"}", "Parameter 'cpu-index' expects integer");
+	limit_cmd_err(c, set, "{\"dirty-rate\": 100, \"cpu\": 1}", "Parameter 'cpu' is unexpected");
+	limit_cmd_err(c, set, "{\"dirty-rate\": 100, \"cpu-index\": -1}", idx);
+	limit_cmd_err(c, set, "{\"dirty-rate\": 0, \"cpu-index\": -1}", idx);
+	limit_cmd_err(c, set, "{\"dirty-rate\": 100, \"cpu-index\": 4294967296}", idx);
+	limit_cmd_err(c, cancel, "{\"cpu-index\": false}", "Parameter 'cpu-index' expects integer");
+	limit_cmd_err(c, cancel, "{\"cpu-index\": -5}", idx);
+	limit_cmd_err(c, cancel, "{\"dirty-rate\": 1}", "Parameter 'dirty-rate' is unexpected");
+	cmd_err(c, "{\"execute\": \"query-vcpu-dirty-limit\", \"arguments\": {\"cpu-index\": 0}}", "GenericError",
+		"Parameter 'cpu-index' is unexpected");
+	assert_int_equal(fake_machine_calls(f->m, "machine_set_vcpu_dirty_limit"), 0);
+	assert_int_equal(fake_machine_calls(f->m, "machine_cancel_vcpu_dirty_limit"), 0);
+	assert_int_equal(fake_machine_calls(f->m, "machine_query_vcpu_dirty_limit"), 0);
+
+	/* the machine's errors, with its words */
+	fake_machine_fail_next(f->m, "machine_set_vcpu_dirty_limit", -EINVAL, idx);
+	limit_cmd_err(c, set, "{\"dirty-rate\": 100, \"cpu-index\": 64}", idx);
+	assert_int_equal(dirty_args(f).limit_cpu, 64);
+	fake_machine_fail_next(f->m, "machine_set_vcpu_dirty_limit", -ENOTSUP, ring);
+	limit_cmd_err(c, set, "{\"dirty-rate\": 100}", ring);
+	fake_machine_fail_next(f->m, "machine_cancel_vcpu_dirty_limit", -EINVAL, idx);
+	limit_cmd_err(c, cancel, "{\"cpu-index\": 64}", idx);
+	fake_machine_fail_next(f->m, "machine_cancel_vcpu_dirty_limit", -ENOTSUP, ring);
+	limit_cmd_err(c, set, "{\"dirty-rate\": 0, \"cpu-index\": 1}", ring);
+	fake_machine_fail_next(f->m, "machine_cancel_vcpu_dirty_limit", -EPERM, "");
+	limit_cmd_err(c, cancel, "{}", g_strerror(EPERM));
+	tc_close(c);
+}
+
+static void test_query_vcpu_dirty_limit(void **state)
+{
+	struct fx *f = *state;
+	struct tclient *c = tc_connect_negotiated(f->path);
+	static const char *const m[] = { "cpu-index", "limit-rate", "current-rate", NULL };
+	static const struct dirtylimit_vcpu v[] = { { 0, 60, 3 }, { 5, 200, 1000000 } };
+	JsonArray *a;
+	JsonNode *r;
+	guint i;
+
+	/* no limits: an empty list */
+	r = cmd(c, "{\"execute\": \"query-vcpu-dirty-limit\"}");
+	assert_int_equal(json_array_get_length(ret_array(r)), 0);
+	json_node_unref(r);
+	assert_int_equal(dirty_args(f).query_limit_max, DIRTYRATE_MAX_VCPUS);
+
+	fake_machine_set_dirty_limits(f->m, v, G_N_ELEMENTS(v));
+	r = cmd(c, "{\"execute\": \"query-vcpu-dirty-limit\", \"arguments\": {}}");
+	a = ret_array(r);
+	assert_int_equal(json_array_get_length(a), 2);
+	for (i = 0; i < 2; i++) {
+		JsonObject *o = json_array_get_object_element(a, i);
+
+		assert_members(o, m);
+		assert_int_equal(json_object_get_int_member(o, "cpu-index"), v[i].cpu_index);
+		assert_int_equal(json_object_get_int_member(o, "limit-rate"), v[i].limit_rate);
+		assert_int_equal(json_object_get_int_member(o, "current-rate"), v[i].current_rate);
+	}
+	json_node_unref(r);
+	tc_close(c);
+}
+
+static void check_dirty_limit_cap(struct fx *f, struct tclient *c, bool on)
+{
+	JsonNode *r = cmd(c, "{\"execute\": \"query-migrate-capabilities\"}");
+	JsonArray *a = ret_array(r);
+	struct migration_params p;
+	guint i;
+
+	for (i = 0; i < json_array_get_length(a); i++) {
+		JsonObject *o = json_array_get_object_element(a, i);
+
+		if (!strcmp(json_object_get_string_member(o, "capability"), "dirty-limit"))
+			assert_int_equal(json_object_get_boolean_member(o, "state"), on);
+	}
+	json_node_unref(r);
+	machine_get_params(f->m, &p);
+	assert_int_equal(p.dirty_limit, on);
+}
+
+static void set_dirty_limit_cap(struct tclient *c, bool on, const char *err)
+{
+	char *t = g_strdup_printf("{\"execute\": \"migrate-set-capabilities\", \"arguments\": {\"capabilities\": "
+				  "[{\"capability\": \"dirty-limit\", \"state\": %s}]}}",
+				  on ? "true" : "false");
+
+	if (err)
+		cmd_err(c, t, "GenericError", err);
+	else
+		cmd_ok(c, t);
+	g_free(t);
+}
+
+static void test_dirty_limit_capability(void **state)
+{
+	struct fx *f = *state;
+	struct tclient *c = tc_connect_negotiated(f->path);
+	const char *no_ring = "dirty-limit requires KVM with accelerator property 'dirty-ring-size' set";
+	struct migration_info mi;
+
+	check_dirty_limit_cap(f, c, false);
+	set_dirty_limit_cap(c, true, NULL);
+	check_dirty_limit_cap(f, c, true);
+	/* setting another capability keeps it */
+	cmd_ok(c, "{\"execute\": \"migrate-set-capabilities\", \"arguments\": {\"capabilities\": "
+		  "[{\"capability\": \"events\", \"state\": true}]}}");
+	check_dirty_limit_cap(f, c, true);
+	set_dirty_limit_cap(c, false, NULL);
+	check_dirty_limit_cap(f, c, false);
+
+	/* the machine refuses (no dirty ring): stays off, with its words, and
+	 * the whole request is refused */
+	fake_machine_fail_next(f->m, "machine_set_params", -ENOTSUP, no_ring);
+	cmd_err(c,
+		"{\"execute\": \"migrate-set-capabilities\", \"arguments\": {\"capabilities\": "
+		"[{\"capability\": \"events\", \"state\": false}, "
+		"{\"capability\": \"dirty-limit\", \"state\": true}]}}",
+		"GenericError", no_ring);
+	check_dirty_limit_cap(f, c, false);
+	check_caps(c, true);
+	fake_machine_fail_next(f->m, "machine_set_params", -ENOTSUP, "");
+	set_dirty_limit_cap(c, true, g_strerror(ENOTSUP));
+	check_dirty_limit_cap(f, c, false);
+
+	/* not while a migration runs */
+	memset(&mi, 0, sizeof(mi));
+	mi.status = MIGRATION_STATUS_ACTIVE;
+	fake_machine_set_migration(f->m, &mi);
+	set_dirty_limit_cap(c, true, "There's a migration process in progress");
+	check_dirty_limit_cap(f, c, false);
+	tc_close(c);
+}
+
+static void check_limit_params(struct tclient *c, int64_t period, int64_t limit)
+{
+	JsonNode *r = cmd(c, "{\"execute\": \"query-migrate-parameters\"}");
+	JsonObject *o = ret_obj(r);
+
+	assert_int_equal(json_object_get_int_member(o, "x-vcpu-dirty-limit-period"), period);
+	assert_int_equal(json_object_get_int_member(o, "vcpu-dirty-limit"), limit);
+	json_node_unref(r);
+}
+
+static void set_param_err(struct tclient *c, const char *json_args, const char *desc)
+{
+	char *t = g_strdup_printf("{\"execute\": \"migrate-set-parameters\", \"arguments\": %s}", json_args);
+
+	cmd_err(c, t, "GenericError", desc);
+	g_free(t);
+}
+
+static void test_dirty_limit_parameters(void **state)
+{
+	struct fx *f = *state;
+	struct tclient *c = tc_connect_negotiated(f->path);
+	const char *period = "Parameter 'x-vcpu-dirty-limit-period' expects a value between 1 and 1000";
+	const char *limit = "Parameter 'vcpu_dirty_limit' must be greater than 1 MB/s";
+	struct migration_params p;
+
+	/* the machine's defaults */
+	check_limit_params(c, 1000, 1);
+	cmd_ok(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": "
+		  "{\"x-vcpu-dirty-limit-period\": 500, \"vcpu-dirty-limit\": 200}}");
+	check_limit_params(c, 500, 200);
+	machine_get_params(f->m, &p);
+	assert_int_equal(p.vcpu_dirty_limit_period_ms, 500);
+	assert_int_equal(p.vcpu_dirty_limit, 200);
+	cmd_ok(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"x-vcpu-dirty-limit-period\": 1}}");
+	check_limit_params(c, 1, 200);
+	cmd_ok(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"x-vcpu-dirty-limit-period\": 1000}}");
+	cmd_ok(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"vcpu-dirty-limit\": 1}}");
+	check_limit_params(c, 1000, 1);
+	cmd_ok(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": "
+		  "{\"vcpu-dirty-limit\": 9223372036854775807}}");
+	check_limit_params(c, 1000, G_MAXINT64);
+
+	/* ranges, in QEMU's words (and QEMU's order: the period first) */
+	set_param_err(c, "{\"x-vcpu-dirty-limit-period\": 0}", period);
+	set_param_err(c, "{\"x-vcpu-dirty-limit-period\": 1001}", period);
+	set_param_err(c, "{\"vcpu-dirty-limit\": 0}", limit);
+	set_param_err(c, "{\"vcpu-dirty-limit\": 0, \"x-vcpu-dirty-limit-period\": 0}", period);
+	/* types */
+	set_param_err(c, "{\"x-vcpu-dirty-limit-period\": -1}", "Parameter 'x-vcpu-dirty-limit-period' expects uint64");
+	set_param_err(c, "{\"vcpu-dirty-limit\": -1}", "Parameter 'vcpu-dirty-limit' expects uint64");
+	set_param_err(c, "{\"vcpu-dirty-limit\": \"1\"}", "Parameter 'vcpu-dirty-limit' expects uint64");
+	set_param_err(c, "{\"vcpu-dirty-limit\": 18446744073709551615}", "Parameter 'vcpu-dirty-limit' expects uint64");
+	set_param_err(c, "{\"vcpu_dirty_limit\": 5}", "Parameter 'vcpu_dirty_limit' is unexpected");
+	/* all or nothing */
+	set_param_err(c, "{\"downtime-limit\": 100, \"vcpu-dirty-limit\": 0}", limit);
+	set_param_err(c, "{\"vcpu-dirty-limit\": 50, \"x-vcpu-dirty-limit-period\": 2000}", period);
+	check_limit_params(c, 1000, G_MAXINT64);
+	check_params(c, 300, 0);
+	/* the machine has the last word */
+	fake_machine_fail_next(f->m, "machine_set_params", -EBUSY, "cannot change the limit now");
+	set_param_err(c, "{\"vcpu-dirty-limit\": 5}", "cannot change the limit now");
+	check_limit_params(c, 1000, G_MAXINT64);
+	tc_close(c);
+}
+
+static void test_query_migrate_dirty_limit(void **state)
+{
+	struct fx *f = *state;
+	struct tclient *c = tc_connect_negotiated(f->path);
+	static const char *const active_m[] = { "status", "setup-time", "total-time", "expected-downtime", "ram",
+						"dirty-limit-throttle-time-per-round", "dirty-limit-ring-full-time",
+						"x-kmig", NULL };
+	struct migration_info mi;
+	JsonObject *o, *k;
+	JsonNode *r;
+
+	memset(&mi, 0, sizeof(mi));
+	fill_stats(&mi);
+	mi.status = MIGRATION_STATUS_ACTIVE;
+	mi.has_dirty_limit = true;
+	mi.dirty_limit_throttle_time_per_round_us = 250000;
+	mi.dirty_limit_ring_full_time_us = 4000;
+	mi.kmig.dirty_telemetry = "ring";
+	snprintf(mi.kmig.telemetry_why, sizeof(mi.kmig.telemetry_why), "bpf: CAP_BPF missing");
+	mi.kmig.ring_lost_pages = 3;
+	r = query_migrate(c, f, &mi);
+	o = ret_obj(r);
+	assert_members(o, active_m);
+	assert_int_equal(json_object_get_int_member(o, "dirty-limit-throttle-time-per-round"), 250000);
+	assert_int_equal(json_object_get_int_member(o, "dirty-limit-ring-full-time"), 4000);
+	k = json_object_get_object_member(o, "x-kmig");
+	assert_string_equal(json_object_get_string_member(k, "dirty-telemetry"), "ring");
+	assert_string_equal(json_object_get_string_member(k, "telemetry-why"), "bpf: CAP_BPF missing");
+	assert_int_equal(json_object_get_int_member(k, "ring-lost-pages"), 3);
+	json_node_unref(r);
+	/* no ram, no dirty-limit figures */
+	mi.status = MIGRATION_STATUS_SETUP;
+	r = query_migrate(c, f, &mi);
+	assert_false(json_object_has_member(ret_obj(r), "dirty-limit-ring-full-time"));
 	json_node_unref(r);
 	tc_close(c);
 }
@@ -1453,6 +2044,15 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_migrate_incoming_defer, setup_defer, teardown),
 		cmocka_unit_test_setup_teardown(test_queries, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_start_stop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_calc_dirty_rate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_calc_dirty_rate_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_query_dirty_rate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_cancel_vcpu_dirty_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_vcpu_dirty_limit_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_query_vcpu_dirty_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dirty_limit_capability, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dirty_limit_parameters, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_query_migrate_dirty_limit, setup, teardown),
 	};
 
 	/* a write to a client that is gone must not kill the process */
