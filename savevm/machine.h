@@ -134,7 +134,9 @@ struct migration_phases {
 };
 
 /* The stall signal: system-wide remaining bytes, sampled after each pass,
- * that have not fallen below their lowest value for the whole window. */
+ * that have not fallen a sixteenth below their lowest value for the whole
+ * window (smaller dips are the noise of a migration that is not
+ * converging). */
 struct migration_stall {
 	bool stalled;
 	uint64_t iterations;		/* passes since remaining last fell */

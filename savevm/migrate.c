@@ -188,21 +188,27 @@ static int run_pass(struct machine *m, struct savevm_out *out)
 }
 
 /* The stall signal: remaining (system-wide, exact after the sync) is
- * compared with its lowest value so far; if it has not fallen below it for
- * stall_iterations passes and stall_ms, the migration is stalled until it
- * does.  Called with m->lock held; returns +1/-1 when the signal turned
+ * compared with its lowest value so far; if it has not fallen a sixteenth
+ * below it for stall_iterations passes and stall_ms, the migration is
+ * stalled until it does.  Called with m->lock held; returns +1/-1 when the signal turned
  * on/off, 0 otherwise. */
 static int update_stall(struct machine *m, uint64_t pending, uint64_t now)
 {
 	struct migration *g = &m->mig;
 	bool was = g->stall.stalled;
 
-	if (!g->stall_valid || pending < g->stall.min_remaining) {
+	/* progress is remaining falling by a sixteenth below its lowest
+	 * value: a migration that only wobbles around a level (how much of
+	 * the working set a pass finds dirty varies with where the guest
+	 * was) would otherwise set a new low now and then and never stall */
+	if (!g->stall_valid || pending < g->stall.min_remaining - g->stall.min_remaining / 16) {
 		g->stall_valid = true;
 		g->stall.min_remaining = pending;
 		g->stall.iterations = 0;
 		g->stall_since_ns = now;
 	} else {
+		if (pending < g->stall.min_remaining)
+			g->stall.min_remaining = pending;
 		g->stall.iterations++;
 	}
 	g->stall.since_ms = (now - g->stall_since_ns) / 1000000;
