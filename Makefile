@@ -2,7 +2,7 @@
 BUILD ?= build
 MESON_OPTS ?=
 
-.PHONY: all deps configure demo check bench bench-ring-loss clean
+.PHONY: all deps configure demo check bench bench-converge bench-ring-loss clean
 
 all: configure
 	@ninja -C $(BUILD)
@@ -21,6 +21,10 @@ check: deps all
 
 bench: deps all
 	@python3 bench/bench.py --build $(BUILD)
+
+# the converge scenario alone: dirty-limit vs none vs QEMU auto-converge
+bench-converge: deps all
+	@python3 bench/bench.py --build $(BUILD) --scenarios converge
 
 bench-ring-loss: deps all
 	@python3 bench/ring_loss.py --build $(BUILD)

@@ -9,6 +9,10 @@ Scenarios (--scenarios, comma-separated; default all):
               set as fast as it can during the migration (1200 MiB RAM)
   ws256-1g    the same with a 256 MiB working set
   sparse-16g  idle guest with 16 GiB of RAM, 256 MiB of it written
+  converge    a 2-vCPU guest dirtying 3x what a 16 MiB/s link carries while
+              its other vCPU computes: kmig without and with the dirty-limit
+              capability, QEMU with auto-converge (bench/converge.py; its
+              own three configurations, not the ones below)
 
 Configurations (--configs, comma-separated substrings of these names):
   raw loopback 1 stream / N streams    bench/loopback.c: the same bytes as
@@ -41,6 +45,12 @@ SRC_ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SRC_ROOT, "tests", "integration"))
 from kmiglib import QMP, QMPError, free_port, wait_text  # noqa: E402
 
+# bench/converge.py imports this module as `bench`: run as a script, this
+# is __main__, and must not be loaded a second time under that name
+sys.modules.setdefault("bench", sys.modules[__name__])
+sys.path.insert(0, HERE)
+import converge  # noqa: E402
+
 MiB = 1 << 20
 GiB = 1 << 30
 UNLIMITED_BW = 1 << 40          # max-bandwidth for every configuration
@@ -48,6 +58,7 @@ QUERY_PERIOD = 0.025            # query-migrate on the source
 RSS_PERIOD = 0.020              # /proc/PID/status of both sides
 RSS_LIMIT_MIB = 64              # target (e)
 FINAL = ("completed", "failed", "cancelled")
+GP_TERM = "set terminal pngcairo size 1100,650 font ',10' noenhanced"
 
 
 def log(msg):
@@ -70,6 +81,7 @@ class Scenario:
     ready: str                  # COM1 text after which the migration starts
     touched_mib: int            # guest RAM the guest writes (QEMU's RSS baseline)
     about: str
+    vcpus: int = 1
 
     def cmdline(self, sep):
         return sep.join(f"{k}={v}" for k, v in self.params.items())
@@ -209,7 +221,7 @@ class Vm:
 
 def kmig_argv(env, cfg, scen, wd, name, incoming):
     a = [env.kmig, "run", "--guest", f"{scen.guest},{scen.cmdline(',')}", "--mem", str(scen.mem_mib),
-         "--vcpus", "1", "--serial", f"{wd}/{name}.log", "--qmp", f"{wd}/{name}.qmp"]
+         "--vcpus", str(scen.vcpus), "--serial", f"{wd}/{name}.log", "--qmp", f"{wd}/{name}.qmp"]
     # both backends named explicitly: kmig's default is not part of the label
     a += ["--dirty-bitmap"] if cfg.dirty == "bitmap" else ["--dirty-ring", "4096"]
     if incoming:
@@ -220,7 +232,7 @@ def kmig_argv(env, cfg, scen, wd, name, incoming):
 def qemu_argv(env, cfg, scen, wd, name, incoming):
     # -enable-kvm is -accel kvm; the ring needs the accel's own option
     accel = ["-accel", "kvm,dirty-ring-size=4096"] if cfg.dirty == "ring" else ["-enable-kvm"]
-    a = ["qemu-system-x86_64", *accel, "-m", str(scen.mem_mib), "-smp", "1", "-display", "none",
+    a = ["qemu-system-x86_64", *accel, "-m", str(scen.mem_mib), "-smp", str(scen.vcpus), "-display", "none",
          "-nodefaults", "-serial", f"file:{wd}/{name}.log",
          "-qmp", f"unix:{wd}/{name}.qmp,server=on,wait=off",
          "-kernel", env.elf(scen.guest), "-append", scen.cmdline(" ")]
@@ -715,7 +727,7 @@ def targets(results, downtime_limit):
                         "so CPU s there is mostly total time (figures in the table)", "N/A"))
 
     # (e) memory beyond guest RAM, worst run of any kmig configuration
-    for side in ("src", "dst"):
+    for side in ("src", "dst") if scen else ():
         key = f"rss_beyond_{side}_mib"
         worst = None
         for s, sc in scen.items():
@@ -752,13 +764,20 @@ def markdown(results):
             lines.append(f"![{p}]({p})")
         if sc.get("plots"):
             lines.append("")
+    if results.get("converge"):
+        lines += converge.markdown(results["converge"])
     lines += ["## Targets", ""]
     for text, v in results["targets"]:
         lines.append(f"- {v} {text}")
     if results.get("plots_note"):
         lines += ["", results["plots_note"]]
-    lines += ["", "## Method", "", METHOD.format(dl=o["downtime_limit"], qp=int(QUERY_PERIOD * 1000),
-                                                  rp=int(RSS_PERIOD * 1000)), ""]
+    lines += ["", "## Method", ""]
+    if results["scenarios"]:
+        lines.append(METHOD.format(dl=o["downtime_limit"], qp=int(QUERY_PERIOD * 1000),
+                                   rp=int(RSS_PERIOD * 1000)))
+    if results.get("converge"):
+        lines.append(converge.method(results["converge"]))
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -773,7 +792,7 @@ def plots(results, out_dir):
     throughput and downtime bars (median, min-max).  The .dat and .gp files
     stay next to them."""
     gp = shutil.which("gnuplot")
-    term = "set terminal pngcairo size 1100,650 font ',10' noenhanced"
+    term = GP_TERM
     for name, sc in results["scenarios"].items():
         made = []
         base = os.path.join(out_dir, f"remaining-{name}")
@@ -843,12 +862,14 @@ def parse_args(argv=None):
     ap.add_argument("--runs", type=int, help="runs per configuration (default 3, at least 3 for the full "
                     "bench; 1 with --smoke)")
     ap.add_argument("--channels", type=int, default=4, help="N: streams/channels of the N configs (default 4)")
-    ap.add_argument("--scenarios", help=f"comma-separated, from: {', '.join(SCENARIOS)} (default all)")
+    ap.add_argument("--scenarios", help=f"comma-separated, from: {', '.join(SCENARIOS)}, converge "
+                    "(default all)")
     ap.add_argument("--configs", help="comma-separated substrings: run the configurations whose name "
                     "contains one (e.g. 'kmig 1ch,QEMU 1 stream bitmap')")
     ap.add_argument("--no-qemu", action="store_true", help="leave out the QEMU configurations")
     ap.add_argument("--smoke", action="store_true", help="tiny run (< 60 s): idle guest 32 MiB of 256 MiB, "
-                    "1 run, raw loopback, kmig 1ch copy and Nch zero-copy (ring), no QEMU")
+                    "1 run, raw loopback, kmig 1ch copy and Nch zero-copy (ring), no QEMU; and a short "
+                    "converge (16 MiB working set, kmig without and with dirty-limit)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"),
                     help="results root: writes OUT/<timestamp>/ and OUT/latest (default bench/results)")
     ap.add_argument("--downtime-limit", type=int, default=300, help="ms (default 300)")
@@ -873,24 +894,33 @@ def parse_args(argv=None):
 
 
 def select(args):
+    """(scenarios, their configurations, converge's configurations: [] =
+    converge not run)."""
+    conv = args.smoke
     if args.smoke:
         scens = [SMOKE]
     else:
-        names = [s.strip() for s in args.scenarios.split(",")] if args.scenarios else list(SCENARIOS)
-        bad = [n for n in names if n not in SCENARIOS]
+        names = [s.strip() for s in args.scenarios.split(",")] if args.scenarios \
+            else list(SCENARIOS) + ["converge"]
+        bad = [n for n in names if n not in SCENARIOS and n != "converge"]
         if bad:
-            sys.exit(f"bench: unknown scenario(s) {', '.join(bad)}; known: {', '.join(SCENARIOS)}")
-        scens = [SCENARIOS[n] for n in names]
+            sys.exit(f"bench: unknown scenario(s) {', '.join(bad)}; known: {', '.join(SCENARIOS)}, converge")
+        conv = "converge" in names
+        scens = [SCENARIOS[n] for n in names if n != "converge"]
     cfgs = all_configs(args.channels, args.smoke)
     if args.no_qemu:
         cfgs = [c for c in cfgs if c.kind != "qemu"]
-    if args.configs:
-        subs = [s.strip() for s in args.configs.split(",") if s.strip()]
+    subs = [s.strip() for s in args.configs.split(",") if s.strip()] if args.configs else None
+    if subs:
         cfgs = [c for c in cfgs if any(s in c.name for s in subs)]
-        if not cfgs:
-            sys.exit(f"bench: --configs {args.configs!r} matches no configuration; names: "
-                     + "; ".join(c.name for c in all_configs(args.channels)))
-    return scens, cfgs
+    ccfgs = converge.select(subs, args.no_qemu, args.smoke) if conv else []
+    if subs and not cfgs and not ccfgs:
+        sys.exit(f"bench: --configs {args.configs!r} matches no configuration; names: "
+                 + "; ".join(c.name for c in all_configs(args.channels))
+                 + "; converge: " + "; ".join(c.name for c in converge.CONFIGS))
+    if not cfgs:
+        scens = []
+    return scens, cfgs, ccfgs
 
 
 def make_out_dir(root):
@@ -931,14 +961,15 @@ def link_latest(root, out_dir):
 
 def main(argv=None):
     args = parse_args(argv)
-    scens, cfgs = select(args)
+    scens, cfgs, ccfgs = select(args)
     if not os.path.exists("/dev/kvm") or not os.access("/dev/kvm", os.R_OK | os.W_OK):
         sys.exit("bench: /dev/kvm is missing or not accessible: the guests need KVM")
     env = Env(args.build, tempfile.mkdtemp(prefix="kmig-bench-"))
-    missing = [p for p in [env.kmig] + [env.elf(s.guest) for s in scens] if not os.path.exists(p)]
+    missing = [p for p in [env.kmig] + [env.elf(s.guest) for s in scens] + [env.elf("dirty")] * bool(ccfgs)
+               if not os.path.exists(p)]
     if missing:
         sys.exit(f"bench: {', '.join(missing)} missing: build first (ninja -C {args.build})")
-    if any(c.kind == "qemu" for c in cfgs) and not env.qemu:
+    if any(c.kind == "qemu" for c in cfgs + ccfgs) and not env.qemu:
         if apt_install("qemu-system-x86", "the QEMU configurations"):
             env.qemu = shutil.which("qemu-system-x86_64")
         if not env.qemu:
@@ -994,13 +1025,19 @@ def main(argv=None):
                     log(f"[{scen.name}] {c.name} run {i + 1}/{args.runs}: {msg}")
             for e in sc["configs"].values():
                 e["summary"] = summarize(e["runs"])
+        if ccfgs:
+            results["converge"] = converge.run(env, ccfgs, args, smoke=args.smoke)
     finally:
         shutil.rmtree(env.workdir, ignore_errors=True)
     results["elapsed_s"] = round(time.monotonic() - t_start, 1)
     results["targets"] = targets(results, args.downtime_limit)
+    if results.get("converge"):
+        results["targets"] += converge.targets(results["converge"])
     results["plots_note"] = plots_note
     out_dir = make_out_dir(args.out)
     plots(results, out_dir)
+    if results.get("converge"):
+        converge.run_gnuplot(results["converge"], converge.plots(results["converge"], out_dir, GP_TERM))
     md = markdown(results)
     dump_json(results, os.path.join(out_dir, "results.json"))
     with open(os.path.join(out_dir, "results.md"), "w") as f:
