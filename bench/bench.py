@@ -787,11 +787,26 @@ def gp_str(s):
     return "'" + s.replace("'", "''") + "'"
 
 
+def run_gnuplot(sec, made):
+    """Write each (base, script) pair's .gp and run gnuplot on it; the PNGs
+    made are listed in sec["plots"].  Without gnuplot only the scripts."""
+    gp = shutil.which("gnuplot")
+    sec["plots"] = []
+    for base, script in made:
+        with open(base + ".gp", "w") as f:
+            f.write(script + "\n")
+        if gp:
+            r = subprocess.run([gp, base + ".gp"], capture_output=True, text=True)
+            if r.returncode == 0:
+                sec["plots"].append(os.path.basename(base) + ".png")
+            else:
+                log(f"bench: gnuplot failed on {base}.gp: {r.stderr.strip()}")
+
+
 def plots(results, out_dir):
     """PNGs with gnuplot: remaining over time (first run of each config),
     throughput and downtime bars (median, min-max).  The .dat and .gp files
     stay next to them."""
-    gp = shutil.which("gnuplot")
     term = GP_TERM
     for name, sc in results["scenarios"].items():
         made = []
@@ -841,16 +856,7 @@ def plots(results, out_dir):
                                 "set bmargin 10",
                                 f"plot {gp_str(base + '.dat')} using 2:3:4:xtic(1) notitle"])
             made.append((base, script))
-        sc["plots"] = []
-        for base, script in made:
-            with open(base + ".gp", "w") as f:
-                f.write(script + "\n")
-            if gp:
-                r = subprocess.run([gp, base + ".gp"], capture_output=True, text=True)
-                if r.returncode == 0:
-                    sc["plots"].append(os.path.basename(base) + ".png")
-                else:
-                    log(f"bench: gnuplot failed on {base}.gp: {r.stderr.strip()}")
+        run_gnuplot(sc, made)
 
 
 # ---------------------------------------------------------------- main
@@ -1037,7 +1043,7 @@ def main(argv=None):
     out_dir = make_out_dir(args.out)
     plots(results, out_dir)
     if results.get("converge"):
-        converge.run_gnuplot(results["converge"], converge.plots(results["converge"], out_dir, GP_TERM))
+        run_gnuplot(results["converge"], converge.plots(results["converge"], out_dir, GP_TERM))
     md = markdown(results)
     dump_json(results, os.path.join(out_dir, "results.json"))
     with open(os.path.join(out_dir, "results.md"), "w") as f:

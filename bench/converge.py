@@ -874,17 +874,3 @@ def plots(sec, out_dir, term):
         "set ylabel 'writer (MiB/s)'", "set key bottom left opaque box maxrows 3", f"plot {bottom}",
         "unset multiplot"])))
     return made
-
-
-def run_gnuplot(sec, made):
-    gp = shutil.which("gnuplot")
-    sec["plots"] = []
-    for base, script in made:
-        with open(base + ".gp", "w") as f:
-            f.write(script + "\n")
-        if gp:
-            r = subprocess.run([gp, base + ".gp"], capture_output=True, text=True)
-            if r.returncode == 0:
-                sec["plots"].append(os.path.basename(base) + ".png")
-            else:
-                B.log(f"bench: gnuplot failed on {base}.gp: {r.stderr.strip()}")

@@ -90,12 +90,7 @@ static void *controller(void *arg)
 	while (!dl->stop) {
 		struct timespec ts;
 
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += TICK_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		savevm_deadline_ms(&ts, TICK_MS);
 		pthread_cond_timedwait(&dl->cond, &dl->lock, &ts);
 		if (dl->stop)
 			break;
@@ -303,12 +298,7 @@ bool dirtylimit_migration_stats(struct machine *m, uint64_t *per_round_us, uint6
 void dirtylimit_init(struct machine *m)
 {
 	pthread_mutex_init(&m->dl.lock, NULL);
-	pthread_condattr_t ca;
-
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&m->dl.cond, &ca);
-	pthread_condattr_destroy(&ca);
+	savevm_cond_init_monotonic(&m->dl.cond);
 }
 
 void dirtylimit_fini(struct machine *m)

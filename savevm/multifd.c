@@ -76,12 +76,7 @@ static void wait_channels(struct multifd_send *mf)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_nsec += WATCH_MAIN_MS * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	savevm_deadline_ms(&ts, WATCH_MAIN_MS);
 	if (pthread_cond_timedwait(&mf->cond, &mf->lock, &ts) != ETIMEDOUT || !mf->out->ch)
 		return;
 	if (ring_poll_readable(mf->out->ch, 0) == 0)
@@ -186,12 +181,7 @@ int multifd_send_start(struct savevm_out *out, const struct ring_uri *uri, unsig
 	mf->out = out;
 	mf->nr = nr;
 	pthread_mutex_init(&mf->lock, NULL);
-	pthread_condattr_t ca;
-
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&mf->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	savevm_cond_init_monotonic(&mf->cond);
 	*mfp = mf;
 	for (unsigned int i = 0; i < nr; i++) {
 		struct send_chan *c = &mf->chans[i];

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "savevm/stream.h"
 
@@ -146,5 +147,10 @@ int savevm_register(struct savevm_registry *r, const char *name, uint32_t instan
 size_t savevm_registry_count(const struct savevm_registry *r);
 struct savevm_entry *savevm_registry_at(struct savevm_registry *r, size_t i);
 struct savevm_entry *savevm_registry_find(struct savevm_registry *r, const char *name, uint32_t instance_id);
+
+/* Condition variables whose timed waits run on CLOCK_MONOTONIC (a wall
+ * clock step must not stretch a poll), and the deadline ms from now. */
+void savevm_cond_init_monotonic(pthread_cond_t *c);
+void savevm_deadline_ms(struct timespec *ts, long ms);
 
 #endif
