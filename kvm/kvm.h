@@ -145,7 +145,7 @@ struct kvm_dirty_stats {
 	uint64_t overflows;		/* ring overflows detected */
 	uint64_t holes_fixed;		/* ring index holes repaired */
 	uint64_t resyncs;		/* whole-RAM re-protect + resend */
-	uint64_t lost_pages;		/* pages the eBPF guard named (exact recovery) */
+	uint64_t lost_pages;		/* pages made sticky by the exact recovery */
 	/* what collecting costs the host (bench/harvest_cost.c) */
 	uint64_t harvests;		/* passes: every ring or every slot once, or
 					 * one ring for a ring-full exit */

@@ -175,8 +175,10 @@ static void *measure_thread(void *arg)
 	/* a failed measurement (it cannot, short of a quit) leaves no rate */
 	d->has_dirty_rate = !r;
 	d->dirty_rate = (int64_t)(rate + 0.5);
-	if (!r && j->mode == DIRTYRATE_DIRTY_RING)
+	if (!r && j->mode == DIRTYRATE_DIRTY_RING) {
+		d->nr_vcpus = kvm_vm_nr_vcpus(m->vm);
 		memcpy(d->vcpu_dirty_rate, vcpu, sizeof(vcpu));
+	}
 	pthread_mutex_unlock(&m->lock);
 	free(j);
 	return NULL;
@@ -239,7 +241,6 @@ int machine_calc_dirty_rate(struct machine *m, int64_t calc_time_ms, enum dirtyr
 	d->start_time_s = (int64_t)time(NULL);
 	d->calc_time_ms = calc_time_ms;
 	d->sample_pages = mode == DIRTYRATE_PAGE_SAMPLING ? sample_pages : 0;
-	d->nr_vcpus = mode == DIRTYRATE_DIRTY_RING ? kvm_vm_nr_vcpus(m->vm) : 0;
 	d->counted_by = counted_by(m, mode);
 	m->dr.thread_running = false;
 	pthread_mutex_unlock(&m->lock);
@@ -263,8 +264,6 @@ void machine_query_dirty_rate(struct machine *m, struct dirtyrate_info *out)
 {
 	pthread_mutex_lock(&m->lock);
 	*out = m->dr.info;
-	if (out->status != DIRTYRATE_MEASURED || !out->has_dirty_rate)
-		out->nr_vcpus = out->status == DIRTYRATE_MEASURED ? out->nr_vcpus : 0;
 	pthread_mutex_unlock(&m->lock);
 }
 

@@ -103,8 +103,10 @@ struct migration_kmig_stats {
 	 * "none" (the bitmap backend has no per-vCPU counts) */
 	const char *dirty_telemetry;
 	char telemetry_why[160];
-	/* ring entries the kernel overwrote before they were harvested, whose
-	 * pages the eBPF guard named (resent without a full resync) */
+	/* pages an overflow left unprotected, resent at every sync instead
+	 * of a full resync: those of entries the kernel overwrote (named by
+	 * the eBPF guard) and of entries behind a reset walk that stopped
+	 * short */
 	uint64_t ring_lost_pages;
 	/* expected-downtime (ms) when the switchover was decided, to set
 	 * against the downtime it turned into */
