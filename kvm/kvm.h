@@ -32,6 +32,9 @@ struct kvm_vm_config {
 	unsigned int nr_vcpus;
 	enum kvm_dirty_backend dirty_backend;
 	uint32_t ring_entries;		/* per vCPU, power of two */
+	/* fault every page of RAM in at creation (QEMU's -mem-prealloc):
+	 * refused when the host has less memory available than RAM */
+	bool prealloc;
 };
 
 /* What stopped the guest for good */
@@ -65,6 +68,8 @@ uint64_t kvm_vm_offset_to_gpa(const struct kvm_vm *vm, uint64_t offset);
 /* base of the linear RAM mapping: offset o lives at kvm_vm_ram_base()+o */
 uint8_t *kvm_vm_ram_base(struct kvm_vm *vm);
 int kvm_vm_memfd(const struct kvm_vm *vm);
+/* RAM was preallocated (kvm_vm_config.prealloc): keep every page allocated */
+bool kvm_vm_prealloc(const struct kvm_vm *vm);
 
 /* ---- loading a guest (loader.c) ---- */
 /* Multiboot v1 ELF: loads PT_LOAD segments, builds the multiboot info with

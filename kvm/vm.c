@@ -82,6 +82,60 @@ int kvm_set_slot_flags(struct kvm_vm *vm, const struct kvm_slot *s, uint32_t fla
 	return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* MemAvailable of /proc/meminfo, in bytes; 0 when it cannot be read */
+static uint64_t host_mem_available(void)
+{
+	FILE *f = fopen("/proc/meminfo", "re");
+	char line[128];
+	unsigned long long kib = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+			break;
+	fclose(f);
+	return (uint64_t)kib << 10;
+}
+
+/* Fault all of RAM in now, so that neither the guest nor an incoming
+ * migration pays for first touches later (on this host a first touch is
+ * the dearest part of receiving a page).  Checked against MemAvailable
+ * first: populating more than the host has would end in the OOM killer,
+ * not in an error message. */
+static int prealloc_ram(struct kvm_vm *vm, char *err, size_t errlen)
+{
+	uint64_t avail = host_mem_available();
+
+	if (avail && vm->ram_size > avail) {
+		kvm_set_err(err, errlen, "cannot preallocate %llu MiB of guest RAM: the host has %llu MiB available",
+			    (unsigned long long)(vm->ram_size >> 20), (unsigned long long)(avail >> 20));
+		return -ENOMEM;
+	}
+	if (!madvise(vm->ram, vm->ram_size, MADV_POPULATE_WRITE))
+		return 0;
+	if (errno != EINVAL) {
+		int e = errno;
+
+		kvm_set_err(err, errlen, "cannot preallocate %llu MiB of guest RAM: %s",
+			    (unsigned long long)(vm->ram_size >> 20), strerror(e));
+		return -e;
+	}
+	/* kernels before 5.14: touch each page (RAM is all zero here) */
+	for (uint64_t off = 0; off < vm->ram_size; off += KVM_PAGE_SIZE)
+		((volatile uint8_t *)vm->ram)[off] = 0;
+	return 0;
+}
+
+bool kvm_vm_prealloc(const struct kvm_vm *vm)
+{
+	return vm->cfg.prealloc;
+}
+
 static int setup_memory(struct kvm_vm *vm, char *err, size_t errlen)
 {
 	vm->memfd = memfd_create("kmig-guest-ram", MFD_CLOEXEC);
@@ -105,6 +159,12 @@ static int setup_memory(struct kvm_vm *vm, char *err, size_t errlen)
 		return -e;
 	}
 	madvise(vm->ram, vm->ram_size, MADV_MERGEABLE);
+	if (vm->cfg.prealloc) {
+		int r = prealloc_ram(vm, err, errlen);
+
+		if (r)
+			return r;
+	}
 	/* Low RAM up to 3 GiB at gpa 0; the rest above 4 GiB. */
 	uint64_t low = vm->ram_size < KVM_LOW_RAM_END ? vm->ram_size : KVM_LOW_RAM_END;
 

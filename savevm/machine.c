@@ -233,6 +233,7 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 				 : cfg->dirty_mode == DIRTY_MODE_AUTO	? KVM_DIRTY_AUTO
 									: KVM_DIRTY_RING,
 		.ring_entries = cfg->dirty_ring_entries ? cfg->dirty_ring_entries : 4096,
+		.prealloc = cfg->mem_prealloc,
 	};
 	struct kvm_vm_callbacks cb = { .serial_out = on_serial, .stopped = on_stopped, .opaque = m };
 	int r = open_serial(m, err, errlen);

@@ -30,6 +30,7 @@ struct machine_config {
 	uint64_t flat_load_addr;	/* flat binaries: load and entry address */
 	bool flat;			/* kernel_path is a flat binary */
 	uint64_t mem_mib;
+	bool mem_prealloc;		/* fault all RAM in at start (-mem-prealloc) */
 	unsigned int vcpus;
 	const char *serial_path;	/* NULL = stdout */
 	enum dirty_mode dirty_mode;

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "savevm/multifd.h"
 #include "savevm/ram.h"
@@ -236,14 +237,19 @@ static int ram_sync(void *opaque, bool final)
 
 /* A page the stream says is zero: fresh memory already is; a page written
  * earlier in this migration goes back to a hole (reads as zero, frees the
- * memory, and maps nothing). */
+ * memory, and maps nothing), or, when RAM was preallocated, is zeroed in
+ * place so that it stays allocated. */
 static int load_zero_page(struct ram_handler *h, uint64_t pg, char *err, size_t errlen)
 {
+	static const uint8_t zero[KVM_PAGE_SIZE];
+	int fd = kvm_vm_memfd(h->vm);
+	off_t off = (off_t)(pg * KVM_PAGE_SIZE);
+
 	if (!h->written[pg])
 		return 0;
 	h->written[pg] = 0;
-	if (fallocate(kvm_vm_memfd(h->vm), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-		      (off_t)(pg * KVM_PAGE_SIZE), KVM_PAGE_SIZE)) {
+	if (kvm_vm_prealloc(h->vm) ? pwrite(fd, zero, KVM_PAGE_SIZE, off) != KVM_PAGE_SIZE
+				   : fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, KVM_PAGE_SIZE)) {
 		int r = -errno;
 
 		snprintf(err, errlen, "cannot clear guest page 0x%llx: %s",

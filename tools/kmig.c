@@ -100,6 +100,10 @@ static void run_usage(FILE *f)
 		"  --flat ADDR           load --kernel as a flat binary at ADDR (hex ok) and enter there\n"
 		"  --guest NAME[,k=v..]  a built-in guest; its parameters become its command line\n"
 		"  --mem SIZE            guest RAM in MiB, or with suffix M/G (default 256)\n"
+		"  --mem-prealloc        fault all guest RAM in at start (QEMU's -mem-prealloc):\n"
+		"                        the RAM is then held for good, and an incoming migration\n"
+		"                        does not pay first touches; refused when the host has\n"
+		"                        less memory available\n"
 		"  --vcpus N             vCPUs, 1..%d (default 1)\n"
 		"  --serial FILE         COM1 output to FILE (default: stdout)\n"
 		"  --qmp PATH            QMP server on unix socket PATH (mode 0600)\n"
@@ -179,7 +183,7 @@ int cmd_run(int argc, char **argv)
 		{ "serial", required_argument, NULL, 's' }, { "qmp", required_argument, NULL, 'q' },
 		{ "incoming", required_argument, NULL, 'i' }, { "dirty-ring", required_argument, NULL, 'r' },
 		{ "dirty-bitmap", no_argument, NULL, 'b' }, { "dirty-tracking", required_argument, NULL, 'T' },
-		{ "device", required_argument, NULL, 'D' },
+		{ "device", required_argument, NULL, 'D' }, { "mem-prealloc", no_argument, NULL, 'p' },
 		{ "stats-file", required_argument, NULL, 'S' }, { "stats-period", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' }, { 0 },
 	};
@@ -219,6 +223,7 @@ int cmd_run(int argc, char **argv)
 			if (parse_mem_mib(optarg, &cfg.mem_mib))
 				return bad_arg("--mem size", optarg);
 			break;
+		case 'p': cfg.mem_prealloc = true; break;
 		case 'c':
 			if (parse_u64(optarg, MACHINE_MAX_VCPUS, &v) || !v)
 				return bad_arg("--vcpus count", optarg);

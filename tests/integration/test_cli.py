@@ -43,6 +43,11 @@ def main():
     run(["migrate", "tcp:127.0.0.1:1"], 2, "Usage")
     require_kvm()
     run(["run", "--guest", "idle", "--mem", "15"], 1, "at least 16 MiB")
+    # preallocating more than the host has is refused up front (populating
+    # it would end in the OOM killer, not in an error message)
+    avail_kib = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemAvailable:"))
+    too_much = f"{(avail_kib >> 20) + 2}G"
+    run(["run", "--guest", "idle", "--mem", too_much, "--mem-prealloc"], 1, "cannot preallocate")
     run(["run", "--guest", "nosuch"], 1, "unknown built-in guest")
     run(["run", "--kernel", "/nonexistent/kernel.elf"], 1, "cannot open kernel")
     run(["run", "--kernel", tmp], 1, "not a regular file")

@@ -38,8 +38,15 @@ drives QEMU; the source gets its knobs before migrate):
                  the default path (the only one such a kmig has), with a
                  NOTE; every other refusal is a failure.
 
+prealloc (--prealloc): the destination runs with --mem-prealloc, so pages
+arrive into memory that is already there: all of its RAM must be populated
+before the migration (the memfd has no hole) and still after it, and the
+checks above must hold all the same (scatter: the destination's never-
+touched pages are populated zero pages there, by design, not holes).
+
 usage: test_ram_paths.py [--part verify|scatter|all] [--modes copy,zero-copy]
                          [--channels 1,3] [--backends ring,bitmap] [--runs N]
+                         [--prealloc]
 Exit status: 0 all passed, 1 any failure, 77 skipped (no /dev/kvm, not root)."""
 import argparse
 import hashlib
@@ -123,7 +130,8 @@ def verify_run(args, wd, mode, channels, backend, n):
     extra = ["--dirty-bitmap"] if backend == "bitmap" else ["--dirty-ring", "4096"]
     params = f"ws={args.ws},rate=0,lm=1"
     tag = f"{mode}-{channels}ch-{backend}-{n}"
-    dst = Kmig(wd, f"dst-{tag}", params=params, mem=args.mem, vcpus=2, incoming="defer", extra=extra)
+    dst = Kmig(wd, f"dst-{tag}", params=params, mem=args.mem, vcpus=2, incoming="defer",
+               extra=extra + dst_extra(args))
     src = Kmig(wd, f"src-{tag}", params=params, mem=args.mem, vcpus=2, extra=extra)
     try:
         knobs_dst = configure(dst, "dst", mode, channels)
@@ -131,6 +139,7 @@ def verify_run(args, wd, mode, channels, backend, n):
         dst.qmp.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
         knobs_src = configure(src, "src", mode, channels)
         src.wait_lines(r" ok$", 2)
+        prealloc = check_preallocated(dst, args.mem, "before migrating") if args.prealloc else ""
         before = verify_passes(src.wait_lines(r" ok$")[-1])
         src.qmp.cmd("migrate-set-parameters", **{"downtime-limit": 300, "max-bandwidth": 16 << 20})
         src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
@@ -154,9 +163,12 @@ def verify_run(args, wd, mode, channels, backend, n):
         time.sleep(0.5)
         fails = dst.failures() + src.failures()
         assert not fails, f"guest reported: {fails}"
+        if args.prealloc:
+            check_preallocated(dst, args.mem, "after the migration")
         codes = stop_both(src, dst)
         assert codes == [0, 0], f"exit statuses after quit: source {codes[0]}, destination {codes[1]}"
-        print(f"  ok   {tag}: dst [{knobs_dst}] src [{knobs_src}]; total {info['total-time']} ms, "
+        print(f"  ok   {tag}: dst [{knobs_dst}{' --mem-prealloc: ' + prealloc if prealloc else ''}] "
+              f"src [{knobs_src}]; total {info['total-time']} ms, "
               f"downtime {info['downtime']} ms, {info['ram']['transferred'] >> 20} MiB, {normal} pages, "
               f"{info['ram']['dirty-sync-count']} syncs; passes {before} -> {after}; "
               f"used: {describe_paths(info)}")
@@ -176,6 +188,22 @@ def expected_fill_page(i):
     if kind == 3:
         return bytes(PAGE - 4) + v
     return bytes(PAGE)
+
+
+def dst_extra(args):
+    return ["--mem-prealloc"] if args.prealloc else []
+
+
+def check_preallocated(k, mem_mib, when):
+    """--prealloc: the destination's whole RAM is populated (one data range
+    covering the memfd), or an AssertionError saying when it was not."""
+    ranges = memfd_data_ranges(k.proc.pid)
+    if ranges is None:
+        return "not observable"
+    covered = sum(e - s for s, e in ranges)
+    assert covered == mem_mib << 20, (f"destination started with --mem-prealloc has {covered >> 20} of "
+                                      f"{mem_mib} MiB of RAM populated {when}")
+    return "all RAM populated"
 
 
 def memfd_data_ranges(pid):
@@ -268,7 +296,7 @@ def scatter_run(args, wd, mode, channels, n):
     params = f"fill={fill},scatter=1,lm=1"
     tag = f"scatter-{mode}-{channels}ch-{n}"
     dst = Kmig(wd, f"dst-{tag}", guest="idle", params=params, mem=args.scatter_mem, vcpus=2,
-               incoming="defer")
+               incoming="defer", extra=dst_extra(args))
     src = Kmig(wd, f"src-{tag}", guest="idle", params=params, mem=args.scatter_mem, vcpus=2)
     try:
         knobs_dst = configure(dst, "dst", mode, channels)
@@ -283,6 +311,8 @@ def scatter_run(args, wd, mode, channels, n):
         if not observable:
             print(f"  NOTE: holes not observable on this host (source: {holes_before} of the "
                   f"{fill_pages // 4} never-touched pages populated before migrating): hole checks skipped")
+        if args.prealloc:
+            check_preallocated(dst, args.scatter_mem, "before migrating")
         src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
         info = wait_migration(src.qmp)
         assert info["status"] == "completed", f"migration did not complete: {info}"
@@ -293,7 +323,9 @@ def scatter_run(args, wd, mode, channels, n):
         low = min(args.scatter_mem << 20, LOW_RAM_END)
         files = {}
         for side, k in (("src", src), ("dst", dst)):
-            if observable:
+            if side == "dst" and args.prealloc:
+                check_preallocated(dst, args.scatter_mem, "after the migration")
+            elif observable:
                 pop = hole_pages_populated(k.proc.pid, fill_pages)
                 assert pop == 0, (f"{side}: {pop} of the {fill_pages // 4} never-touched pages are "
                                   f"populated after the migration"
@@ -332,10 +364,13 @@ def scatter_run(args, wd, mode, channels, n):
         assert not src.failures() and not dst.failures()
         codes = stop_both(src, dst)
         assert codes == [0, 0], f"exit statuses after quit: source {codes[0]}, destination {codes[1]}"
+        holes = ("not observable" if not observable else
+                 "unpopulated on the source, the destination's all RAM (--mem-prealloc)" if args.prealloc
+                 else "unpopulated on both ends")
         print(f"  ok   {tag}: dst [{knobs_dst}] src [{knobs_src}]; {low >> 20} MiB of low RAM identical "
               f"(sha256 {digest}), fill area as written; normal {normal} (pattern {want_normal}), "
               f"duplicate {dup} (zero pages {want_zero}), transferred {sent >> 10} KiB; holes "
-              f"{'unpopulated on both ends' if observable else 'not observable'}; used: {describe_paths(info)}")
+              f"{holes}; used: {describe_paths(info)}")
     finally:
         src.stop()
         dst.stop()
@@ -366,6 +401,8 @@ def main():
     ap.add_argument("--channels", type=csv(int), default=[1, 3])
     ap.add_argument("--backends", type=csv(str, ["ring", "bitmap"]), default=["ring", "bitmap"])
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--prealloc", action="store_true",
+                    help="destinations run with --mem-prealloc (all RAM populated before, and after)")
     ap.add_argument("--ws", type=int, default=32, help="verify: working set, MiB")
     ap.add_argument("--mem", type=int, default=256, help="verify: guest RAM, MiB")
     ap.add_argument("--fill", type=int, default=64, help="scatter: fill area, MiB")
