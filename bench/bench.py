@@ -9,6 +9,11 @@ Scenarios (--scenarios, comma-separated; default all):
               set as fast as it can during the migration (1200 MiB RAM)
   ws256-1g    the same with a 256 MiB working set
   sparse-16g  idle guest with 16 GiB of RAM, 256 MiB of it written
+  idle-1g-prealloc, ws64-1g-prealloc
+              idle-1g and ws64-1g into a destination whose RAM was faulted
+              in before the migration (kmig --mem-prealloc, QEMU
+              -mem-prealloc): the migration without the host's cost of
+              first touching memory, which dominates the others here
   converge    a 2-vCPU guest dirtying 3x what a 16 MiB/s link carries while
               its other vCPU computes: kmig without and with the dirty-limit
               capability, QEMU with auto-converge (bench/converge.py; its
@@ -17,6 +22,9 @@ Scenarios (--scenarios, comma-separated; default all):
 Configurations (--configs, comma-separated substrings of these names):
   raw loopback 1 stream / N streams    bench/loopback.c: the same bytes as
                                        the guest's RAM, no migration
+  raw loopback 1 stream into fresh memory
+                                       the same, received into memory never
+                                       touched before, as a destination is
   kmig {1,N}ch {copy,zero-copy} {ring,bitmap}
   QEMU {1 stream,multifd-N} {bitmap,ring}
 
@@ -82,6 +90,7 @@ class Scenario:
     touched_mib: int            # guest RAM the guest writes (QEMU's RSS baseline)
     about: str
     vcpus: int = 1
+    dst_prealloc: bool = False  # destination RAM faulted in before migrating
 
     def cmdline(self, sep):
         return sep.join(f"{k}={v}" for k, v in self.params.items())
@@ -101,6 +110,12 @@ SCENARIOS = {
     "sparse-16g": Scenario("sparse-16g", "idle", {"fill": 256}, 16384, "idle: ready", 256,
                            "idle guest, 16 GiB of RAM of which 256 MiB written, 1 vCPU"),
 }
+for _base in ("idle-1g", "ws64-1g"):
+    _s = SCENARIOS[_base]
+    SCENARIOS[_base + "-prealloc"] = dataclasses.replace(
+        _s, name=_base + "-prealloc", dst_prealloc=True,
+        about=_s.about + "; the destination's RAM preallocated (kmig --mem-prealloc, QEMU -mem-prealloc) "
+        "before the migration starts")
 SMOKE = Scenario("smoke", "idle", {"fill": 32}, 256, "idle: ready", 32,
                  "smoke test: idle guest, 32 MiB written, 256 MiB RAM, 1 vCPU")
 
@@ -113,17 +128,20 @@ class Config:
     multifd: bool = False
     send_mode: str = ""         # kmig's x-kmig-send-mode: copy | zero-copy
     dirty: str = ""             # ring | bitmap
+    fresh: bool = False         # raw: receive into untouched memory
 
 
 def all_configs(n, smoke=False):
     """Every configuration, in the order of the tables.  n = --channels."""
     cfgs = [Config("raw loopback 1 stream", "raw", 1),
             Config(f"raw loopback {n} streams", "raw", n)]
+    fresh = [Config("raw loopback 1 stream into fresh memory", "raw", 1, fresh=True)]
     if smoke:
         # the smallest set that still crosses every path the full bench
         # needs: one and N channels, both send modes
         return cfgs + [Config("kmig 1ch copy ring", "kmig", 1, False, "copy", "ring"),
                        Config(f"kmig {n}ch zero-copy ring", "kmig", n, True, "zero-copy", "ring")]
+    cfgs += fresh
     for dirty in ("ring", "bitmap"):
         for ch in (1, n):
             for mode in ("copy", "zero-copy"):
@@ -225,7 +243,7 @@ def kmig_argv(env, cfg, scen, wd, name, incoming):
     # both backends named explicitly: kmig's default is not part of the label
     a += ["--dirty-bitmap"] if cfg.dirty == "bitmap" else ["--dirty-ring", "4096"]
     if incoming:
-        a += ["--incoming", "defer"]
+        a += ["--incoming", "defer"] + (["--mem-prealloc"] if scen.dst_prealloc else [])
     return a
 
 
@@ -237,7 +255,7 @@ def qemu_argv(env, cfg, scen, wd, name, incoming):
          "-qmp", f"unix:{wd}/{name}.qmp,server=on,wait=off",
          "-kernel", env.elf(scen.guest), "-append", scen.cmdline(" ")]
     if incoming:
-        a += ["-incoming", "defer"]
+        a += ["-incoming", "defer"] + (["-mem-prealloc"] if scen.dst_prealloc else [])
     return a
 
 
@@ -270,7 +288,8 @@ class SetupError(RuntimeError):
 def rss_beyond_mib(kind, st, touched_mib):
     """Memory a side uses beyond guest RAM, MiB.  kmig's guest RAM is a
     memfd (RssShmem), so everything else is RssAnon + RssFile; QEMU's is
-    anonymous memory, so: VmRSS less the RAM the guest wrote."""
+    anonymous memory, so: VmRSS less the RAM the guest wrote (all of it
+    on a preallocated destination)."""
     if kind == "kmig":
         return (st.get("RssAnon", 0) + st.get("RssFile", 0)) / 1024
     return st.get("VmRSS", 0) / 1024 - touched_mib
@@ -333,7 +352,8 @@ def follow(src, dst, cfg, scen, uri, opts, run):
             st = proc_status(pids[i])
             if st is None:
                 continue
-            b = rss_beyond_mib(cfg.kind, st, scen.touched_mib)
+            b = rss_beyond_mib(cfg.kind, st, scen.mem_mib if i == 1 and scen.dst_prealloc
+                               else scen.touched_mib)
             row[1 + i] = round(b, 2)
             if b > peak[i]:
                 peak[i], raw_peak[i] = b, st
@@ -425,7 +445,8 @@ def raw_once(env, cfg, scen, opts):
     """The loopback limit: as many bytes as the guest has RAM, no migration."""
     nbytes = scen.mem_mib * MiB
     try:
-        out = subprocess.run([env.loopback(), str(cfg.channels), str(nbytes)], capture_output=True,
+        out = subprocess.run([env.loopback(), *(["--fresh"] if cfg.fresh else []), str(cfg.channels),
+                              str(nbytes)], capture_output=True,
                              text=True, timeout=300, check=True).stdout
         r = json.loads(out)
     except (subprocess.SubprocessError, OSError, ValueError, RuntimeError) as e:
@@ -615,6 +636,16 @@ METHOD = """\
 - raw loopback: `bench/loopback.c` pushes as many bytes as the guest has RAM
   over 1 or N TCP streams with send()/recv() of 1 MiB, each side walking its
   own 64 MiB buffer (memory bandwidth paid on both sides, no page faults).
+  "into fresh memory": the same bytes received with splice(2) into a memfd
+  nobody has touched (socket -> pipe -> file, kmig's destination path), so
+  the receiver first-touches every page as a migration destination must.
+  On this host that touch is the dominant cost of receiving (free memory is
+  reported back to the hypervisor, which faults it in again), and it varies
+  with what ran before, so it is shown for reference, not judged.
+- *-prealloc scenarios: the destination is started with kmig run
+  --mem-prealloc / qemu -mem-prealloc, so all its RAM is faulted in before
+  migrate-incoming; the figures are then the migration's alone.  RSS beyond
+  RAM on such a QEMU destination is VmRSS less all guest RAM.
 - Each cell: median (min-max) over the runs that completed; a failed run is
   listed under its table with its error and left out of the figures."""
 
@@ -641,39 +672,44 @@ def targets(results, downtime_limit):
     def na(text, why):
         out.append((f"{text}: n/a ({why})", "N/A"))
 
-    # (a) idle-1g: total time vs QEMU, throughput vs the wire.  A target
-    # whose scenario was not run is left out.
-    s = "idle-1g"
-    kn, kt = best(s, "kmig", "total_ms")
-    for label, where, frac in (("QEMU single stream", lambda n: "1 stream" in n, 1 / 3),
-                               ("QEMU multifd", lambda n: "multifd" in n, 1 / 2)):
-        text = f"(a) {s}: kmig best total time ≤ {frac:.2f} × {label}'s"
-        qn, qt = best(s, "qemu", "total_ms", where=where)
+    # (a) idle scenarios: total time vs QEMU, throughput vs the wire.  A
+    # target whose scenario was not run is left out.
+    def target_a(s):
         if s not in scen:
-            continue
-        if kt is None or qt is None:
-            na(text, "no completed kmig run" if kt is None else f"no completed {label} run")
-        else:
-            r = kt / qt
-            out.append((f"{text}: {kn} {kt:.0f} ms vs {qn} {qt:.0f} ms, ratio {r:.2f}", verdict(r <= frac)))
-    text = f"(a) {s}: kmig best throughput ≥ 80% of raw loopback"
-    kn, kb = best(s, "kmig", "throughput_MBps", lowest=False)
-    rn, rb = best(s, "raw", "throughput_MBps", lowest=False)
-    if s not in scen:
-        pass
-    elif kb is None or rb is None:
-        na(text, "no completed kmig run" if kb is None else "no raw loopback result")
-    else:
+            return
+        kn, kt = best(s, "kmig", "total_ms")
+        for label, where, frac in (("QEMU single stream", lambda n: "1 stream" in n, 1 / 3),
+                                   ("QEMU multifd", lambda n: "multifd" in n, 1 / 2)):
+            text = f"(a) {s}: kmig best total time ≤ {frac:.2f} × {label}'s"
+            qn, qt = best(s, "qemu", "total_ms", where=where)
+            if kt is None or qt is None:
+                na(text, "no completed kmig run" if kt is None else f"no completed {label} run")
+            else:
+                r = kt / qt
+                out.append((f"{text}: {kn} {kt:.0f} ms vs {qn} {qt:.0f} ms, ratio {r:.2f}",
+                            verdict(r <= frac)))
+        text = f"(a) {s}: kmig best throughput ≥ 80% of raw loopback"
+        kn, kb = best(s, "kmig", "throughput_MBps", lowest=False)
+        rn, rb = best(s, "raw", "throughput_MBps", lowest=False, where=lambda n: "fresh" not in n)
+        if kb is None or rb is None:
+            na(text, "no completed kmig run" if kb is None else "no raw loopback result")
+            return
         r = kb / rb
         out.append((f"{text}: {kn} {kb:.0f} MB/s vs {rn} {rb:.0f} MB/s, ratio {r:.2f}", verdict(r >= 0.8)))
+        # not the issue's target, the host's own limit for a destination
+        # that must first touch its memory: shown, not judged
+        fn, fb = best(s, "raw", "throughput_MBps", lowest=False, where=lambda n: "fresh" in n)
+        if fb is not None and not SCENARIOS.get(s, SMOKE).dst_prealloc:
+            out.append((f"(a) {s}, for reference: kmig best throughput vs {fn}: {kb:.0f} vs {fb:.0f} MB/s, "
+                        f"ratio {kb / fb:.2f}", "info"))
 
     # (b) ws scenarios: downtime, every kmig configuration
-    for s in ("ws64-1g", "ws256-1g"):
+    def target_b(s):
         k = {n: e for n, e in configs(s, "kmig").items() if med(e, "downtime_ms") is not None}
         if not k:
             if s in scen:
                 na(f"(b) {s}: kmig downtime", "no completed kmig run")
-            continue
+            return
         worst = max(k, key=lambda n: med(k[n], "downtime_ms"))
         wd = med(k[worst], "downtime_ms")
         out.append((f"(b) {s}: every kmig config's downtime ≤ downtime-limit {downtime_limit} ms: "
@@ -695,6 +731,11 @@ def targets(results, downtime_limit):
             wn = max(dev, key=lambda n: abs(dev[n] - 1))
             out.append((f"{text}: worst {wn} downtime/expected {dev[wn]:.2f}",
                         verdict(all(0.7 <= v <= 1.3 for v in dev.values()))))
+
+    for s in ("idle-1g", "idle-1g-prealloc"):
+        target_a(s)
+    for s in ("ws64-1g", "ws256-1g", "ws64-1g-prealloc"):
+        target_b(s)
 
     # (c) sparse RAM costs (almost) nothing
     text = "(c) sparse-16g: kmig best total time ≤ 2 × idle-1g's"

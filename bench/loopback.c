@@ -11,16 +11,28 @@
  * is its own cost, not the wire's).  The clock runs from when every
  * connection is up until every receiver has seen EOF.
  *
+ * With --fresh each receiver instead moves its bytes into memory nobody
+ * has touched yet, as a migration destination must: a memfd of its share's
+ * size, filled in order with splice(2) (socket -> pipe -> file, the path
+ * kmig's destination takes).  That is the limit for a destination on a
+ * host where first touching memory is expensive (here: free page
+ * reporting hands freed memory back to the hypervisor, which faults it in
+ * again on the next touch).
+ *
  * Built by bench/bench.py with the host's cc (no meson target, so the
  * benchmark stays self-contained):  cc -O2 -pthread loopback.c
- * usage: loopback STREAMS BYTES [BUF_MIB] */
+ * usage: loopback [--fresh] STREAMS BYTES [BUF_MIB] */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +45,7 @@ struct side {
 	uint64_t bytes;		/* sender: to send; receiver: received */
 	unsigned char *buf;
 	size_t buf_len;
+	int memfd;		/* receiver with --fresh: splice into this */
 	int err;
 };
 
@@ -86,6 +99,55 @@ static void *receiver(void *arg)
 	return NULL;
 }
 
+/* --fresh: socket -> pipe -> memfd at increasing offsets, 1 MiB a call */
+static void *fresh_receiver(void *arg)
+{
+	struct side *s = arg;
+	int p[2];
+
+	if (pipe(p)) {
+		s->err = errno;
+		return NULL;
+	}
+	fcntl(p[1], F_SETPIPE_SZ, CHUNK);
+	for (;;) {
+		ssize_t in = splice(s->fd, NULL, p[1], NULL, CHUNK, SPLICE_F_MOVE);
+
+		if (in < 0 && errno == EINTR)
+			continue;
+		if (in <= 0) {
+			s->err = in < 0 ? errno : 0;
+			break;
+		}
+		for (ssize_t out = 0; out < in;) {
+			loff_t o = (loff_t)s->bytes;
+			ssize_t k = splice(p[0], NULL, s->memfd, &o, (size_t)(in - out), SPLICE_F_MOVE);
+
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0) {
+				s->err = k < 0 ? errno : EIO;
+				goto out;
+			}
+			out += k;
+			s->bytes += (uint64_t)k;
+		}
+	}
+out:
+	close(p[0]);
+	close(p[1]);
+	return NULL;
+}
+
+static int fresh_memfd(uint64_t len)
+{
+	int fd = memfd_create("loopback-fresh", MFD_CLOEXEC);
+
+	if (fd < 0 || ftruncate(fd, (off_t)len))
+		die("memfd");
+	return fd;
+}
+
 static unsigned char *touched_buffer(size_t len, unsigned char fill)
 {
 	unsigned char *b = malloc(len);
@@ -98,8 +160,12 @@ static unsigned char *touched_buffer(size_t len, unsigned char fill)
 
 int main(int argc, char **argv)
 {
+	bool fresh = argc > 1 && !strcmp(argv[1], "--fresh");
+
+	argc -= fresh;
+	argv += fresh;
 	if (argc < 3 || argc > 4) {
-		fprintf(stderr, "usage: loopback STREAMS BYTES [BUF_MIB]\n");
+		fprintf(stderr, "usage: loopback [--fresh] STREAMS BYTES [BUF_MIB]\n");
 		return 2;
 	}
 	int n = atoi(argv[1]);
@@ -134,7 +200,11 @@ int main(int argc, char **argv)
 		 * first stream takes the remainder */
 		snd[i] = (struct side){ .fd = c, .bytes = total / n + (i ? 0 : total % n),
 					.buf = touched_buffer(buf_len, 0x5a), .buf_len = buf_len };
-		rcv[i] = (struct side){ .fd = a, .buf = touched_buffer(buf_len, 0), .buf_len = buf_len };
+		rcv[i] = (struct side){ .fd = a, .memfd = -1 };
+		if (fresh)
+			rcv[i].memfd = fresh_memfd(snd[i].bytes);
+		else
+			rcv[i].buf = touched_buffer(buf_len, 0), rcv[i].buf_len = buf_len;
 	}
 
 	pthread_t ts[MAX_STREAMS], tr[MAX_STREAMS];
@@ -142,7 +212,7 @@ int main(int argc, char **argv)
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (int i = 0; i < n; i++) {
-		if (pthread_create(&tr[i], NULL, receiver, &rcv[i]) ||
+		if (pthread_create(&tr[i], NULL, fresh ? fresh_receiver : receiver, &rcv[i]) ||
 		    pthread_create(&ts[i], NULL, sender, &snd[i]))
 			die("pthread_create");
 	}
@@ -163,7 +233,7 @@ int main(int argc, char **argv)
 	}
 	double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 
-	printf("{\"streams\": %d, \"bytes\": %llu, \"seconds\": %.6f, \"buffer_mib\": %zu}\n", n,
-	       (unsigned long long)got, s, buf_mib);
+	printf("{\"streams\": %d, \"bytes\": %llu, \"seconds\": %.6f, \"buffer_mib\": %zu, \"fresh\": %s}\n",
+	       n, (unsigned long long)got, s, buf_mib, fresh ? "true" : "false");
 	return 0;
 }
