@@ -64,6 +64,7 @@ static void add_kmig(JsonBuilder *b, const struct migration_kmig_stats *k)
 	qmp_builder_add_uint(b, "ring-resyncs", k->ring_resyncs);
 	qmp_builder_add_uint(b, "pages-harvested", k->pages_harvested);
 	qmp_builder_add_uint(b, "passes", k->passes);
+	qmp_builder_add_uint(b, "shrink-passes", k->shrink_passes);
 	qmp_builder_add_uint(b, "channels", k->channels);
 	if (k->send_mode) {
 		json_builder_set_member_name(b, "send-mode");

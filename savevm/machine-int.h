@@ -61,6 +61,8 @@ struct migration {
 	/* expected-downtime when the switchover was decided */
 	bool switchover_decided;
 	uint64_t switchover_expected_ms;
+	/* passes run because the rest still shrank fast (switchover_decide) */
+	uint64_t shrink_passes;
 	struct ring_listener *listener;
 	char uri[256];
 

@@ -596,6 +596,7 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 	info->kmig.ring_resyncs = ds.resyncs;
 	info->kmig.pages_harvested = ds.harvested;
 	info->kmig.passes = g->passes;
+	info->kmig.shrink_passes = g->shrink_passes;
 	info->kmig.channels = g->channels;
 	info->kmig.send_mode = savevm_send_mode_name(g->send_mode);
 	info->kmig.zc_notifications = g->zc_sends;

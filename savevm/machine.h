@@ -95,6 +95,7 @@ struct migration_kmig_stats {
 	uint64_t ring_resyncs;		/* full re-protect + resend recoveries */
 	uint64_t pages_harvested;
 	uint64_t passes;
+	uint64_t shrink_passes;		/* passes run after the rest fit, as it still shrank fast */
 	/* the RAM path of the last (or current) migration, source side */
 	unsigned int channels;		/* 0 = RAM on the main connection */
 	const char *send_mode;		/* "copy", "zero-copy", "auto" (not yet chosen) */

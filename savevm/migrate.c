@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "savevm/machine-int.h"
+#include "savevm/switchover.h"
 
 #define ACK_TIMEOUT_MS 30000
 #define CONNECT_TIMEOUT_MS 5000
@@ -234,9 +235,11 @@ static bool dirty_limit_trigger(struct machine *m, uint64_t dirtied, uint64_t se
 	return true;
 }
 
-/* After a pass: harvest, measure, decide.  Returns 1 to switch over. */
+/* After a pass: harvest, measure, decide.  *prev_pending: what was pending
+ * before this pass, updated to what is pending now.  Returns 1 to switch
+ * over. */
 static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_start,
-		       uint64_t pass_bytes, uint64_t pages_before)
+		       uint64_t pass_bytes, uint64_t pages_before, uint64_t *prev_pending)
 {
 	uint64_t pending = total_pending(m, true);
 	uint64_t now = migration_now_ns();
@@ -258,7 +261,12 @@ static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_
 							       : m->mig.bandwidth;
 	m->mig.expected_downtime_ms = sw_bw ? pending * 1000 / sw_bw : 0;
 	uint64_t limit = m->params.downtime_limit_ms;
-	bool converge = pending == 0 || pending * 1000 <= (unsigned __int128)sw_bw * limit;
+	enum switchover_verdict v = switchover_decide(pending, *prev_pending, sw_bw, limit,
+						      m->mig.shrink_passes);
+	bool converge = v == SWITCHOVER_NOW;
+
+	m->mig.shrink_passes += v == SWITCHOVER_ONE_MORE;
+	*prev_pending = pending;
 	int stall = update_stall(m, pending, now);
 	uint64_t engage = dirty_limit_trigger(m, pending, pass_bytes) ? m->params.vcpu_dirty_limit : 0;
 
@@ -276,6 +284,8 @@ static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_
 
 static int precopy(struct machine *m, struct savevm_out *out)
 {
+	uint64_t prev_pending = total_pending(m, false);
+
 	for (;;) {
 		struct ram_stats rs;
 		uint64_t start = migration_now_ns(), bytes0 = out->bytes;
@@ -288,7 +298,8 @@ static int precopy(struct machine *m, struct savevm_out *out)
 		int r = run_pass(m, out);
 
 		if (!r)
-			r = end_of_pass(m, out, start, out->bytes - bytes0, rs.normal + rs.duplicate);
+			r = end_of_pass(m, out, start, out->bytes - bytes0, rs.normal + rs.duplicate,
+					&prev_pending);
 		if (r)
 			return r < 0 ? r : 0;
 		if (m->mig.cancel)
