@@ -259,10 +259,19 @@ static int load_zero_page(struct ram_handler *h, uint64_t pg, char *err, size_t 
 	return 0;
 }
 
+/* A run of pages into place.  Fresh memory: splice into the memfd, which
+ * allocates page-cache pages without faulting them into a mapping.  RAM
+ * preallocated (every page allocated and mapped): read straight into the
+ * mapping, which takes no lock, where writes to the memfd all take its
+ * inode lock, and would serialise multifd's receivers. */
 static int load_run(struct ram_handler *h, struct savevm_in *in, uint64_t first, uint64_t n,
 		    char *err, size_t errlen)
 {
-	int r = n ? savevm_in_splice(in, kvm_vm_memfd(h->vm), first * KVM_PAGE_SIZE, n * KVM_PAGE_SIZE) : 0;
+	struct iovec iov = { kvm_vm_ram_base(h->vm) + first * KVM_PAGE_SIZE, n * KVM_PAGE_SIZE };
+	int r = !n ? 0
+		: kvm_vm_prealloc(h->vm) ? savevm_in_readv(in, &iov, 1)
+					 : savevm_in_splice(in, kvm_vm_memfd(h->vm), first * KVM_PAGE_SIZE,
+							    n * KVM_PAGE_SIZE);
 
 	if (r)
 		snprintf(err, errlen, "stream truncated while reading page data: %s", strerror(-r));

@@ -85,9 +85,21 @@ MULTIFD_CASES = [
 ]
 
 
-def run_case(wd, n, name, proxy_kw, expect, channels=0):
+# Into a destination started with --mem-prealloc, which reads pages straight
+# into its mapping instead of splicing them into the memfd: (name, proxy
+# kwargs, expected text, channels)
+PREALLOC_CASES = [
+    ("page outside guest RAM", dict(mutate=first("ram", lambda r: patch(r, 12, "<Q", 0x7fff00000000))),
+     "outside guest RAM", 0),
+    ("cut inside page data", dict(cut_at=3 << 20), "truncated", 0),
+    ("page outside guest RAM on a channel",
+     dict(mutate=first("chan-ram", lambda r: patch(r, 12, "<Q", 0x7fff00000000))), "outside guest RAM", 2),
+]
+
+
+def run_case(wd, n, name, proxy_kw, expect, channels=0, dst_extra=()):
     port = free_port()
-    dst = Kmig(wd, f"dst{n}", params="ws=16", incoming=f"tcp:127.0.0.1:{port}")
+    dst = Kmig(wd, f"dst{n}", params="ws=16", incoming=f"tcp:127.0.0.1:{port}", extra=dst_extra)
     src = Kmig(wd, f"src{n}", params="ws=16")
     proxy = Proxy(port, **proxy_kw)
     try:
@@ -126,6 +138,9 @@ def main():
         n += 1
     for name, kw, expect in MULTIFD_CASES:
         run_case(wd, n, "multifd: " + name, kw, expect, channels=2)
+        n += 1
+    for name, kw, expect, channels in PREALLOC_CASES:
+        run_case(wd, n, "preallocated: " + name, kw, expect, channels=channels, dst_extra=["--mem-prealloc"])
         n += 1
     rng = random.Random(int(sys.argv[1]) if len(sys.argv) > 1 else 4242)
     for i in range(6):
