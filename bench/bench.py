@@ -37,6 +37,7 @@ printed on stdout, progress on stderr.  See --help, and "Method" in
 results.md for how each figure is measured."""
 import argparse
 import dataclasses
+import gzip
 import json
 import os
 import platform
@@ -64,6 +65,7 @@ GiB = 1 << 30
 UNLIMITED_BW = 1 << 40          # max-bandwidth for every configuration
 QUERY_PERIOD = 0.025            # query-migrate on the source
 RSS_PERIOD = 0.020              # /proc/PID/status of both sides
+ACCURACY_MIN_MS = 10            # smallest expected-downtime whose ±30% is judged
 RSS_LIMIT_MIB = 64              # target (e)
 FINAL = ("completed", "failed", "cancelled")
 GP_TERM = "set terminal pngcairo size 1100,650 font ',10' noenhanced"
@@ -722,15 +724,24 @@ def targets(results, downtime_limit):
             r = wd / qd if qd else float("inf")
             out.append((f"{text}: worst {worst} {wd:.0f} ms vs {qn} {qd:.0f} ms, ratio {r:.2f}",
                         verdict(wd <= qd)))
-        dev = {n: med(e, "downtime_over_expected") for n, e in k.items()}
-        dev = {n: v for n, v in dev.items() if v is not None}
+        # Both figures are whole milliseconds (QEMU's types): ±30% of an
+        # estimate below ACCURACY_MIN_MS cannot be resolved, so such
+        # configurations are shown with their absolute gap, not judged.
         text = f"(b) {s}: every kmig config's downtime within ±30% of its expected-downtime"
-        if not dev:
-            na(text, "no expected-downtime seen while active")
-        else:
+        exp = {n: med(e, "expected_downtime_ms") for n, e in k.items()}
+        big = {n for n, v in exp.items() if v is not None and v >= ACCURACY_MIN_MS}
+        dev = {n: med(k[n], "downtime_over_expected") for n in big}
+        dev = {n: v for n, v in dev.items() if v is not None}
+        small = sorted(set(k) - big)
+        if dev:
             wn = max(dev, key=lambda n: abs(dev[n] - 1))
             out.append((f"{text}: worst {wn} downtime/expected {dev[wn]:.2f}",
                         verdict(all(0.7 <= v <= 1.3 for v in dev.values()))))
+        if small:
+            gaps = [abs(med(k[n], "downtime_ms") - (exp[n] or 0)) for n in small]
+            na(text if not dev else f"{text}, the others",
+               f"{len(small)} configs' expected-downtime is below {ACCURACY_MIN_MS} ms, too small for ±30% "
+               f"in whole ms; their downtime differs from it by at most {max(gaps):.0f} ms")
 
     for s in ("idle-1g", "idle-1g-prealloc"):
         target_a(s)
@@ -919,6 +930,9 @@ def parse_args(argv=None):
                     "converge (16 MiB working set, kmig without and with dirty-limit)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"),
                     help="results root: writes OUT/<timestamp>/ and OUT/latest (default bench/results)")
+    ap.add_argument("--report", metavar="RESULTS_JSON",
+                    help="run nothing: render results.md, the targets and the plots again from an earlier "
+                         "run's results.json (or .json.gz) into a new OUT/<timestamp>/")
     ap.add_argument("--downtime-limit", type=int, default=300, help="ms (default 300)")
     ap.add_argument("--timeout", type=float, default=60, help="seconds before a migration that has not "
                     "completed is cancelled and counted as failed (default 60)")
@@ -1006,8 +1020,48 @@ def link_latest(root, out_dir):
     os.replace(tmp, latest)
 
 
+def load_results(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        return json.load(f)
+
+
+def write_report(results, args, plots_note=None):
+    """Targets, plots, results.json and results.md into a new OUT/<stamp>/."""
+    dl = results["options"]["downtime_limit"]
+    results["targets"] = targets(results, dl)
+    if results.get("converge"):
+        results["targets"] += converge.targets(results["converge"])
+    results["plots_note"] = plots_note
+    out_dir = make_out_dir(args.out)
+    plots(results, out_dir)
+    if results.get("converge"):
+        run_gnuplot(results["converge"], converge.plots(results["converge"], out_dir, GP_TERM))
+    md = markdown(results)
+    dump_json(results, os.path.join(out_dir, "results.json"))
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(md)
+    link_latest(args.out, out_dir)
+    print(md)
+    return out_dir
+
+
+def rerender(args):
+    """--report: the figures of an earlier run, judged and drawn by this
+    version of the script (summaries recomputed from the raw runs)."""
+    results = load_results(args.report)
+    for sc in results["scenarios"].values():
+        for e in sc["configs"].values():
+            e["summary"] = summarize(e["runs"])
+    out_dir = write_report(results, args)
+    log(f"bench: report of {args.report} in {out_dir}")
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.report:
+        return rerender(args)
     scens, cfgs, ccfgs = select(args)
     if not os.path.exists("/dev/kvm") or not os.access("/dev/kvm", os.R_OK | os.W_OK):
         sys.exit("bench: /dev/kvm is missing or not accessible: the guests need KVM")
@@ -1077,20 +1131,7 @@ def main(argv=None):
     finally:
         shutil.rmtree(env.workdir, ignore_errors=True)
     results["elapsed_s"] = round(time.monotonic() - t_start, 1)
-    results["targets"] = targets(results, args.downtime_limit)
-    if results.get("converge"):
-        results["targets"] += converge.targets(results["converge"])
-    results["plots_note"] = plots_note
-    out_dir = make_out_dir(args.out)
-    plots(results, out_dir)
-    if results.get("converge"):
-        run_gnuplot(results["converge"], converge.plots(results["converge"], out_dir, GP_TERM))
-    md = markdown(results)
-    dump_json(results, os.path.join(out_dir, "results.json"))
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
-        f.write(md)
-    link_latest(args.out, out_dir)
-    print(md)
+    out_dir = write_report(results, args, plots_note)
     log(f"bench: results in {out_dir} (and {os.path.join(args.out, 'latest')}), "
         f"{results['elapsed_s']:.0f} s")
     return 0
