@@ -167,11 +167,12 @@ static void test_migration_json_exact(void **state)
 	snprintf(mi.error_desc, sizeof(mi.error_desc), "caf\xc3\xa9 \"closed\"");
 	mi.kmig.dirty_mode = "dirty-bitmap";
 	mi.kmig.passes = 2;
+	mi.kmig.shrink_passes = 1;
 	s = qapi_migration_info_to_string(&mi, FALSE);
 	assert_string_equal(s, "{\"status\":\"failed\",\"error-desc\":\"caf\\u00e9 \\\"closed\\\"\","
 			       "\"x-kmig\":{\"dirty-mode\":\"dirty-bitmap\",\"ring-overflows\":0,"
 			       "\"ring-full-exits\":0,\"ring-resyncs\":0,\"pages-harvested\":0,\"passes\":2,"
-			       "\"channels\":0,\"zero-copy-notifications\":0,\"zero-copy-copied\":0,"
+			       "\"shrink-passes\":1,\"channels\":0,\"zero-copy-notifications\":0,\"zero-copy-copied\":0,"
 			       "\"ring-lost-pages\":0}}");
 	g_free(s);
 
@@ -182,7 +183,7 @@ static void test_migration_json_exact(void **state)
 	s = qapi_migration_info_to_string(&mi, FALSE);
 	assert_string_equal(s, "{\"status\":\"cancelled\",\"x-kmig\":{\"ring-overflows\":0,"
 			       "\"ring-full-exits\":0,\"ring-resyncs\":0,\"pages-harvested\":0,\"passes\":2,"
-			       "\"channels\":0,\"zero-copy-notifications\":0,\"zero-copy-copied\":0,"
+			       "\"shrink-passes\":1,\"channels\":0,\"zero-copy-notifications\":0,\"zero-copy-copied\":0,"
 			       "\"ring-lost-pages\":0}}");
 	g_free(s);
 

@@ -722,6 +722,7 @@ static void fill_stats(struct migration_info *mi)
 	mi->kmig.ring_resyncs = 3;
 	mi->kmig.pages_harvested = 4;
 	mi->kmig.passes = 5;
+	mi->kmig.shrink_passes = 2;
 }
 
 static JsonNode *query_migrate(struct tclient *c, struct fx *f, const struct migration_info *mi)
@@ -738,7 +739,7 @@ static const char *const ram_members[] = {
 };
 static const char *const kmig_members[] = {
 	"dirty-mode", "ring-overflows", "ring-full-exits", "ring-resyncs", "pages-harvested", "passes",
-	"channels", "zero-copy-notifications", "zero-copy-copied", "ring-lost-pages", NULL,
+	"shrink-passes", "channels", "zero-copy-notifications", "zero-copy-copied", "ring-lost-pages", NULL,
 };
 
 static void check_kmig(JsonObject *o)
@@ -752,6 +753,7 @@ static void check_kmig(JsonObject *o)
 	assert_int_equal(json_object_get_int_member(k, "ring-resyncs"), 3);
 	assert_int_equal(json_object_get_int_member(k, "pages-harvested"), 4);
 	assert_int_equal(json_object_get_int_member(k, "passes"), 5);
+	assert_int_equal(json_object_get_int_member(k, "shrink-passes"), 2);
 }
 
 static void check_ram(JsonObject *o, bool completed)
