@@ -3,6 +3,8 @@
 
 #include "kvm/bitmap.h"
 
+_Static_assert(sizeof(unsigned long) * 8 == DIRTY_BITMAP_WORD_BITS, "64-bit words");
+
 #define BITS_PER_WORD (8 * sizeof(unsigned long))
 
 static uint64_t nwords(const struct dirty_bitmap *b)
@@ -86,4 +88,22 @@ void dirty_bitmap_clear_all(struct dirty_bitmap *b)
 	for (uint64_t w = 0; w < nwords(b); w++)
 		atomic_store(&b->words[w], 0ul);
 	atomic_store(&b->count, 0);
+}
+
+uint64_t dirty_bitmap_nwords(const struct dirty_bitmap *b)
+{
+	return nwords(b);
+}
+
+unsigned long dirty_bitmap_take_word(struct dirty_bitmap *b, uint64_t w)
+{
+	/* a plain load first: most words of a later pass are clean, and an
+	 * exchange on them would dirty their cache lines for nothing */
+	if (!atomic_load_explicit(&b->words[w], memory_order_relaxed))
+		return 0;
+	unsigned long old = atomic_exchange(&b->words[w], 0ul);
+
+	if (old)
+		atomic_fetch_sub(&b->count, (uint64_t)__builtin_popcountl(old));
+	return old;
 }

@@ -24,6 +24,15 @@ bool dirty_bitmap_test_and_clear(struct dirty_bitmap *b, uint64_t bit);
 /* First set bit at or after bit, or nbits. */
 uint64_t dirty_bitmap_find_next(struct dirty_bitmap *b, uint64_t bit);
 uint64_t dirty_bitmap_count(struct dirty_bitmap *b);
+/* Words of DIRTY_BITMAP_WORD_BITS bits; bit i of word w is page
+ * w * DIRTY_BITMAP_WORD_BITS + i. */
+#define DIRTY_BITMAP_WORD_BITS 64u
+uint64_t dirty_bitmap_nwords(const struct dirty_bitmap *b);
+/* Test-and-clear a whole word at once: returns the bits that were set.
+ * One atomic exchange for up to 64 pages, where a walk that clears bit by
+ * bit pays two atomics a page (and, with several walkers, bounces the
+ * count's cache line for each). */
+unsigned long dirty_bitmap_take_word(struct dirty_bitmap *b, uint64_t w);
 void dirty_bitmap_clear_all(struct dirty_bitmap *b);
 
 #endif

@@ -33,7 +33,7 @@ struct dirty_backend {
 
 static void publish_page(struct kvm_vm *vm, uint64_t pg)
 {
-	dirty_bitmap_set(&vm->dirty, pg);
+	dirty_bitmap_set(vm->dirty, pg);
 }
 
 static uint64_t clock_ns(clockid_t clk)
@@ -69,42 +69,25 @@ static void pass_end(struct kvm_vm *vm, const struct pass_clock *pc, bool final)
 	}
 }
 
-/* Every page the guest ever touched.  Ranges that are still holes in the
- * memfd were never written: they read as zero here and on a destination,
- * so they need not be sent at all. */
+/* Every page the guest ever touched (kvm_mem_mark_populated). */
 void kvm_dirty_mark_all(struct kvm_vm *vm)
 {
-	off_t end = (off_t)vm->ram_size, pos = 0;
-
-	while (pos < end) {
-		off_t data = lseek(vm->memfd, pos, SEEK_DATA);
-
-		if (data < 0)
-			break;	/* ENXIO: only holes from here on */
-		off_t hole = lseek(vm->memfd, data, SEEK_HOLE);
-
-		if (hole < 0 || hole > end)
-			hole = end;
-		/* round outwards to whole pages */
-		dirty_bitmap_set_range(&vm->dirty, (uint64_t)data / KVM_PAGE_SIZE,
-				       ((uint64_t)hole + KVM_PAGE_SIZE - 1) / KVM_PAGE_SIZE);
-		pos = hole;
-	}
+	kvm_mem_mark_populated(vm->mem);
 }
 
 bool kvm_dirty_test_and_clear(struct kvm_vm *vm, uint64_t pg)
 {
-	return dirty_bitmap_test_and_clear(&vm->dirty, pg);
+	return dirty_bitmap_test_and_clear(vm->dirty, pg);
 }
 
 uint64_t kvm_dirty_find_next(struct kvm_vm *vm, uint64_t pg)
 {
-	return dirty_bitmap_find_next(&vm->dirty, pg);
+	return dirty_bitmap_find_next(vm->dirty, pg);
 }
 
 uint64_t kvm_dirty_count(struct kvm_vm *vm)
 {
-	return dirty_bitmap_count(&vm->dirty);
+	return dirty_bitmap_count(vm->dirty);
 }
 
 /* Re-protect all RAM and mark it dirty: the recovery after a ring overflow
@@ -535,8 +518,7 @@ enum kvm_dirty_backend kvm_dirty_backend_auto(uint64_t mem_bytes, unsigned int n
 
 int kvm_dirty_init(struct kvm_vm *vm, char *err, size_t errlen)
 {
-	if (dirty_bitmap_init(&vm->dirty, kvm_vm_nr_pages(vm)))
-		goto nomem;
+	vm->dirty = kvm_mem_dirty(vm->mem);
 	if (vm->cfg.dirty_backend == KVM_DIRTY_RING) {
 		/* room for a full ring, a repaired hole and a second lap */
 		vm->harvest_cap = 2 * (size_t)vm->cfg.ring_entries;
@@ -561,7 +543,6 @@ nomem:
 
 void kvm_dirty_fini(struct kvm_vm *vm)
 {
-	dirty_bitmap_fini(&vm->dirty);
 	free(vm->sticky);
 	if (vm->sticky_set.words)
 		dirty_bitmap_fini(&vm->sticky_set);
@@ -610,7 +591,7 @@ void kvm_dirty_stop(struct kvm_vm *vm)
 		backend(vm)->stop(vm);
 		vm->dirty_active = false;
 		/* Leave the bitmap clean for a later migration. */
-		dirty_bitmap_clear_all(&vm->dirty);
+		dirty_bitmap_clear_all(vm->dirty);
 	}
 	pthread_mutex_unlock(&vm->users_lock);
 }

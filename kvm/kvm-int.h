@@ -10,7 +10,7 @@
 #include "kvm/bitmap.h"
 #include "kvm/dirty-ring.h"
 
-#define KVM_MAX_SLOTS 2
+#define KVM_MAX_SLOTS KVM_MEM_MAX_REGIONS
 #define SERIAL_PORT 0x3f8
 #define DEBUG_EXIT_PORT 0xf4
 
@@ -51,9 +51,7 @@ struct kvm_vm {
 	struct kvm_vm_callbacks cb;
 	int kvm_fd;
 	int vm_fd;
-	int memfd;
-	uint8_t *ram;
-	uint64_t ram_size;
+	struct kvm_mem *mem;		/* guest RAM; slot i is its region i */
 	struct kvm_slot slots[KVM_MAX_SLOTS];
 	unsigned int nr_slots;
 
@@ -96,7 +94,7 @@ struct kvm_vm {
 	size_t nr_sticky, sticky_cap;
 	bool sticky_overflow;		/* too many, or out of memory: resync */
 	pthread_mutex_t users_lock;	/* dirty_users, start/stop */
-	struct dirty_bitmap dirty;
+	struct dirty_bitmap *dirty;	/* where pages are published: the RAM's */
 	uint64_t *harvest_buf;		/* RAM page indices collected, pre-publish */
 	size_t harvest_cap;
 	unsigned long *log_buf;		/* KVM_GET_DIRTY_LOG scratch */

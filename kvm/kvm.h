@@ -14,11 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KVM_PAGE_SIZE 4096u
-#define KVM_PAGE_SHIFT 12
+#include "kvm/mem.h"
+
 #define KVM_MAX_VCPUS 64
-/* RAM above this goes above 4 GiB, leaving the usual PCI/APIC hole */
-#define KVM_LOW_RAM_END (3ull << 30)
 
 struct kvm_vm;
 
@@ -58,6 +56,8 @@ int kvm_vm_create(const struct kvm_vm_config *cfg, const struct kvm_vm_callbacks
 void kvm_vm_destroy(struct kvm_vm *vm);
 
 unsigned int kvm_vm_nr_vcpus(const struct kvm_vm *vm);
+/* the VM's RAM (kvm/mem.h); the accessors below are shorthands for it */
+struct kvm_mem *kvm_vm_mem(const struct kvm_vm *vm);
 uint64_t kvm_vm_ram_size(const struct kvm_vm *vm);
 uint64_t kvm_vm_nr_pages(const struct kvm_vm *vm);
 /* host pointer of len bytes at gpa, or NULL if any byte is outside RAM */

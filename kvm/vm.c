@@ -16,7 +16,6 @@
 
 #define TSS_ADDR 0xfffbd000ul
 #define IDENTITY_MAP_ADDR 0xfffbc000ul
-#define HIGH_RAM_START (4ull << 30)
 
 void kvm_set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -30,154 +29,50 @@ void kvm_set_err(char *err, size_t errlen, const char *fmt, ...)
 }
 
 unsigned int kvm_vm_nr_vcpus(const struct kvm_vm *vm) { return vm->nr_vcpus; }
-uint64_t kvm_vm_ram_size(const struct kvm_vm *vm) { return vm->ram_size; }
-uint64_t kvm_vm_nr_pages(const struct kvm_vm *vm) { return vm->ram_size / KVM_PAGE_SIZE; }
-uint8_t *kvm_vm_ram_base(struct kvm_vm *vm) { return vm->ram; }
-int kvm_vm_memfd(const struct kvm_vm *vm) { return vm->memfd; }
+struct kvm_mem *kvm_vm_mem(const struct kvm_vm *vm) { return vm->mem; }
+uint64_t kvm_vm_ram_size(const struct kvm_vm *vm) { return kvm_mem_size(vm->mem); }
+uint64_t kvm_vm_nr_pages(const struct kvm_vm *vm) { return kvm_mem_nr_pages(vm->mem); }
+uint8_t *kvm_vm_ram_base(struct kvm_vm *vm) { return kvm_mem_base(vm->mem); }
+int kvm_vm_memfd(const struct kvm_vm *vm) { return kvm_mem_fd(vm->mem); }
+bool kvm_vm_prealloc(const struct kvm_vm *vm) { return kvm_mem_prealloc(vm->mem); }
 
 int kvm_vm_gpa_to_offset(const struct kvm_vm *vm, uint64_t gpa, uint64_t *offset)
 {
-	for (unsigned int i = 0; i < vm->nr_slots; i++) {
-		const struct kvm_slot *s = &vm->slots[i];
-
-		if (gpa >= s->gpa && gpa - s->gpa < s->size) {
-			*offset = s->offset + (gpa - s->gpa);
-			return 0;
-		}
-	}
-	return -ERANGE;
+	return kvm_mem_gpa_to_offset(vm->mem, gpa, offset);
 }
 
 uint64_t kvm_vm_offset_to_gpa(const struct kvm_vm *vm, uint64_t offset)
 {
-	for (unsigned int i = 0; i < vm->nr_slots; i++) {
-		const struct kvm_slot *s = &vm->slots[i];
-
-		if (offset >= s->offset && offset - s->offset < s->size)
-			return s->gpa + (offset - s->offset);
-	}
-	return UINT64_MAX;
+	return kvm_mem_offset_to_gpa(vm->mem, offset);
 }
 
 void *kvm_vm_gpa_ptr(struct kvm_vm *vm, uint64_t gpa, uint64_t len)
 {
-	uint64_t off;
-
-	if (kvm_vm_gpa_to_offset(vm, gpa, &off))
-		return NULL;
-	/* the whole range must sit in the same slot */
-	if (len && kvm_vm_offset_to_gpa(vm, off + len - 1) != gpa + len - 1)
-		return NULL;
-	if (len > vm->ram_size || off > vm->ram_size - len)
-		return NULL;
-	return vm->ram + off;
+	return kvm_mem_gpa_ptr(vm->mem, gpa, len);
 }
 
 int kvm_set_slot_flags(struct kvm_vm *vm, const struct kvm_slot *s, uint32_t flags)
 {
 	struct kvm_userspace_memory_region r = {
 		.slot = s->id, .flags = flags, .guest_phys_addr = s->gpa,
-		.memory_size = s->size, .userspace_addr = (uintptr_t)(vm->ram + s->offset),
+		.memory_size = s->size, .userspace_addr = (uintptr_t)(kvm_mem_base(vm->mem) + s->offset),
 	};
 	return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;
 }
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
-/* MemAvailable of /proc/meminfo, in bytes; 0 when it cannot be read */
-static uint64_t host_mem_available(void)
-{
-	FILE *f = fopen("/proc/meminfo", "re");
-	char line[128];
-	unsigned long long kib = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
-			break;
-	fclose(f);
-	return (uint64_t)kib << 10;
-}
-
-/* Fault all of RAM in now, so that neither the guest nor an incoming
- * migration pays for first touches later (on this host a first touch is
- * the dearest part of receiving a page).  Checked against MemAvailable
- * first: populating more than the host has would end in the OOM killer,
- * not in an error message. */
-static int prealloc_ram(struct kvm_vm *vm, char *err, size_t errlen)
-{
-	uint64_t avail = host_mem_available();
-
-	if (avail && vm->ram_size > avail) {
-		kvm_set_err(err, errlen, "cannot preallocate %llu MiB of guest RAM: the host has %llu MiB available",
-			    (unsigned long long)(vm->ram_size >> 20), (unsigned long long)(avail >> 20));
-		return -ENOMEM;
-	}
-	if (!madvise(vm->ram, vm->ram_size, MADV_POPULATE_WRITE))
-		return 0;
-	if (errno != EINVAL) {
-		int e = errno;
-
-		kvm_set_err(err, errlen, "cannot preallocate %llu MiB of guest RAM: %s",
-			    (unsigned long long)(vm->ram_size >> 20), strerror(e));
-		return -e;
-	}
-	/* kernels before 5.14: touch each page (RAM is all zero here) */
-	for (uint64_t off = 0; off < vm->ram_size; off += KVM_PAGE_SIZE)
-		((volatile uint8_t *)vm->ram)[off] = 0;
-	return 0;
-}
-
-bool kvm_vm_prealloc(const struct kvm_vm *vm)
-{
-	return vm->cfg.prealloc;
-}
-
+/* Guest RAM (kvm/mem.c), registered as one KVM slot per region. */
 static int setup_memory(struct kvm_vm *vm, char *err, size_t errlen)
 {
-	vm->memfd = memfd_create("kmig-guest-ram", MFD_CLOEXEC);
-	if (vm->memfd < 0) {
-		int e = errno;
-		kvm_set_err(err, errlen, "memfd_create: %s", strerror(e));
-		return -e;
-	}
-	if (ftruncate(vm->memfd, (off_t)vm->ram_size) < 0) {
-		int e = errno;
-		kvm_set_err(err, errlen, "cannot size guest RAM to %llu MiB: %s",
-			    (unsigned long long)(vm->ram_size >> 20), strerror(e));
-		return -e;
-	}
-	vm->ram = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->memfd, 0);
-	if (vm->ram == MAP_FAILED) {
-		int e = errno;
-		vm->ram = NULL;
-		kvm_set_err(err, errlen, "cannot map %llu MiB of guest RAM: %s",
-			    (unsigned long long)(vm->ram_size >> 20), strerror(e));
-		return -e;
-	}
-	madvise(vm->ram, vm->ram_size, MADV_MERGEABLE);
-	if (vm->cfg.prealloc) {
-		int r = prealloc_ram(vm, err, errlen);
+	int r = kvm_mem_create(vm->cfg.mem_bytes, vm->cfg.prealloc, &vm->mem, err, errlen);
 
-		if (r)
-			return r;
-	}
-	/* Low RAM up to 3 GiB at gpa 0; the rest above 4 GiB. */
-	uint64_t low = vm->ram_size < KVM_LOW_RAM_END ? vm->ram_size : KVM_LOW_RAM_END;
-
-	vm->slots[0] = (struct kvm_slot){ .id = 0, .gpa = 0, .size = low, .offset = 0 };
-	vm->nr_slots = 1;
-	if (vm->ram_size > low) {
-		vm->slots[1] = (struct kvm_slot){ .id = 1, .gpa = HIGH_RAM_START,
-						  .size = vm->ram_size - low, .offset = low };
-		vm->nr_slots = 2;
-	}
+	if (r)
+		return r;
+	vm->nr_slots = kvm_mem_nr_regions(vm->mem);
 	for (unsigned int i = 0; i < vm->nr_slots; i++) {
-		int r = kvm_set_slot_flags(vm, &vm->slots[i], 0);
+		const struct kvm_mem_region *g = kvm_mem_region(vm->mem, i);
 
+		vm->slots[i] = (struct kvm_slot){ .id = i, .gpa = g->gpa, .size = g->size, .offset = g->offset };
+		r = kvm_set_slot_flags(vm, &vm->slots[i], 0);
 		if (r) {
 			kvm_set_err(err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-r));
 			return r;
@@ -439,10 +334,9 @@ int kvm_vm_create(const struct kvm_vm_config *cfg, const struct kvm_vm_callbacks
 	vm->cfg = *cfg;
 	if (cb)
 		vm->cb = *cb;
-	vm->kvm_fd = vm->vm_fd = vm->memfd = -1;
+	vm->kvm_fd = vm->vm_fd = -1;
 	vm->trace_io = getenv("KMIG_TRACE_IO") != NULL;
 	vm->trace_dirty = getenv("KMIG_TRACE_DIRTY") != NULL;
-	vm->ram_size = cfg->mem_bytes;
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_condattr_t ca;
 
@@ -496,10 +390,11 @@ void kvm_vm_destroy(struct kvm_vm *vm)
 			close(v->fd);
 	}
 	kvm_dirty_fini(vm);
-	if (vm->ram)
-		munmap(vm->ram, vm->ram_size);
-	if (vm->memfd >= 0)
-		close(vm->memfd);
+	/* KVM drops its references to RAM with the VM */
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	vm->vm_fd = -1;
+	kvm_mem_destroy(vm->mem);
 	if (vm->vm_fd >= 0)
 		close(vm->vm_fd);
 	if (vm->kvm_fd >= 0)
