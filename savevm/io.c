@@ -2,6 +2,7 @@
  * the copy/zero-copy choice on the source, a stream_source over the
  * channel on the destination. */
 #include <errno.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "ring/ring.h"
@@ -186,10 +187,24 @@ static int in_read(void *opaque, void *buf, size_t len)
 
 void savevm_in_init(struct savevm_in *in, struct ring_channel *ch)
 {
-	in->ch = ch;
-	in->bytes = 0;
-	in->src.read = in_read;
-	in->src.opaque = in;
+	*in = (struct savevm_in){ .ch = ch, .src = { .read = in_read, .opaque = in } };
+}
+
+uint8_t *savevm_in_scratch(struct savevm_in *in, size_t len)
+{
+	if (in->scratch_len < len) {
+		free(in->scratch);
+		in->scratch = malloc(len);
+		in->scratch_len = in->scratch ? len : 0;
+	}
+	return in->scratch;
+}
+
+void savevm_in_fini(struct savevm_in *in)
+{
+	free(in->scratch);
+	in->scratch = NULL;
+	in->scratch_len = 0;
 }
 
 int savevm_in_readv(struct savevm_in *in, const struct iovec *iov, int iovcnt)

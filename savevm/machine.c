@@ -249,8 +249,12 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 	}
 	if (!r && !(m->reg = savevm_registry_new()))
 		r = -ENOMEM;
-	if (!r)
-		r = ram_handler_register(m->reg, m->vm, &m->ram);
+	if (!r) {
+		struct ram_tracker t;
+
+		ram_tracker_for_vm(&t, m->vm);
+		r = ram_handler_register(m->reg, kvm_vm_mem(m->vm), &t, &m->ram);
+	}
 	if (!r)
 		r = add_devices(m, err, errlen);
 	if (!r)

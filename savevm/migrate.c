@@ -958,6 +958,7 @@ static void *incoming_main(void *arg)
 	if (r && c->mr)
 		channel_failure(c, r);
 	end_recv_channels(c);
+	savevm_in_fini(&c->in);
 	uint64_t eof_ns = migration_now_ns();
 
 	if (!r)

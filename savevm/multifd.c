@@ -1,6 +1,8 @@
-/* RAM over several connections: a sender thread per channel on the source,
- * a receiver thread per channel on the destination.  See multifd.h for the
- * ordering rule (epochs) that keeps one consistent memory image. */
+/* RAM over several connections: on the source each channel's thread walks
+ * its share of the dirty pages and sends them (the zero checks, headers
+ * and copies run in parallel, one thread a channel); on the destination a
+ * receiver thread per channel.  See multifd.h for the ordering rule
+ * (epochs) that keeps one consistent memory image. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -12,35 +14,22 @@
 
 #define CONNECT_TIMEOUT_MS 5000
 #define HELLO_TIMEOUT_MS 5000
-/* Records queued per channel: enough to keep its socket busy while the
- * migration thread checks the next pages, few enough that the queued
- * bytes (at most 1 MiB a record) stay out of the pending figure briefly. */
-#define QUEUE_LEN 4
-#define HDR_MAX (STREAM_RAM_HDR_SIZE + STREAM_MAX_PAGES_PER_REC * 8)
 /* How often a waiting migration thread looks at the main connection. */
 #define WATCH_MAIN_MS 50
 
-enum item_kind { ITEM_PAGES, ITEM_EPOCH, ITEM_EOF };
+/* ------------------------------------------------------------ source */
 
-struct item {
-	enum item_kind kind;
-	uint32_t npages;
-	size_t hdrlen;
-	int npayload;
-	uint8_t hdr[HDR_MAX];
-	struct iovec iov[STREAM_MAX_PAGES_PER_REC + 1];
-};
+/* What the channels are asked to do, one job at a time for all of them. */
+enum job_kind { JOB_NONE, JOB_WALK, JOB_EOF };
 
-struct send_chan {
+struct multifd_chan {
 	struct multifd_send *mf;
 	unsigned int index;
 	struct ring_channel *ch;
 	struct savevm_sendpath path;
 	pthread_t thread;
 	bool started;
-	/* queue, under mf->lock */
-	struct item q[QUEUE_LEN];
-	unsigned int head, count;
+	uint64_t job_done;	/* the last job generation finished, under mf->lock */
 	uint32_t epoch;
 	uint64_t pages;
 };
@@ -48,14 +37,16 @@ struct send_chan {
 struct multifd_send {
 	struct savevm_out *out;
 	unsigned int nr;
-	unsigned int next;	/* round robin among equally loaded channels */
 	pthread_mutex_t lock;
-	pthread_cond_t cond;	/* queue space, new items, failure */
+	pthread_cond_t cond;	/* a new job, a job done, a failure */
 	int error;		/* first channel error, sticky */
-	struct send_chan *chans;
+	/* the current job, under lock */
+	uint64_t job;		/* generation: 0 = none yet */
+	enum job_kind kind;
+	multifd_walk_fn walk;
+	void *opaque;
+	struct multifd_chan *chans;
 };
-
-/* ------------------------------------------------------------ source */
 
 static void send_fail(struct multifd_send *mf, int r)
 {
@@ -69,91 +60,88 @@ static void send_fail(struct multifd_send *mf, int r)
 		ring_channel_abort(mf->chans[i].ch);
 }
 
-/* Wait for the channels (mf->lock held), looking at the main connection
- * every WATCH_MAIN_MS: a destination that refused said so there and may
- * have stopped reading a channel, whose sender would then block for ever. */
-static void wait_channels(struct multifd_send *mf)
+unsigned int multifd_send_nr(const struct multifd_send *mf)
 {
-	struct timespec ts;
-
-	savevm_deadline_ms(&ts, WATCH_MAIN_MS);
-	if (pthread_cond_timedwait(&mf->cond, &mf->lock, &ts) != ETIMEDOUT || !mf->out->ch)
-		return;
-	if (ring_poll_readable(mf->out->ch, 0) == 0)
-		return;
-	pthread_mutex_unlock(&mf->lock);
-	send_fail(mf, -EPIPE);
-	pthread_mutex_lock(&mf->lock);
+	return mf->nr;
 }
 
-static int send_item(struct send_chan *c, struct item *it)
+unsigned int multifd_chan_index(const struct multifd_chan *c)
+{
+	return c->index;
+}
+
+int multifd_chan_send(struct multifd_chan *c, const struct iovec *iov, int iovcnt, size_t prefix,
+		      uint32_t npages)
+{
+	int r = savevm_out_send_pages(c->mf->out, &c->path, iov, iovcnt, prefix);
+
+	if (!r)
+		c->pages += npages;
+	return r;
+}
+
+/* A marker on this channel: the end of an epoch, or of the channel. */
+static int send_marker(struct multifd_chan *c, enum job_kind kind)
 {
 	struct savevm_out *out = c->mf->out;
 	uint8_t buf[STREAM_EOF_SIZE];
-	size_t n;
-	int r;
+	size_t n = kind == JOB_WALK
+			   ? stream_encode_pass_end(buf, ++c->epoch)
+			   : stream_encode_eof(buf, &(struct stream_eof){ .nr_sections = 0, .nr_pages = c->pages });
+	int r = ring_send(c->ch, buf, n);
 
-	switch (it->kind) {
-	case ITEM_PAGES:
-		it->iov[0] = (struct iovec){ it->hdr, it->hdrlen };
-		r = savevm_out_send_pages(out, &c->path, it->iov, it->npayload + 1, it->hdrlen);
-		if (!r)
-			c->pages += it->npages;
-		return r;
-	case ITEM_EPOCH:
-		n = stream_encode_pass_end(buf, ++c->epoch);
-		break;
-	case ITEM_EOF:
-		n = stream_encode_eof(buf, &(struct stream_eof){ .nr_sections = 0, .nr_pages = c->pages });
-		break;
-	default:
-		return -EINVAL;
-	}
-	r = ring_send(c->ch, buf, n);
 	if (!r)
 		savevm_out_account(out, n);
 	/* after EOF: the guest pages must not be in flight once the
 	 * migration is declared done */
-	if (!r && it->kind == ITEM_EOF)
+	if (!r && kind == JOB_EOF)
 		r = savevm_sendpath_flush(&c->path);
 	return r;
 }
 
+static int run_job(struct multifd_chan *c, enum job_kind kind, multifd_walk_fn walk, void *opaque)
+{
+	int r = kind == JOB_WALK ? walk(opaque, c) : 0;
+
+	return r ? r : send_marker(c, kind);
+}
+
 static void *send_thread(void *arg)
 {
-	struct send_chan *c = arg;
+	struct multifd_chan *c = arg;
 	struct multifd_send *mf = c->mf;
 
 	for (;;) {
 		pthread_mutex_lock(&mf->lock);
-		while (!c->count && !mf->error)
+		while (c->job_done == mf->job && !mf->error)
 			pthread_cond_wait(&mf->cond, &mf->lock);
 		if (mf->error) {
 			pthread_mutex_unlock(&mf->lock);
 			return NULL;
 		}
-		struct item *it = &c->q[c->head];
+		uint64_t job = mf->job;
+		enum job_kind kind = mf->kind;
+		multifd_walk_fn walk = mf->walk;
+		void *opaque = mf->opaque;
+
 		pthread_mutex_unlock(&mf->lock);
 
-		/* the item stays in the queue (not reusable) while sent */
-		int r = send_item(c, it);
-		bool eof = it->kind == ITEM_EOF;
+		int r = run_job(c, kind, walk, opaque);
 
-		pthread_mutex_lock(&mf->lock);
-		c->head = (c->head + 1) % QUEUE_LEN;
-		c->count--;
-		pthread_cond_broadcast(&mf->cond);
-		pthread_mutex_unlock(&mf->lock);
 		if (r) {
 			send_fail(mf, r);
 			return NULL;
 		}
-		if (eof)
+		pthread_mutex_lock(&mf->lock);
+		c->job_done = job;
+		pthread_cond_broadcast(&mf->cond);
+		pthread_mutex_unlock(&mf->lock);
+		if (kind == JOB_EOF)
 			return NULL;
 	}
 }
 
-static int send_hello(struct send_chan *c, uint64_t cookie)
+static int send_hello(struct multifd_chan *c, uint64_t cookie)
 {
 	uint8_t buf[STREAM_CHAN_HELLO_SIZE];
 	struct stream_chan_hello h = { .index = c->index, .nr = c->mf->nr, .cookie = cookie };
@@ -184,7 +172,7 @@ int multifd_send_start(struct savevm_out *out, const struct ring_uri *uri, unsig
 	savevm_cond_init_monotonic(&mf->cond);
 	*mfp = mf;
 	for (unsigned int i = 0; i < nr; i++) {
-		struct send_chan *c = &mf->chans[i];
+		struct multifd_chan *c = &mf->chans[i];
 
 		c->mf = mf;
 		c->index = i;
@@ -209,114 +197,101 @@ int multifd_send_start(struct savevm_out *out, const struct ring_uri *uri, unsig
 	return 0;
 }
 
-/* The least loaded channel with room, round robin among equals; waits for
- * room.  Called with mf->lock held. */
-static struct send_chan *pick_chan(struct multifd_send *mf)
+static bool job_finished_locked(const struct multifd_send *mf)
 {
-	for (;;) {
-		struct send_chan *best = NULL;
+	for (unsigned int i = 0; i < mf->nr; i++)
+		if (mf->chans[i].job_done != mf->job)
+			return false;
+	return true;
+}
 
-		if (mf->error)
-			return NULL;
-		for (unsigned int k = 0; k < mf->nr; k++) {
-			struct send_chan *c = &mf->chans[(mf->next + k) % mf->nr];
+/* Wait (mf->lock held) until the current job is done on every channel, a
+ * channel failed, or ms passed (ms < 0: no limit); looks at the main
+ * connection every WATCH_MAIN_MS meanwhile: a destination that refused
+ * said so there, and may have stopped reading a channel whose sender
+ * would then block for ever.  Returns 1 done, 0 not yet, -errno. */
+static bool ts_after(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
+}
 
-			if (c->count < QUEUE_LEN && (!best || c->count < best->count))
-				best = c;
+static int wait_job_locked(struct multifd_send *mf, int ms)
+{
+	struct timespec end;
+
+	if (ms >= 0)
+		savevm_deadline_ms(&end, ms);
+	while (!mf->error && !job_finished_locked(mf)) {
+		struct timespec ts;
+		bool last = false;
+
+		savevm_deadline_ms(&ts, WATCH_MAIN_MS);
+		if (ms >= 0 && ts_after(&ts, &end)) {
+			ts = end;
+			last = true;
 		}
-		if (best) {
-			mf->next = (best->index + 1) % mf->nr;
-			return best;
+		if (pthread_cond_timedwait(&mf->cond, &mf->lock, &ts) != ETIMEDOUT)
+			continue;
+		if (mf->out->ch && ring_poll_readable(mf->out->ch, 0) == 1) {
+			pthread_mutex_unlock(&mf->lock);
+			send_fail(mf, -EPIPE);
+			pthread_mutex_lock(&mf->lock);
 		}
-		wait_channels(mf);
+		if (last)
+			break;
 	}
+	return mf->error ? mf->error : job_finished_locked(mf);
 }
 
-static struct item *queue_tail(struct send_chan *c)
+/* Hand every channel the next job, once they all finished the last. */
+static int post_job(struct multifd_send *mf, enum job_kind kind, multifd_walk_fn walk, void *opaque)
 {
-	return &c->q[(c->head + c->count) % QUEUE_LEN];
+	pthread_mutex_lock(&mf->lock);
+	int r = wait_job_locked(mf, -1);
+
+	if (r == 1) {
+		mf->job++;
+		mf->kind = kind;
+		mf->walk = walk;
+		mf->opaque = opaque;
+		pthread_cond_broadcast(&mf->cond);
+		r = 0;
+	}
+	pthread_mutex_unlock(&mf->lock);
+	return r;
 }
 
-int multifd_send_pages(struct multifd_send *mf, const void *hdr, size_t hdrlen, uint32_t npages,
-		       const struct iovec *pages, int npayload)
+int multifd_send_walk(struct multifd_send *mf, multifd_walk_fn walk, void *opaque)
 {
-	if (hdrlen > HDR_MAX || npayload < 0 || (unsigned int)npayload > STREAM_MAX_PAGES_PER_REC)
-		return -EINVAL;
 	if (mf->out->cancel && *mf->out->cancel)
 		return -ECANCELED;
-	pthread_mutex_lock(&mf->lock);
-	struct send_chan *c = pick_chan(mf);
-
-	if (!c) {
-		int r = mf->error;
-
-		pthread_mutex_unlock(&mf->lock);
-		return r;
-	}
-	/* the tail slot is free (the thread only touches the head's) */
-	struct item *it = queue_tail(c);
-
-	it->kind = ITEM_PAGES;
-	it->npages = npages;
-	it->hdrlen = hdrlen;
-	it->npayload = npayload;
-	memcpy(it->hdr, hdr, hdrlen);
-	memcpy(&it->iov[1], pages, (size_t)npayload * sizeof(*pages));
-	c->count++;
-	pthread_cond_broadcast(&mf->cond);
-	pthread_mutex_unlock(&mf->lock);
-	return 0;
+	return post_job(mf, JOB_WALK, walk, opaque);
 }
 
-/* Queue a marker on every channel, waiting for room where needed. */
-static int queue_all(struct multifd_send *mf, enum item_kind kind)
+int multifd_send_wait(struct multifd_send *mf, int ms)
 {
-	int r = 0;
-
 	pthread_mutex_lock(&mf->lock);
-	for (unsigned int i = 0; i < mf->nr && !mf->error; i++) {
-		struct send_chan *c = &mf->chans[i];
+	int r = wait_job_locked(mf, ms);
 
-		while (c->count == QUEUE_LEN && !mf->error)
-			wait_channels(mf);
-		if (mf->error)
-			break;
-		queue_tail(c)->kind = kind;
-		c->count++;
-		pthread_cond_broadcast(&mf->cond);
-	}
-	r = mf->error;
 	pthread_mutex_unlock(&mf->lock);
 	return r;
 }
 
 int multifd_send_drain(struct multifd_send *mf)
 {
-	int r;
+	int r = multifd_send_wait(mf, -1);
 
-	pthread_mutex_lock(&mf->lock);
-	for (unsigned int i = 0; i < mf->nr && !mf->error; i++)
-		while (mf->chans[i].count && !mf->error)
-			wait_channels(mf);
-	r = mf->error;
-	pthread_mutex_unlock(&mf->lock);
-	return r;
-}
-
-int multifd_send_epoch(struct multifd_send *mf)
-{
-	return queue_all(mf, ITEM_EPOCH);
+	return r < 0 ? r : 0;
 }
 
 int multifd_send_finish(struct multifd_send *mf)
 {
-	int r = queue_all(mf, ITEM_EOF);
+	int r = post_job(mf, JOB_EOF, NULL, NULL);
 
 	/* sent to the end (watching the main connection), or failed: either
 	 * way no thread is left blocked on a socket for the joins */
 	if (!r)
 		r = multifd_send_drain(mf);
-
 	for (unsigned int i = 0; i < mf->nr; i++) {
 		if (mf->chans[i].started) {
 			pthread_join(mf->chans[i].thread, NULL);
@@ -569,6 +544,7 @@ int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc
 		c->index = h.index;
 		c->ch = ch;
 		savevm_in_init(&c->in, ch);
+		c->in.parallel = sc->nr > 1;
 	}
 	for (unsigned int i = 0; i < sc->nr; i++) {
 		int r = -pthread_create(&mr->chans[i].thread, NULL, recv_thread, &mr->chans[i]);
@@ -635,8 +611,10 @@ void multifd_recv_free(struct multifd_recv *mr)
 	for (unsigned int i = 0; i < mr->nr; i++)
 		if (mr->chans[i].started)
 			pthread_join(mr->chans[i].thread, NULL);
-	for (unsigned int i = 0; i < mr->nr; i++)
+	for (unsigned int i = 0; i < mr->nr; i++) {
 		ring_channel_close(mr->chans[i].ch);
+		savevm_in_fini(&mr->chans[i].in);
+	}
 	pthread_mutex_destroy(&mr->lock);
 	pthread_cond_destroy(&mr->cond);
 	free(mr->chans);

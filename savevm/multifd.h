@@ -8,8 +8,9 @@
  * every channel carries an epoch marker (PASS_END) between passes; the
  * destination does not apply a page of epoch e+1 on any channel before
  * every channel has finished epoch e.  Within an epoch a page is sent at
- * most once (the RAM walk clears its bit and only moves forward), so
- * channels never race on one page.
+ * most once (the channels' walkers claim disjoint parts of the dirty
+ * bitmap and clear each bit they take), so channels never race on one
+ * page.
  */
 #ifndef KMIG_SAVEVM_MULTIFD_H
 #define KMIG_SAVEVM_MULTIFD_H
@@ -21,28 +22,39 @@
 #include "savevm/savevm.h"
 
 struct multifd_send;
+struct multifd_chan;
 
 /* Connect nr channels to uri and start a sender thread on each.  Bytes are
  * counted in out (and paced by out->rate). */
 int multifd_send_start(struct savevm_out *out, const struct ring_uri *uri, unsigned int nr,
 		       uint64_t cookie, enum savevm_send_mode mode, struct multifd_send **mfp,
 		       char *err, size_t errlen);
+unsigned int multifd_send_nr(const struct multifd_send *mf);
 /* Every wait below also watches the main connection: the destination
  * writes on it before the end of the stream only to refuse, so anything
  * readable there fails the channels (-EPIPE) and the caller reads why. */
 
-/* Queue one RAM record: hdr (record + page headers, copied here) and the
- * page payloads (iovecs into guest memory).  Blocks while every channel's
- * queue is full; returns a channel's error once one failed. */
-int multifd_send_pages(struct multifd_send *mf, const void *hdr, size_t hdrlen, uint32_t npages,
-		       const struct iovec *pages, int npayload);
-/* Wait until every queued record is on its socket: what a pass queued
- * must not be counted as sent (and hide in the downtime) while it still
- * waits in a queue. */
+/* One precopy walk, run by every channel's thread at once: walk(opaque, c)
+ * claims pages no other channel takes in this walk and sends them with
+ * multifd_chan_send, until none is left; then the channel ends the epoch.
+ * Returns once every channel finished the previous job and took this one
+ * (or a channel failed). */
+typedef int (*multifd_walk_fn)(void *opaque, struct multifd_chan *c);
+int multifd_send_walk(struct multifd_send *mf, multifd_walk_fn walk, void *opaque);
+/* Wait up to ms (< 0: no limit) for the current job: 1 done on every
+ * channel, 0 not yet, -errno once a channel failed. */
+int multifd_send_wait(struct multifd_send *mf, int ms);
+/* Wait until every channel finished the current job: what a pass sent
+ * must be on the sockets before it is counted (and not hide in the
+ * downtime). */
 int multifd_send_drain(struct multifd_send *mf);
-/* End the current epoch on every channel. */
-int multifd_send_epoch(struct multifd_send *mf);
-/* EOF on every channel, wait until all is sent, join the threads. */
+/* From a walk: one RAM record (iov[0..]: prefix bytes of record and page
+ * headers, then the page payloads) on channel c; npages page headers. */
+int multifd_chan_send(struct multifd_chan *c, const struct iovec *iov, int iovcnt, size_t prefix,
+		      uint32_t npages);
+unsigned int multifd_chan_index(const struct multifd_chan *c);
+/* EOF on every channel (after the current job), wait until all is sent,
+ * join the threads. */
 int multifd_send_finish(struct multifd_send *mf);
 /* Make every channel fail promptly (cancel); thread-safe. */
 void multifd_send_abort(struct multifd_send *mf);

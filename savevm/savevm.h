@@ -88,8 +88,16 @@ struct savevm_in {
 	struct ring_channel *ch;
 	uint64_t bytes;
 	struct stream_source src;	/* reads through ch, counting */
+	bool parallel;			/* one of several readers filling RAM at once */
+	uint8_t *scratch;		/* this reader's own buffer (savevm_in_scratch) */
+	size_t scratch_len;
 };
 void savevm_in_init(struct savevm_in *in, struct ring_channel *ch);
+/* A buffer of at least len bytes owned by this reader (a receiving thread
+ * each): allocated at first use, kept until savevm_in_fini.  NULL when
+ * out of memory. */
+uint8_t *savevm_in_scratch(struct savevm_in *in, size_t len);
+void savevm_in_fini(struct savevm_in *in);
 int savevm_in_readv(struct savevm_in *in, const struct iovec *iov, int iovcnt);
 /* Payload straight into a file (guest RAM's memfd) at off: see ring.h. */
 int savevm_in_splice(struct savevm_in *in, int fd, uint64_t off, size_t len);

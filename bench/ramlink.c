@@ -1,0 +1,522 @@
+/* The RAM path alone: see ramlink.h.  The stream is the real one, cut down
+ * to what RAM needs: [CHANNELS], RAM records (or, with channels, their
+ * RAM records on the channels), PASS_END after every pass, EOF. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench/ramlink.h"
+#include "ring/ring.h"
+#include "savevm/multifd.h"
+
+#define CONNECT_TIMEOUT_MS 5000
+#define RAM_SECTION_ID 1u
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+	       (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
+/* A page's fingerprint (FNV-1a over 64-bit words): enough to tell a page
+ * that differs, cheap enough for a few GiB. */
+static uint64_t page_hash(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (unsigned int i = 0; i < KVM_PAGE_SIZE / 8; i++)
+		h = (h ^ w[i]) * 0x100000001b3ull;
+	return h;
+}
+
+static uint64_t zero_page_hash(void)
+{
+	static const uint8_t zero[KVM_PAGE_SIZE] __attribute__((aligned(8)));
+
+	return page_hash(zero);
+}
+
+/* One byte per page: 1 where the memfd holds data (not a hole). */
+static void populated_map(struct kvm_mem *m, uint8_t *map)
+{
+	int fd = kvm_mem_fd(m);
+	off_t end = (off_t)kvm_mem_size(m), pos = 0;
+
+	memset(map, 0, kvm_mem_nr_pages(m));
+	while (pos < end) {
+		off_t data = lseek(fd, pos, SEEK_DATA);
+
+		if (data < 0)
+			break;
+		off_t hole = lseek(fd, data, SEEK_HOLE);
+
+		if (hole < 0 || hole > end)
+			hole = end;
+		memset(map + data / KVM_PAGE_SIZE, 1, (size_t)((hole - data + KVM_PAGE_SIZE - 1) / KVM_PAGE_SIZE));
+		pos = hole;
+	}
+}
+
+/* Holes hash as zero pages without being read: reading a hole of a
+ * shared memfd mapping would allocate it. */
+static void hash_pages(struct kvm_mem *m, const uint8_t *map, uint64_t *hash)
+{
+	uint64_t zh = zero_page_hash();
+
+	for (uint64_t pg = 0; pg < kvm_mem_nr_pages(m); pg++)
+		hash[pg] = map[pg] ? page_hash(kvm_mem_base(m) + pg * KVM_PAGE_SIZE) : zh;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	for (size_t done = 0; done < len;) {
+		ssize_t w = write(fd, (const uint8_t *)buf + done, len - done);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -EIO;
+		done += (size_t)w;
+	}
+	return 0;
+}
+
+static int read_all(int fd, void *buf, size_t len)
+{
+	for (size_t done = 0; done < len;) {
+		ssize_t r = read(fd, (uint8_t *)buf + done, len - done);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -EIO;
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------- destination */
+
+/* What the child tells the parent, then the page hashes and map. */
+struct dst_report {
+	int status;
+	double done_at;		/* CLOCK_MONOTONIC: EOF handled */
+	double cpu;		/* from its first connection to EOF */
+	uint64_t pages;
+	char recv_path[32];
+	char err[512];
+};
+
+struct dst {
+	struct kvm_mem *mem;
+	struct savevm_registry *reg;
+	struct ram_handler *ram;
+	const struct savevm_ops *ops;
+	struct ring_listener *l;
+	struct ring_channel *ch;
+	struct savevm_in in;
+	struct multifd_recv *mr;
+	uint64_t pages;
+};
+
+static int dst_ram_record(void *opaque, struct savevm_in *in, uint64_t *pages, char *err, size_t errlen)
+{
+	struct dst *d = opaque;
+	uint64_t hdrs[STREAM_MAX_PAGES_PER_REC];
+	uint32_t id, count;
+	int r = stream_read_ram(&in->src, KVM_PAGE_SIZE, &id, hdrs, &count, err, errlen);
+
+	*pages = 0;
+	if (r)
+		return r;
+	if (id != RAM_SECTION_ID) {
+		snprintf(err, errlen, "RAM record for section %u", id);
+		return -EPROTO;
+	}
+	*pages = count;
+	return d->ops->load_ram(savevm_registry_at(d->reg, 0)->opaque, in, hdrs, count, err, errlen);
+}
+
+static int dst_record(struct dst *d, enum stream_rec_type t, bool *eof, char *err, size_t errlen)
+{
+	struct stream_channels sc;
+	struct stream_eof e;
+	uint64_t pages;
+	uint32_t pass;
+	int r;
+
+	switch (t) {
+	case STREAM_REC_RAM:
+		r = dst_ram_record(d, &d->in, &pages, err, errlen);
+		d->pages += pages;
+		return r;
+	case STREAM_REC_CHANNELS:
+		r = stream_read_channels(&d->in.src, &sc, err, errlen);
+		return r ? r : multifd_recv_start(d->l, &sc, d->ch, dst_ram_record, d, &d->mr, err, errlen);
+	case STREAM_REC_PASS_END:
+		return stream_read_pass_end(&d->in.src, &pass, err, errlen);
+	case STREAM_REC_EOF:
+		*eof = true;
+		r = stream_read_eof(&d->in.src, &e, err, errlen);
+		if (!r && d->mr) {
+			r = multifd_recv_finish(d->mr, &pages, err, errlen);
+			d->pages += pages;
+		}
+		if (!r && e.nr_pages != d->pages) {
+			snprintf(err, errlen, "EOF announces %llu pages, %llu arrived", (unsigned long long)e.nr_pages,
+				 (unsigned long long)d->pages);
+			r = -EPROTO;
+		}
+		return r;
+	default:
+		snprintf(err, errlen, "unexpected %s record", stream_rec_type_name(t));
+		return -EPROTO;
+	}
+}
+
+static int dst_receive(struct dst *d, struct dst_report *rep)
+{
+	int r = ring_accept(d->l, &d->ch, 30000);
+	bool eof = false;
+
+	if (r) {
+		snprintf(rep->err, sizeof(rep->err), "no connection: %s", strerror(-r));
+		return r;
+	}
+	double cpu0 = cpu_s();
+
+	savevm_in_init(&d->in, d->ch);
+	while (!r && !eof) {
+		enum stream_rec_type t;
+
+		r = stream_read_type(&d->in.src, &t, rep->err, sizeof(rep->err));
+		if (!r)
+			r = dst_record(d, t, &eof, rep->err, sizeof(rep->err));
+	}
+	rep->done_at = now_s();
+	rep->cpu = cpu_s() - cpu0;
+	rep->pages = d->pages;
+	return r;
+}
+
+/* The child: listen, tell the parent where, receive, report. */
+static void dst_main(const struct ramlink_opts *o, int to_parent)
+{
+	struct dst d = { 0 };
+	struct dst_report rep = { 0 };
+	struct ring_uri uri;
+	char where[300] = "";
+	int r;
+
+	if (o->recv_path)
+		setenv("KMIG_RECV_PATH", o->recv_path, 1);
+	r = kvm_mem_create(o->mem_bytes, o->dst_prealloc, &d.mem, rep.err, sizeof(rep.err));
+	if (!r && !(d.reg = savevm_registry_new()))
+		r = -ENOMEM;
+	if (!r)
+		r = ram_handler_register(d.reg, d.mem, NULL, &d.ram);
+	if (!r)
+		r = ring_uri_parse(o->uri, &uri, rep.err, sizeof(rep.err));
+	if (!r)
+		r = ring_listen(&uri, &d.l);
+	if (!r) {
+		struct ring_uri bound;
+
+		ring_listener_uri(d.l, &bound);
+		ring_uri_format(&bound, where, sizeof(where));
+	} else if (!rep.err[0]) {
+		snprintf(rep.err, sizeof(rep.err), "cannot listen on %s: %s", o->uri, strerror(-r));
+	}
+	write_all(to_parent, where, sizeof(where));
+	if (!r) {
+		d.ops = savevm_registry_at(d.reg, 0)->ops;
+		r = dst_receive(&d, &rep);
+		ram_handler_recv_paths(d.ram, rep.recv_path, sizeof(rep.recv_path));
+	}
+	rep.status = r;
+	write_all(to_parent, &rep, sizeof(rep));
+	if (!r) {
+		uint64_t n = kvm_mem_nr_pages(d.mem);
+		uint64_t *hash = malloc(n * sizeof(*hash));
+		uint8_t *map = malloc(n);
+
+		if (hash && map) {
+			populated_map(d.mem, map);
+			hash_pages(d.mem, map, hash);
+			write_all(to_parent, hash, n * sizeof(*hash));
+			write_all(to_parent, map, n);
+		}
+	}
+	_exit(r ? 1 : 0);
+}
+
+/* ------------------------------------------------------------ source */
+
+struct src {
+	const struct ramlink_opts *o;
+	struct kvm_mem *mem;
+	struct savevm_registry *reg;
+	struct ram_handler *ram;
+	const struct savevm_ops *ops;
+	void *opaque;
+	struct savevm_rate rate;
+	volatile bool cancel;
+	struct savevm_out out;
+	volatile bool stop_writer;
+	char err[512];
+};
+
+static void *writer_thread(void *arg)
+{
+	struct src *s = arg;
+
+	s->o->writer(s->mem, s->o->ctx, &s->stop_writer);
+	return NULL;
+}
+
+static int send_marker(struct src *s, enum stream_rec_type t, uint32_t pass)
+{
+	uint8_t buf[STREAM_EOF_SIZE];
+	struct ram_stats st;
+	size_t n;
+
+	if (t == STREAM_REC_PASS_END) {
+		n = stream_encode_pass_end(buf, pass);
+	} else {
+		ram_handler_stats(s->ram, &st);
+		n = stream_encode_eof(buf, &(struct stream_eof){ .nr_sections = 1, .nr_pages = st.headers });
+	}
+	return savevm_out_send(&s->out, buf, n);
+}
+
+static int open_channels(struct src *s, const struct ring_uri *uri)
+{
+	struct stream_channels sc = { .nr = s->o->channels, .cookie = 0x6b6d6967ull };
+	uint8_t buf[STREAM_CHANNELS_SIZE];
+
+	stream_encode_channels(buf, &sc);
+	int r = savevm_out_send(&s->out, buf, sizeof(buf));
+
+	return r ? r
+		 : multifd_send_start(&s->out, uri, sc.nr, sc.cookie, s->o->send_mode, &s->out.mf, s->err,
+				      sizeof(s->err));
+}
+
+static int one_pass(struct src *s, uint32_t pass)
+{
+	int r;
+
+	while ((r = s->ops->save_iterate(s->opaque, &s->out)) == 0)
+		;
+	if (r < 0)
+		return r;
+	if (s->out.mf && (r = multifd_send_drain(s->out.mf)))
+		return r;
+	return send_marker(s, STREAM_REC_PASS_END, pass);
+}
+
+/* Live passes with the writer running, then the final pass without it. */
+static int src_passes(struct src *s)
+{
+	pthread_t writer;
+	bool writing = false;
+	uint32_t pass = 0;
+	int r = 0;
+
+	if (s->o->writer)
+		writing = !pthread_create(&writer, NULL, writer_thread, s);
+	for (unsigned int i = 0; !r && i < (s->o->live_passes ? s->o->live_passes : 1); i++)
+		r = one_pass(s, ++pass);
+	s->stop_writer = true;
+	if (writing)
+		pthread_join(writer, NULL);
+	if (!r)
+		r = s->ops->save_complete(s->opaque, &s->out);
+	if (!r && s->out.mf)
+		r = multifd_send_finish(s->out.mf);
+	return r ? r : send_marker(s, STREAM_REC_EOF, 0);
+}
+
+static int src_run(struct src *s, const char *where)
+{
+	struct ring_uri uri;
+	int r = ring_uri_parse(where, &uri, s->err, sizeof(s->err));
+
+	if (r)
+		return r;
+	savevm_rate_init(&s->rate);
+	atomic_store(&s->rate.bandwidth, s->o->max_bandwidth);
+	s->out = (struct savevm_out){ .rate = &s->rate, .cancel = &s->cancel };
+	r = ring_connect(&uri, CONNECT_TIMEOUT_MS, &s->out.ch);
+	if (r) {
+		snprintf(s->err, sizeof(s->err), "cannot connect to %s: %s", where, strerror(-r));
+		return r;
+	}
+	savevm_sendpath_init(&s->out.path, s->out.ch, s->o->send_mode);
+	if (s->o->channels)
+		r = open_channels(s, &uri);
+	if (!r)
+		r = s->ops->save_setup(s->opaque, &s->out, s->err, sizeof(s->err));
+	if (!r)
+		r = src_passes(s);
+	if (r && !s->err[0])
+		snprintf(s->err, sizeof(s->err), "source: %s", strerror(-r));
+	return r;
+}
+
+static void src_end(struct src *s)
+{
+	if (s->ops)
+		s->ops->save_cleanup(s->opaque);
+	multifd_send_free(s->out.mf);
+	ring_channel_close(s->out.ch);
+	savevm_rate_destroy(&s->rate);
+}
+
+/* ------------------------------------------------------- comparison */
+
+static int compare(struct src *s, int from_child, struct ramlink_result *res)
+{
+	uint64_t n = kvm_mem_nr_pages(s->mem);
+	uint64_t *hash = malloc(n * sizeof(*hash)), *shash = malloc(n * sizeof(*shash));
+	uint8_t *dmap = malloc(n), *smap = malloc(n);
+	int r = hash && shash && dmap && smap ? 0 : -ENOMEM;
+
+	if (!r && (read_all(from_child, hash, n * sizeof(*hash)) || read_all(from_child, dmap, n)))
+		r = -EIO;
+	if (!r) {
+		populated_map(s->mem, smap);
+		hash_pages(s->mem, smap, shash);
+		res->first_mismatch = UINT64_MAX;
+		for (uint64_t pg = 0; pg < n; pg++) {
+			if (hash[pg] != shash[pg]) {
+				if (!res->mismatched++)
+					res->first_mismatch = pg * KVM_PAGE_SIZE;
+			}
+			res->dst_populated += dmap[pg];
+			res->src_populated += smap[pg];
+			res->holes_filled += dmap[pg] && !smap[pg];
+		}
+	}
+	free(hash);
+	free(shash);
+	free(dmap);
+	free(smap);
+	if (r)
+		snprintf(res->err, sizeof(res->err), "cannot read the destination's pages");
+	return r;
+}
+
+static int src_side(const struct ramlink_opts *o, struct src *s, const char *where, int from_child,
+		    struct ramlink_result *res)
+{
+	struct dst_report rep;
+	int r = kvm_mem_create(o->mem_bytes, false, &s->mem, s->err, sizeof(s->err));
+
+	if (!r && !(s->reg = savevm_registry_new()))
+		r = -ENOMEM;
+	if (!r)
+		r = ram_handler_register(s->reg, s->mem, NULL, &s->ram);
+	if (r)
+		goto out;
+	s->ops = savevm_registry_at(s->reg, 0)->ops;
+	s->opaque = savevm_registry_at(s->reg, 0)->opaque;
+	if (o->fill)
+		o->fill(s->mem, o->ctx);
+	double t0 = now_s(), cpu0 = cpu_s();
+
+	r = src_run(s, where);
+	res->src_cpu = cpu_s() - cpu0;
+	res->bytes = atomic_load(&s->out.bytes);
+	ram_handler_stats(s->ram, &res->src);
+	if (r)
+		ring_channel_abort(s->out.ch);	/* the child sees the end */
+	if (read_all(from_child, &rep, sizeof(rep))) {
+		snprintf(res->err, sizeof(res->err), "%s%sthe destination died without a report",
+			 s->err, s->err[0] ? "; " : "");
+		r = r ? r : -EIO;
+		goto out;
+	}
+	res->seconds = rep.done_at - t0;
+	res->dst_cpu = rep.cpu;
+	res->dst_pages = rep.pages;
+	snprintf(res->recv_path, sizeof(res->recv_path), "%s", rep.recv_path);
+	if (r || rep.status) {
+		snprintf(res->err, sizeof(res->err), "%s%s%s%s", r ? "source: " : "", r ? s->err : "",
+			 r && rep.status ? "; destination: " : rep.status ? "destination: " : "",
+			 rep.status ? rep.err : "");
+		r = r ? r : rep.status;
+		goto out;
+	}
+	r = compare(s, from_child, res);
+out:
+	if (r && !res->err[0])
+		snprintf(res->err, sizeof(res->err), "%s", s->err[0] ? s->err : strerror(-r));
+	src_end(s);
+	ram_handler_free(s->ram);
+	savevm_registry_free(s->reg);
+	kvm_mem_destroy(s->mem);
+	return r;
+}
+
+int ramlink_run(const struct ramlink_opts *o, struct ramlink_result *res)
+{
+	int p[2];
+	char where[300];
+	struct src s = { .o = o };
+
+	memset(res, 0, sizeof(*res));
+	if (pipe2(p, O_CLOEXEC)) {
+		snprintf(res->err, sizeof(res->err), "pipe: %s", strerror(errno));
+		return -errno;
+	}
+	/* the child first, before this process holds threads or RAM */
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		snprintf(res->err, sizeof(res->err), "fork: %s", strerror(errno));
+		return -errno;
+	}
+	if (pid == 0) {
+		close(p[0]);
+		dst_main(o, p[1]);
+	}
+	close(p[1]);
+	int r = read_all(p[0], where, sizeof(where));
+
+	if (!r && !where[0])
+		r = -EIO;
+	if (r) {
+		struct dst_report rep = { 0 };
+
+		read_all(p[0], &rep, sizeof(rep));
+		snprintf(res->err, sizeof(res->err), "destination: %s", rep.err[0] ? rep.err : "did not start");
+	} else {
+		r = src_side(o, &s, where, p[0], res);
+	}
+	close(p[0]);
+	int status;
+
+	waitpid(pid, &status, 0);
+	return r;
+}

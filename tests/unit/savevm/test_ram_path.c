@@ -1,0 +1,244 @@
+/* The RAM path alone, without KVM (bench/ramlink.h): kmig's RAM handlers,
+ * stream and RAM channels between two processes over real sockets.  Every
+ * case ends with the destination's RAM compared with the source's page by
+ * page, and the source's holes checked to be holes on the destination.
+ *
+ * The guest is played by a writer thread that rewrites pages while the
+ * passes run, in the patterns that break a RAM path: a page rewritten on
+ * every pass (its copies go on different channels in different epochs),
+ * a data page turned zero (a zero header after data), a zero page turned
+ * data, data only in a page's last bytes, and pages on both sides of the
+ * 3 GiB..4 GiB hole in guest physical space. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "bench/ramlink.h"
+
+#define MiB (1ull << 20)
+
+/* What the fill writes, by page index: five kinds, mixed at page grain */
+enum kind { FULL, TAIL, ZERO_WRITTEN, HOLE, HEAD };
+
+struct guest {
+	uint64_t lo_pages;	/* pages filled from offset 0 */
+	uint64_t hi_first;	/* and from this page (0: none) */
+	uint64_t hi_pages;
+	uint64_t ws_pages;	/* the writer's working set, from page 0 */
+};
+
+static void write_page(struct kvm_mem *m, uint64_t pg, enum kind k, uint64_t gen)
+{
+	uint8_t page[KVM_PAGE_SIZE];
+	uint64_t v = pg * 0x9e3779b97f4a7c15ull + gen + 1;
+
+	memset(page, 0, sizeof(page));
+	if (k == FULL)
+		for (unsigned int i = 0; i < KVM_PAGE_SIZE / 8; i++)
+			memcpy(page + i * 8, &(uint64_t){ v + i }, 8);
+	else if (k == TAIL)
+		memcpy(page + KVM_PAGE_SIZE - 8, &v, 8);
+	else if (k == HEAD)
+		page[0] = (uint8_t)(v | 1);
+	if (k == HOLE)
+		return;
+	/* through the memfd: the kernel fills the page cache; the pages are
+	 * no less populated than a guest's */
+	assert_int_equal(pwrite(kvm_mem_fd(m), page, sizeof(page), (off_t)(pg * KVM_PAGE_SIZE)), sizeof(page));
+}
+
+static void fill_range(struct kvm_mem *m, uint64_t first, uint64_t n)
+{
+	for (uint64_t pg = first; pg < first + n; pg++)
+		write_page(m, pg, (enum kind)(pg % 5), 0);
+}
+
+static void fill(struct kvm_mem *m, void *ctx)
+{
+	struct guest *g = ctx;
+
+	fill_range(m, 0, g->lo_pages);
+	if (g->hi_pages)
+		fill_range(m, g->hi_first, g->hi_pages);
+}
+
+/* Each round rewrites the working set with the next generation, turning
+ * every page's kind over (data -> zero -> data ...), publishing each
+ * write after it as KVM does after re-protecting the page. */
+static void rewrite(struct kvm_mem *m, void *ctx, volatile bool *stop)
+{
+	struct guest *g = ctx;
+
+	for (uint64_t gen = 1; !*stop; gen++) {
+		for (uint64_t pg = 0; pg < g->ws_pages && !*stop; pg++) {
+			enum kind k = (enum kind)((pg + gen) % 5);
+
+			/* a hole cannot come back: write zeroes instead */
+			write_page(m, pg, k == HOLE ? ZERO_WRITTEN : k, gen);
+			dirty_bitmap_set(kvm_mem_dirty(m), pg);
+		}
+		usleep(2000);
+	}
+}
+
+static void run(struct ramlink_opts *o, struct guest *g)
+{
+	struct ramlink_result res;
+
+	o->uri = o->uri ? o->uri : "tcp:127.0.0.1:0";
+	o->fill = fill;
+	o->ctx = g;
+	if (g->ws_pages)
+		o->writer = rewrite;
+	int r = ramlink_run(o, &res);
+
+	/* a preallocated destination holds every page from the start */
+	uint64_t holes_filled = o->dst_prealloc ? 0 : res.holes_filled;
+
+	if (r || res.mismatched || holes_filled || res.dst_pages != res.src.headers)
+		fprintf(stderr,
+			"ram path (channels %u, send %s, recv %s, prealloc %d): %s\n"
+			"  %llu pages differ (first at 0x%llx), %llu holes filled, %llu headers sent, %llu received,"
+			" populated %llu -> %llu\n",
+			o->channels, savevm_send_mode_name(o->send_mode), res.recv_path, o->dst_prealloc,
+			r ? res.err : "completed", (unsigned long long)res.mismatched,
+			(unsigned long long)res.first_mismatch, (unsigned long long)res.holes_filled,
+			(unsigned long long)res.src.headers, (unsigned long long)res.dst_pages,
+			(unsigned long long)res.src_populated, (unsigned long long)res.dst_populated);
+	assert_int_equal(r, 0);
+	assert_int_equal(res.mismatched, 0);
+	assert_int_equal(holes_filled, 0);
+	assert_int_equal(res.dst_pages, res.src.headers);
+	/* every populated page went, zero ones as headers only */
+	assert_true(res.src.normal + res.src.duplicate >= res.src_populated);
+	/* zero pages never land as data */
+	if (!o->dst_prealloc)
+		assert_true(res.dst_populated <= res.src_populated);
+}
+
+static void main_connection(void **state)
+{
+	struct guest g = { .lo_pages = 4096 };
+	struct ramlink_opts o = { .mem_bytes = 64 * MiB, .send_mode = SAVEVM_SEND_COPY };
+
+	(void)state;
+	run(&o, &g);
+}
+
+static void channels_copy(void **state)
+{
+	struct guest g = { .lo_pages = 8000 };
+	struct ramlink_opts o = { .mem_bytes = 64 * MiB, .channels = 3, .send_mode = SAVEVM_SEND_COPY };
+
+	(void)state;
+	run(&o, &g);
+}
+
+static void channels_zero_copy(void **state)
+{
+	struct guest g = { .lo_pages = 8000 };
+	struct ramlink_opts o = { .mem_bytes = 64 * MiB, .channels = 2, .send_mode = SAVEVM_SEND_ZC };
+
+	(void)state;
+	run(&o, &g);
+}
+
+static void preallocated_destination(void **state)
+{
+	struct guest g = { .lo_pages = 8000, .ws_pages = 300 };
+	struct ramlink_opts o = { .mem_bytes = 64 * MiB, .channels = 2, .send_mode = SAVEVM_SEND_COPY,
+				  .dst_prealloc = true, .live_passes = 3 };
+
+	(void)state;
+	run(&o, &g);
+}
+
+static void rewritten_main(void **state)
+{
+	struct guest g = { .lo_pages = 6000, .ws_pages = 700 };
+	struct ramlink_opts o = { .mem_bytes = 64 * MiB, .send_mode = SAVEVM_SEND_COPY, .live_passes = 5 };
+
+	(void)state;
+	run(&o, &g);
+}
+
+static void rewritten_channels(void **state)
+{
+	struct guest g = { .lo_pages = 6000, .ws_pages = 2500 };
+	struct ramlink_opts o = { .mem_bytes = 64 * MiB, .channels = 4, .send_mode = SAVEVM_SEND_COPY,
+				  .live_passes = 6 };
+
+	(void)state;
+	run(&o, &g);
+}
+
+/* Each receive path a destination can be told to take. */
+static void recv_paths(void **state)
+{
+	static const char *paths[] = { "write", "splice", "mapping" };
+
+	(void)state;
+	for (unsigned int i = 0; i < 3; i++) {
+		for (unsigned int ch = 0; ch <= 2; ch += 2) {
+			struct guest g = { .lo_pages = 3000, .ws_pages = 400 };
+			struct ramlink_opts o = { .mem_bytes = 32 * MiB, .channels = ch, .recv_path = paths[i],
+						  .send_mode = SAVEVM_SEND_COPY, .live_passes = 2 };
+
+			run(&o, &g);
+		}
+	}
+}
+
+/* RAM above 4 GiB in guest physical space: pages on both sides of the
+ * hole land at the right RAM offsets. */
+static void high_ram(void **state)
+{
+	uint64_t low = (3ull << 30) / KVM_PAGE_SIZE;
+	struct guest g = { .lo_pages = 2000, .hi_first = low - 1000, .hi_pages = 3000 };
+	struct ramlink_opts o = { .mem_bytes = 3200 * MiB, .channels = 2, .send_mode = SAVEVM_SEND_COPY };
+
+	(void)state;
+	run(&o, &g);
+}
+
+static void unix_socket(void **state)
+{
+	char uri[64];
+	struct guest g = { .lo_pages = 3000, .ws_pages = 200 };
+	struct ramlink_opts o = { .mem_bytes = 32 * MiB, .channels = 2, .send_mode = SAVEVM_SEND_COPY,
+				  .live_passes = 2, .uri = uri };
+
+	(void)state;
+	snprintf(uri, sizeof(uri), "unix:/tmp/kmig-ram-path-%d.sock", (int)getpid());
+	run(&o, &g);
+}
+
+static void paced(void **state)
+{
+	struct guest g = { .lo_pages = 2048 };
+	struct ramlink_opts o = { .mem_bytes = 32 * MiB, .channels = 2, .send_mode = SAVEVM_SEND_COPY,
+				  .max_bandwidth = 64 * MiB };
+
+	(void)state;
+	run(&o, &g);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(main_connection),	cmocka_unit_test(channels_copy),
+		cmocka_unit_test(channels_zero_copy),	cmocka_unit_test(preallocated_destination),
+		cmocka_unit_test(rewritten_main),	cmocka_unit_test(rewritten_channels),
+		cmocka_unit_test(recv_paths),		cmocka_unit_test(high_ram),
+		cmocka_unit_test(unix_socket),		cmocka_unit_test(paced),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
