@@ -64,15 +64,16 @@ struct dirty_bitmap *kvm_mem_dirty(struct kvm_mem *m);
 void kvm_mem_mark_populated(struct kvm_mem *m);
 
 /* ---- incoming pages ----
- * How a destination puts received bytes into RAM.  Guest RAM is fresh
- * memory there, and on these hosts a first touch through a user mapping
- * costs several times the copy (a page fault per page, taken by whichever
- * thread copies); a write the kernel makes through its own mapping of the
- * page (process_vm_writev: the pages are faulted in by the kernel without
- * an exception and copied through the kernel's direct map) does not pay
- * that, and unlike a write to the memfd (pwrite, splice) it takes no inode
- * lock, so several receivers fill RAM in parallel.  MAPPING (memcpy into
- * the mapping) is the fallback where the kernel refuses the first. */
+ * A destination's way to put received bytes into RAM besides splicing
+ * into the memfd (ring/).  Guest RAM is fresh memory there, and on these
+ * hosts a first touch through a user mapping costs several times the copy
+ * (a page fault per page, taken by the copying thread).  A write the kernel
+ * makes (process_vm_writev: the kernel faults each page in without an
+ * exception and copies through its own mapping) does not pay that, and
+ * unlike a write to the memfd it takes no inode lock; but a page faulted
+ * in is zeroed before the copy, which a splice that fills it whole is not.
+ * MAPPING (memcpy into the mapping) is the fallback where the kernel
+ * refuses the first. */
 enum kvm_mem_write_path { KVM_MEM_WRITE_KERNEL, KVM_MEM_WRITE_MAPPING };
 
 struct kvm_mem_run {

@@ -544,7 +544,6 @@ int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc
 		c->index = h.index;
 		c->ch = ch;
 		savevm_in_init(&c->in, ch);
-		c->in.parallel = sc->nr > 1;
 	}
 	for (unsigned int i = 0; i < sc->nr; i++) {
 		int r = -pthread_create(&mr->chans[i].thread, NULL, recv_thread, &mr->chans[i]);

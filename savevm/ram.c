@@ -462,17 +462,15 @@ static int load_written(struct ram_handler *h, struct savevm_in *in, const uint6
 	return r;
 }
 
-/* AUTO's choice (see ram.h): one receiver splices, which neither copies
- * twice nor zeroes a page it fills; several share the memfd's inode lock
- * when they splice, so each writes through the kernel instead; a
- * preallocated RAM is mapped already, so reading into it costs no fault. */
-static enum ram_recv_path recv_path_for(const struct ram_handler *h, const struct savevm_in *in)
+/* AUTO's choice (see ram.h): splice, which neither copies twice nor
+ * zeroes a page it fills whole, even for RAM channels that queue on the
+ * memfd's inode lock (measured: docs/transport.md); a preallocated RAM is
+ * mapped already, so reading into it costs no fault. */
+static enum ram_recv_path recv_path_for(const struct ram_handler *h)
 {
 	if (h->recv_path != RAM_RECV_AUTO)
 		return h->recv_path;
-	if (kvm_mem_prealloc(h->mem))
-		return RAM_RECV_MAPPING;
-	return in->parallel ? RAM_RECV_WRITE : RAM_RECV_SPLICE;
+	return kvm_mem_prealloc(h->mem) ? RAM_RECV_MAPPING : RAM_RECV_SPLICE;
 }
 
 static int ram_load(void *opaque, struct savevm_in *in, const uint64_t *hdrs, uint32_t count,
@@ -493,7 +491,7 @@ static int ram_load(void *opaque, struct savevm_in *in, const uint64_t *hdrs, ui
 		pgs[i] = off / KVM_PAGE_SIZE;
 	}
 	atomic_fetch_add(&h->received, count);
-	enum ram_recv_path path = recv_path_for(h, in);
+	enum ram_recv_path path = recv_path_for(h);
 
 	if (!(atomic_load_explicit(&h->recv_used, memory_order_relaxed) & (1u << path)))
 		atomic_fetch_or(&h->recv_used, 1u << path);

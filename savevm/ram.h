@@ -31,16 +31,16 @@ void ram_tracker_for_vm(struct ram_tracker *t, struct kvm_vm *vm);
 /* How a destination moves received pages into RAM:
  *  - SPLICE: socket -> pipe -> memfd: no user-space buffer, no page
  *    faulted into a mapping, and a page written whole is never zeroed
- *    first; but every write takes the memfd's inode lock;
+ *    first; every write takes the memfd's inode lock;
  *  - WRITE: a record's payloads into the receiving thread's buffer in one
  *    receive, then kvm_mem_write (the kernel faults fresh pages in without
- *    a user-space fault, and takes no inode lock, so RAM channels fill RAM
- *    in parallel; a fresh page is zeroed before the copy);
+ *    a user-space fault and without the inode lock, but zeroes each before
+ *    the copy);
  *  - MAPPING: read straight into the mapping (a fault per fresh page; none
  *    when RAM was preallocated).
- * AUTO, the default, takes MAPPING into preallocated RAM, SPLICE for a
- * lone receiver and WRITE for RAM channels (measured: docs/transport.md).
- * KMIG_RECV_PATH=write|splice|mapping forces one, for measuring them. */
+ * AUTO, the default, takes MAPPING into preallocated RAM and SPLICE
+ * otherwise, with one connection or several (measured against each other
+ * in docs/transport.md).  KMIG_RECV_PATH=write|splice|mapping forces one. */
 enum ram_recv_path { RAM_RECV_AUTO, RAM_RECV_WRITE, RAM_RECV_SPLICE, RAM_RECV_MAPPING };
 const char *ram_recv_path_name(enum ram_recv_path p);
 

@@ -88,7 +88,6 @@ struct savevm_in {
 	struct ring_channel *ch;
 	uint64_t bytes;
 	struct stream_source src;	/* reads through ch, counting */
-	bool parallel;			/* one of several readers filling RAM at once */
 	uint8_t *scratch;		/* this reader's own buffer (savevm_in_scratch) */
 	size_t scratch_len;
 };
