@@ -13,11 +13,16 @@
  *
  * With --fresh each receiver instead moves its bytes into memory nobody
  * has touched yet, as a migration destination must: a memfd of its share's
- * size, filled in order with splice(2) (socket -> pipe -> file, the path
- * kmig's destination takes).  That is the limit for a destination on a
- * host where first touching memory is expensive (here: free page
- * reporting hands freed memory back to the hypervisor, which faults it in
- * again on the next touch).
+ * size, filled in order with splice(2) (socket -> pipe -> file: one copy,
+ * no page zeroed first, and one file per stream, so no lock shared).  And
+ * each sender sends its whole share from memory of its own, as a source
+ * sends a guest's distinct pages, touched before the clock by the process
+ * and by the kernel (on a host that is itself a PVM guest each costs
+ * microseconds a page the first time; a source's guest pays it while it
+ * runs).  That is the limit for a destination on a host where first
+ * touching memory is expensive (here: free page reporting hands freed
+ * memory back to the hypervisor, which faults it in again on the next
+ * touch; how much of a run's memory is such depends on what ran before).
  *
  * Built by bench/bench.py with the host's cc (no meson target, so the
  * benchmark stays self-contained):  cc -O2 -pthread loopback.c
@@ -158,6 +163,34 @@ static unsigned char *touched_buffer(size_t len, unsigned char fill)
 	return b;
 }
 
+/* --fresh's sender memory: the whole share, in a memfd filled by the
+ * kernel and then touched through the mapping, by this process and by the
+ * kernel, exactly as bench/ram_path prepares kmig's source RAM (and as a
+ * guest's RAM is by the time it migrates). */
+static unsigned char *source_buffer(size_t len)
+{
+	static unsigned char chunk[CHUNK];
+	int fd = fresh_memfd(len), scratch = memfd_create("loopback-scratch", MFD_CLOEXEC);
+
+	memset(chunk, 0x5a, sizeof(chunk));
+	for (size_t off = 0; off < len; off += CHUNK)
+		if (pwrite(fd, chunk, len - off < CHUNK ? len - off : CHUNK, (off_t)off) < 0)
+			die("fill");
+	unsigned char *b = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	if (b == MAP_FAILED)
+		die("mmap");
+	close(fd);
+	for (size_t off = 0; off < len; off += 4096)
+		(void)*(volatile unsigned char *)(b + off);
+	for (size_t off = 0; scratch >= 0 && off < len; off += CHUNK)
+		if (pwrite(scratch, b + off, len - off < CHUNK ? len - off : CHUNK, 0) < 0)
+			break;
+	if (scratch >= 0)
+		close(scratch);
+	return b;
+}
+
 int main(int argc, char **argv)
 {
 	bool fresh = argc > 1 && !strcmp(argv[1], "--fresh");
@@ -198,8 +231,13 @@ int main(int argc, char **argv)
 			die("accept");
 		/* the same split bench.py's migrations see: equal shares, the
 		 * first stream takes the remainder */
-		snd[i] = (struct side){ .fd = c, .bytes = total / n + (i ? 0 : total % n),
-					.buf = touched_buffer(buf_len, 0x5a), .buf_len = buf_len };
+		uint64_t share = total / n + (i ? 0 : total % n);
+		/* a share smaller than a chunk still sends chunks from it */
+		size_t src_len = fresh ? (size_t)(share > CHUNK ? share : CHUNK) : buf_len;
+
+		snd[i] = (struct side){ .fd = c, .bytes = share,
+					.buf = fresh ? source_buffer(src_len) : touched_buffer(src_len, 0x5a),
+					.buf_len = src_len };
 		rcv[i] = (struct side){ .fd = a, .memfd = -1 };
 		if (fresh)
 			rcv[i].memfd = fresh_memfd(snd[i].bytes);
