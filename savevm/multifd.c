@@ -232,7 +232,8 @@ static int wait_job_locked(struct multifd_send *mf, int ms)
 		}
 		if (pthread_cond_timedwait(&mf->cond, &mf->lock, &ts) != ETIMEDOUT)
 			continue;
-		if (mf->out->ch && ring_poll_readable(mf->out->ch, 0) == 1) {
+		/* readable, or broken: either way the stream is over */
+		if (mf->out->ch && ring_poll_readable(mf->out->ch, 0) != 0) {
 			pthread_mutex_unlock(&mf->lock);
 			send_fail(mf, -EPIPE);
 			pthread_mutex_lock(&mf->lock);
