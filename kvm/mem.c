@@ -2,7 +2,6 @@
  * the published dirty bitmap, and the destination's writes into it. */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +10,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "kvm/mem.h"
+#include "kvm/kvm-int.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -30,18 +29,6 @@ struct kvm_mem {
 	pid_t pid;
 	_Atomic int write_path;		/* enum kvm_mem_write_path */
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 uint64_t kvm_mem_size(const struct kvm_mem *m) { return m->size; }
 uint64_t kvm_mem_nr_pages(const struct kvm_mem *m) { return m->size / KVM_PAGE_SIZE; }
@@ -119,7 +106,7 @@ static int prealloc_ram(struct kvm_mem *m, char *err, size_t errlen)
 	uint64_t avail = host_mem_available();
 
 	if (avail && m->size > avail) {
-		set_err(err, errlen, "cannot preallocate %llu MiB of guest RAM: the host has %llu MiB available",
+		kvm_set_err(err, errlen, "cannot preallocate %llu MiB of guest RAM: the host has %llu MiB available",
 			(unsigned long long)(m->size >> 20), (unsigned long long)(avail >> 20));
 		return -ENOMEM;
 	}
@@ -128,7 +115,7 @@ static int prealloc_ram(struct kvm_mem *m, char *err, size_t errlen)
 	if (errno != EINVAL) {
 		int e = errno;
 
-		set_err(err, errlen, "cannot preallocate %llu MiB of guest RAM: %s",
+		kvm_set_err(err, errlen, "cannot preallocate %llu MiB of guest RAM: %s",
 			(unsigned long long)(m->size >> 20), strerror(e));
 		return -e;
 	}
@@ -157,13 +144,13 @@ static int map_ram(struct kvm_mem *m, char *err, size_t errlen)
 	if (m->fd < 0) {
 		int e = errno;
 
-		set_err(err, errlen, "memfd_create: %s", strerror(e));
+		kvm_set_err(err, errlen, "memfd_create: %s", strerror(e));
 		return -e;
 	}
 	if (ftruncate(m->fd, (off_t)m->size) < 0) {
 		int e = errno;
 
-		set_err(err, errlen, "cannot size guest RAM to %llu MiB: %s", (unsigned long long)(m->size >> 20),
+		kvm_set_err(err, errlen, "cannot size guest RAM to %llu MiB: %s", (unsigned long long)(m->size >> 20),
 			strerror(e));
 		return -e;
 	}
@@ -172,7 +159,7 @@ static int map_ram(struct kvm_mem *m, char *err, size_t errlen)
 	if (p == MAP_FAILED) {
 		int e = errno;
 
-		set_err(err, errlen, "cannot map %llu MiB of guest RAM: %s", (unsigned long long)(m->size >> 20),
+		kvm_set_err(err, errlen, "cannot map %llu MiB of guest RAM: %s", (unsigned long long)(m->size >> 20),
 			strerror(e));
 		return -e;
 	}
@@ -186,7 +173,7 @@ int kvm_mem_create(uint64_t bytes, bool prealloc, struct kvm_mem **out, char *er
 	/* 2 MiB multiples keep every slot a whole number of the 64-page
 	 * words KVM_CLEAR_DIRTY_LOG needs */
 	if (bytes < (16ull << 20) || bytes % (2ull << 20)) {
-		set_err(err, errlen, "guest memory must be at least 16 MiB and a multiple of 2 MiB");
+		kvm_set_err(err, errlen, "guest memory must be at least 16 MiB and a multiple of 2 MiB");
 		return -EINVAL;
 	}
 	struct kvm_mem *m = calloc(1, sizeof(*m));
@@ -201,7 +188,7 @@ int kvm_mem_create(uint64_t bytes, bool prealloc, struct kvm_mem **out, char *er
 	int r = map_ram(m, err, errlen);
 
 	if (!r && dirty_bitmap_init(&m->dirty, kvm_mem_nr_pages(m))) {
-		set_err(err, errlen, "out of memory for the dirty bitmap");
+		kvm_set_err(err, errlen, "out of memory for the dirty bitmap");
 		r = -ENOMEM;
 	}
 	if (!r && prealloc)
