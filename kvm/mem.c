@@ -27,7 +27,7 @@ struct kvm_mem {
 	unsigned int nr_regions;
 	struct dirty_bitmap dirty;
 	pid_t pid;
-	_Atomic int write_path;		/* enum kvm_mem_write_path */
+	_Atomic bool kernel_refused;	/* kvm_mem_write goes through the mapping */
 };
 
 uint64_t kvm_mem_size(const struct kvm_mem *m) { return m->size; }
@@ -236,16 +236,6 @@ void kvm_mem_mark_populated(struct kvm_mem *m)
 
 /* ---------------------------------------------------- incoming pages */
 
-const char *kvm_mem_write_path_name(enum kvm_mem_write_path p)
-{
-	return p == KVM_MEM_WRITE_KERNEL ? "kernel" : "mapping";
-}
-
-enum kvm_mem_write_path kvm_mem_write_path(const struct kvm_mem *m)
-{
-	return (enum kvm_mem_write_path)atomic_load(&m->write_path);
-}
-
 static int check_runs(const struct kvm_mem *m, const struct kvm_mem_run *runs, unsigned int nruns,
 		      size_t *total)
 {
@@ -314,14 +304,14 @@ int kvm_mem_write(struct kvm_mem *m, const void *buf, const struct kvm_mem_run *
 
 	if (r)
 		return r;
-	if (kvm_mem_write_path(m) == KVM_MEM_WRITE_KERNEL) {
+	if (!atomic_load_explicit(&m->kernel_refused, memory_order_relaxed)) {
 		r = write_kernel(m, buf, runs, nruns);
 		if (!r)
 			return 0;
 		/* ENOSYS (no CONFIG_CROSS_MEMORY_ATTACH), EPERM (a seccomp
 		 * or LSM policy): the mapping is slower here, not wrong.
 		 * Nothing was written, so the whole call goes that way. */
-		atomic_store(&m->write_path, KVM_MEM_WRITE_MAPPING);
+		atomic_store(&m->kernel_refused, true);
 	}
 	write_mapping(m, buf, runs, nruns);
 	return 0;

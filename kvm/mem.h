@@ -72,9 +72,8 @@ void kvm_mem_mark_populated(struct kvm_mem *m);
  * exception and copies through its own mapping) does not pay that, and
  * unlike a write to the memfd it takes no inode lock; but a page faulted
  * in is zeroed before the copy, which a splice that fills it whole is not.
- * MAPPING (memcpy into the mapping) is the fallback where the kernel
- * refuses the first. */
-enum kvm_mem_write_path { KVM_MEM_WRITE_KERNEL, KVM_MEM_WRITE_MAPPING };
+ * Where the kernel refuses it (no CONFIG_CROSS_MEMORY_ATTACH, a seccomp
+ * or LSM policy), kvm_mem_write copies through the mapping instead. */
 
 struct kvm_mem_run {
 	uint64_t offset;	/* RAM offset */
@@ -83,8 +82,6 @@ struct kvm_mem_run {
 /* Copy buf into the runs, in order (buf holds the sum of their lengths).
  * Every run must lie inside RAM (-ERANGE otherwise, nothing written). */
 int kvm_mem_write(struct kvm_mem *m, const void *buf, const struct kvm_mem_run *runs, unsigned int nruns);
-enum kvm_mem_write_path kvm_mem_write_path(const struct kvm_mem *m);
-const char *kvm_mem_write_path_name(enum kvm_mem_write_path p);
 /* Make [offset, offset+len) read as zero: a hole again (frees the memory),
  * or zeroes written in place when RAM was preallocated. */
 int kvm_mem_zero(struct kvm_mem *m, uint64_t offset, uint64_t len);

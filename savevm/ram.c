@@ -511,7 +511,7 @@ static const struct savevm_ops ram_ops = {
 
 /* ------------------------------------------------------------ set-up */
 
-const char *ram_recv_path_name(enum ram_recv_path p)
+static const char *recv_path_name(enum ram_recv_path p)
 {
 	static const char *const names[] = { "auto", "write", "splice", "mapping" };
 
@@ -579,7 +579,7 @@ void ram_handler_recv_paths(const struct ram_handler *h, char *buf, size_t len)
 	buf[0] = 0;
 	for (int p = RAM_RECV_WRITE; p <= RAM_RECV_MAPPING && n < len; p++)
 		if (used & (1u << p))
-			n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? "+" : "", ram_recv_path_name(p));
+			n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? "+" : "", recv_path_name(p));
 }
 
 void ram_handler_stats(struct ram_handler *h, struct ram_stats *st)

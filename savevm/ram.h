@@ -42,7 +42,6 @@ void ram_tracker_for_vm(struct ram_tracker *t, struct kvm_vm *vm);
  * otherwise, with one connection or several (measured against each other
  * in docs/transport.md).  KMIG_RECV_PATH=write|splice|mapping forces one. */
 enum ram_recv_path { RAM_RECV_AUTO, RAM_RECV_WRITE, RAM_RECV_SPLICE, RAM_RECV_MAPPING };
-const char *ram_recv_path_name(enum ram_recv_path p);
 
 struct ram_handler;
 int ram_handler_register(struct savevm_registry *reg, struct kvm_mem *mem, const struct ram_tracker *tracker,
