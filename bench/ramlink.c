@@ -56,25 +56,16 @@ static uint64_t zero_page_hash(void)
 	return page_hash(zero);
 }
 
+static void map_range(void *map, uint64_t first, uint64_t end)
+{
+	memset((uint8_t *)map + first, 1, end - first);
+}
+
 /* One byte per page: 1 where the memfd holds data (not a hole). */
 static void populated_map(struct kvm_mem *m, uint8_t *map)
 {
-	int fd = kvm_mem_fd(m);
-	off_t end = (off_t)kvm_mem_size(m), pos = 0;
-
 	memset(map, 0, kvm_mem_nr_pages(m));
-	while (pos < end) {
-		off_t data = lseek(fd, pos, SEEK_DATA);
-
-		if (data < 0)
-			break;
-		off_t hole = lseek(fd, data, SEEK_HOLE);
-
-		if (hole < 0 || hole > end)
-			hole = end;
-		memset(map + data / KVM_PAGE_SIZE, 1, (size_t)((hole - data + KVM_PAGE_SIZE - 1) / KVM_PAGE_SIZE));
-		pos = hole;
-	}
+	kvm_mem_for_each_populated(m, map_range, map);
 }
 
 /* Holes hash as zero pages without being read: reading a hole of a

@@ -168,7 +168,7 @@ static int map_ram(struct kvm_mem *m, char *err, size_t errlen)
 	return 0;
 }
 
-int kvm_mem_create(uint64_t bytes, bool prealloc, struct kvm_mem **out, char *err, size_t errlen)
+int kvm_mem_check_size(uint64_t bytes, char *err, size_t errlen)
 {
 	/* 2 MiB multiples keep every slot a whole number of the 64-page
 	 * words KVM_CLEAR_DIRTY_LOG needs */
@@ -176,6 +176,15 @@ int kvm_mem_create(uint64_t bytes, bool prealloc, struct kvm_mem **out, char *er
 		kvm_set_err(err, errlen, "guest memory must be at least 16 MiB and a multiple of 2 MiB");
 		return -EINVAL;
 	}
+	return 0;
+}
+
+int kvm_mem_create(uint64_t bytes, bool prealloc, struct kvm_mem **out, char *err, size_t errlen)
+{
+	int r = kvm_mem_check_size(bytes, err, errlen);
+
+	if (r)
+		return r;
 	struct kvm_mem *m = calloc(1, sizeof(*m));
 
 	if (!m)
@@ -185,7 +194,7 @@ int kvm_mem_create(uint64_t bytes, bool prealloc, struct kvm_mem **out, char *er
 	m->prealloc = prealloc;
 	m->pid = getpid();
 	lay_out(m);
-	int r = map_ram(m, err, errlen);
+	r = map_ram(m, err, errlen);
 
 	if (!r && dirty_bitmap_init(&m->dirty, kvm_mem_nr_pages(m))) {
 		kvm_set_err(err, errlen, "out of memory for the dirty bitmap");
@@ -214,7 +223,7 @@ void kvm_mem_destroy(struct kvm_mem *m)
 	free(m);
 }
 
-void kvm_mem_mark_populated(struct kvm_mem *m)
+void kvm_mem_for_each_populated(const struct kvm_mem *m, kvm_mem_range_fn fn, void *ctx)
 {
 	off_t end = (off_t)m->size, pos = 0;
 
@@ -228,23 +237,28 @@ void kvm_mem_mark_populated(struct kvm_mem *m)
 		if (hole < 0 || hole > end)
 			hole = end;
 		/* round outwards to whole pages */
-		dirty_bitmap_set_range(&m->dirty, (uint64_t)data / KVM_PAGE_SIZE,
-				       ((uint64_t)hole + KVM_PAGE_SIZE - 1) / KVM_PAGE_SIZE);
+		fn(ctx, (uint64_t)data / KVM_PAGE_SIZE, ((uint64_t)hole + KVM_PAGE_SIZE - 1) / KVM_PAGE_SIZE);
 		pos = hole;
 	}
 }
 
+static void mark_range(void *dirty, uint64_t first, uint64_t end)
+{
+	dirty_bitmap_set_range(dirty, first, end);
+}
+
+void kvm_mem_mark_populated(struct kvm_mem *m)
+{
+	kvm_mem_for_each_populated(m, mark_range, &m->dirty);
+}
+
 /* ---------------------------------------------------- incoming pages */
 
-static int check_runs(const struct kvm_mem *m, const struct kvm_mem_run *runs, unsigned int nruns,
-		      size_t *total)
+static int check_runs(const struct kvm_mem *m, const struct kvm_mem_run *runs, unsigned int nruns)
 {
-	*total = 0;
-	for (unsigned int i = 0; i < nruns; i++) {
+	for (unsigned int i = 0; i < nruns; i++)
 		if (runs[i].len > m->size || runs[i].offset > m->size - runs[i].len)
 			return -ERANGE;
-		*total += runs[i].len;
-	}
 	return 0;
 }
 
@@ -299,8 +313,7 @@ static int write_kernel(struct kvm_mem *m, const uint8_t *buf, const struct kvm_
 
 int kvm_mem_write(struct kvm_mem *m, const void *buf, const struct kvm_mem_run *runs, unsigned int nruns)
 {
-	size_t total;
-	int r = check_runs(m, runs, nruns, &total);
+	int r = check_runs(m, runs, nruns);
 
 	if (r)
 		return r;

@@ -37,6 +37,8 @@ struct kvm_mem_region {
  * in now (QEMU's -mem-prealloc), refused when the host has less memory
  * available. */
 int kvm_mem_create(uint64_t bytes, bool prealloc, struct kvm_mem **out, char *err, size_t errlen);
+/* The size rule alone: 0, or -EINVAL with the reason in err. */
+int kvm_mem_check_size(uint64_t bytes, char *err, size_t errlen);
 void kvm_mem_destroy(struct kvm_mem *m);
 
 uint64_t kvm_mem_size(const struct kvm_mem *m);
@@ -58,6 +60,10 @@ void *kvm_mem_gpa_ptr(const struct kvm_mem *m, uint64_t gpa, uint64_t len);
 /* The published dirty bits (set by the dirty trackers, cleared by the
  * sender).  Always allocated, one bit per page. */
 struct dirty_bitmap *kvm_mem_dirty(struct kvm_mem *m);
+/* fn(ctx, first, end) for every run of pages [first, end) the memfd holds
+ * data for (SEEK_DATA/SEEK_HOLE); the pages between were never written. */
+typedef void (*kvm_mem_range_fn)(void *ctx, uint64_t first, uint64_t end);
+void kvm_mem_for_each_populated(const struct kvm_mem *m, kvm_mem_range_fn fn, void *ctx);
 /* Publish every page the guest ever touched.  Ranges still holes in the
  * memfd were never written: they read as zero on both sides and need not
  * be sent at all. */

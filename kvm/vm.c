@@ -321,12 +321,9 @@ int kvm_vm_create(const struct kvm_vm_config *cfg, const struct kvm_vm_callbacks
 		kvm_set_err(err, errlen, "vcpus must be between 1 and %d", KVM_MAX_VCPUS);
 		return -EINVAL;
 	}
-	/* whole 2 MiB units keep every slot a multiple of 64 pages, which
-	 * KVM_CLEAR_DIRTY_LOG needs */
-	if (cfg->mem_bytes < (16ull << 20) || cfg->mem_bytes % (2ull << 20)) {
-		kvm_set_err(err, errlen, "guest memory must be at least 16 MiB and a multiple of 2 MiB");
+	/* checked before /dev/kvm is opened, as the other values are */
+	if (kvm_mem_check_size(cfg->mem_bytes, err, errlen))
 		return -EINVAL;
-	}
 	struct kvm_vm *vm = calloc(1, sizeof(*vm));
 
 	if (!vm)
