@@ -79,7 +79,6 @@ GiB = 1 << 30
 UNLIMITED_BW = 1 << 40          # max-bandwidth for every configuration
 QUERY_PERIOD = 0.025            # query-migrate on the source
 RSS_PERIOD = 0.020              # /proc/PID/status of both sides
-ACCURACY_MIN_MS = 10            # smallest expected-downtime whose ±30% is judged
 RSS_LIMIT_MIB = 64              # target (e)
 FINAL = ("completed", "failed", "cancelled")
 GP_TERM = "set terminal pngcairo size 1100,650 font ',10' noenhanced"
@@ -166,8 +165,6 @@ class Config:
         RAM-path one takes raw and ramlink ones."""
         return self.kind == "raw" or (self.kind == "ramlink") == (not scen.needs_kvm)
 
-
-QEMU_PEERS = ("10", "7.2")
 
 
 def all_configs(n, smoke=False):
