@@ -174,7 +174,13 @@ static int bad_arg(const char *what, const char *val)
 	return 2;
 }
 
-int cmd_run(int argc, char **argv)
+/* The guest's name and command line, owned by cmd_run so that every exit
+ * of run_main frees them. */
+struct guest_strings {
+	char *name, *cmdline;
+};
+
+static int run_main(int argc, char **argv, struct guest_strings *gs)
 {
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, 'k' }, { "append", required_argument, NULL, 'a' },
@@ -195,7 +201,6 @@ int cmd_run(int argc, char **argv)
 	bool has_stats_period = false;
 	const char *devices[8];
 	unsigned int nr_devices = 0;
-	char *guest_name = NULL, *guest_cmdline = NULL;
 	uint64_t v;
 	int o;
 
@@ -214,9 +219,10 @@ int cmd_run(int argc, char **argv)
 			break;
 		}
 		case 'g':
-			g_free(guest_name);
-			g_free(guest_cmdline);
-			if (parse_guest(optarg, &guest_name, &guest_cmdline))
+			g_free(gs->name);
+			g_free(gs->cmdline);
+			gs->name = gs->cmdline = NULL;
+			if (parse_guest(optarg, &gs->name, &gs->cmdline))
 				return bad_arg("--guest", optarg);
 			break;
 		case 'm':
@@ -272,7 +278,7 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "kmig run: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	if (!!cfg.kernel_path == !!guest_name) {
+	if (!!cfg.kernel_path == !!gs->name) {
 		fprintf(stderr, "kmig run: give exactly one of --kernel FILE or --guest NAME\n");
 		return 2;
 	}
@@ -287,10 +293,10 @@ int cmd_run(int argc, char **argv)
 	cfg.dirty_mode = tracking == KVM_DIRTY_RING	? DIRTY_MODE_RING
 			 : tracking == KVM_DIRTY_BITMAP ? DIRTY_MODE_BITMAP
 							: DIRTY_MODE_AUTO;
-	cfg.guest_name = guest_name;
+	cfg.guest_name = gs->name;
 	cfg.devices = devices;
 	cfg.nr_devices = nr_devices;
-	cfg.cmdline = guest_name ? guest_cmdline : append;
+	cfg.cmdline = gs->name ? gs->cmdline : append;
 
 	char err[512] = "";
 	struct machine *m;
@@ -298,17 +304,13 @@ int cmd_run(int argc, char **argv)
 
 	if (stats_path && stats_file_open(stats_path, (unsigned int)stats_period, &stats, err, sizeof(err))) {
 		fprintf(stderr, "kmig run: %s\n", err);
-		g_free(guest_name);
-		g_free(guest_cmdline);
 		return 1;
 	}
 	int r = machine_create(&cfg, &m, err, sizeof(err));
 
-	g_free(guest_cmdline);
 	if (r) {
 		fprintf(stderr, "kmig run: %s\n", err);
 		stats_file_close(stats);
-		g_free(guest_name);
 		return 1;
 	}
 	struct run_ctx ctx = { .m = m, .loop = g_main_loop_new(NULL, FALSE) };
@@ -318,7 +320,6 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "kmig run: %s\n", err);
 		stats_file_close(stats);
 		machine_destroy(m);
-		g_free(guest_name);
 		return 1;
 	}
 	if (machine_start(m, err, sizeof(err))) {
@@ -326,7 +327,6 @@ int cmd_run(int argc, char **argv)
 		stats_file_close(stats);
 		qmp_server_stop(qmp);
 		machine_destroy(m);
-		g_free(guest_name);
 		return 1;
 	}
 	g_unix_signal_add(SIGINT, on_signal, m);
@@ -341,7 +341,16 @@ int cmd_run(int argc, char **argv)
 	qmp_server_stop(qmp);
 	machine_destroy(m);
 	g_main_loop_unref(ctx.loop);
-	g_free(guest_name);
+	return code;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	struct guest_strings gs = { 0 };
+	int code = run_main(argc, argv, &gs);
+
+	g_free(gs.name);
+	g_free(gs.cmdline);
 	return code;
 }
 

@@ -30,8 +30,8 @@ struct job {
 static void *job_thread(void *arg)
 {
 	struct job *j = arg;
-	struct iovec iov[2] = { { j->buf, j->len / 2 }, { (char *)j->buf + j->len / 2,
-							   j->len - j->len / 2 } };
+	char *half = j->buf ? (char *)j->buf + j->len / 2 : NULL;	/* no arithmetic on NULL */
+	struct iovec iov[2] = { { j->buf, j->len / 2 }, { half, j->len - j->len / 2 } };
 
 	switch (j->op) {
 	case OP_SEND:
