@@ -15,6 +15,7 @@
 
 #include "bench/ramlink.h"
 #include "ring/ring.h"
+#include "savevm/load.h"
 #include "savevm/multifd.h"
 
 #define CONNECT_TIMEOUT_MS 5000
@@ -122,73 +123,27 @@ struct dst {
 	struct kvm_mem *mem;
 	struct savevm_registry *reg;
 	struct ram_handler *ram;
-	const struct savevm_ops *ops;
 	struct ring_listener *l;
 	struct ring_channel *ch;
-	struct savevm_in in;
-	struct multifd_recv *mr;
-	uint64_t pages;
 };
 
-static int dst_ram_record(void *opaque, struct savevm_in *in, uint64_t *pages, char *err, size_t errlen)
+static int dst_open_channels(void *opaque, const struct stream_channels *sc, struct savevm_in *main,
+			     multifd_ram_fn fn, void *fn_opaque, struct multifd_recv **mr, char *err,
+			     size_t errlen)
 {
 	struct dst *d = opaque;
-	uint64_t hdrs[STREAM_MAX_PAGES_PER_REC];
-	uint32_t id, count;
-	int r = stream_read_ram(&in->src, KVM_PAGE_SIZE, &id, hdrs, &count, err, errlen);
 
-	*pages = 0;
-	if (r)
-		return r;
-	if (id != RAM_SECTION_ID) {
-		snprintf(err, errlen, "RAM record for section %u", id);
-		return -EPROTO;
-	}
-	*pages = count;
-	return d->ops->load_ram(savevm_registry_at(d->reg, 0)->opaque, in, hdrs, count, err, errlen);
+	return multifd_recv_start(d->l, sc, main->ch, fn, fn_opaque, mr, err, errlen);
 }
 
-static int dst_record(struct dst *d, enum stream_rec_type t, bool *eof, char *err, size_t errlen)
-{
-	struct stream_channels sc;
-	struct stream_eof e;
-	uint64_t pages;
-	uint32_t pass;
-	int r;
-
-	switch (t) {
-	case STREAM_REC_RAM:
-		r = dst_ram_record(d, &d->in, &pages, err, errlen);
-		d->pages += pages;
-		return r;
-	case STREAM_REC_CHANNELS:
-		r = stream_read_channels(&d->in.src, &sc, err, errlen);
-		return r ? r : multifd_recv_start(d->l, &sc, d->ch, dst_ram_record, d, &d->mr, err, errlen);
-	case STREAM_REC_PASS_END:
-		return stream_read_pass_end(&d->in.src, &pass, err, errlen);
-	case STREAM_REC_EOF:
-		*eof = true;
-		r = stream_read_eof(&d->in.src, &e, err, errlen);
-		if (!r && d->mr) {
-			r = multifd_recv_finish(d->mr, &pages, err, errlen);
-			d->pages += pages;
-		}
-		if (!r && e.nr_pages != d->pages) {
-			snprintf(err, errlen, "EOF announces %llu pages, %llu arrived", (unsigned long long)e.nr_pages,
-				 (unsigned long long)d->pages);
-			r = -EPROTO;
-		}
-		return r;
-	default:
-		snprintf(err, errlen, "unexpected %s record", stream_rec_type_name(t));
-		return -EPROTO;
-	}
-}
-
+/* The stream through kmig's own loader (savevm/load.h), as a VM's is. */
 static int dst_receive(struct dst *d, struct dst_report *rep)
 {
+	const struct savevm_load_env env = { .reg = d->reg, .ram_size = kvm_mem_size(d->mem), .nr_vcpus = 1,
+					     .open_channels = dst_open_channels, .opaque = d };
+	struct savevm_in in;
+	struct ram_stats st;
 	int r = ring_accept(d->l, &d->ch, 30000);
-	bool eof = false;
 
 	if (r) {
 		snprintf(rep->err, sizeof(rep->err), "no connection: %s", strerror(-r));
@@ -196,17 +151,13 @@ static int dst_receive(struct dst *d, struct dst_report *rep)
 	}
 	double cpu0 = cpu_s();
 
-	savevm_in_init(&d->in, d->ch);
-	while (!r && !eof) {
-		enum stream_rec_type t;
-
-		r = stream_read_type(&d->in.src, &t, rep->err, sizeof(rep->err));
-		if (!r)
-			r = dst_record(d, t, &eof, rep->err, sizeof(rep->err));
-	}
+	savevm_in_init(&in, d->ch);
+	r = savevm_load_stream(&env, &in, rep->err, sizeof(rep->err));
+	savevm_in_fini(&in);
 	rep->done_at = now_s();
 	rep->cpu = cpu_s() - cpu0;
-	rep->pages = d->pages;
+	ram_handler_stats(d->ram, &st);
+	rep->pages = st.received;
 	return r;
 }
 
@@ -240,7 +191,6 @@ static void dst_main(const struct ramlink_opts *o, int to_parent)
 	}
 	write_all(to_parent, where, sizeof(where));
 	if (!r) {
-		d.ops = savevm_registry_at(d.reg, 0)->ops;
 		r = dst_receive(&d, &rep);
 		ram_handler_recv_paths(d.ram, rep.recv_path, sizeof(rep.recv_path));
 	}
@@ -298,6 +248,24 @@ static int send_marker(struct src *s, enum stream_rec_type t, uint32_t pass)
 		n = stream_encode_eof(buf, &(struct stream_eof){ .nr_sections = 1, .nr_pages = st.headers });
 	}
 	return savevm_out_send(&s->out, buf, n);
+}
+
+/* The stream header and the one section, as a VM's stream starts. */
+static int send_declarations(struct src *s)
+{
+	const struct savevm_entry *e = savevm_registry_at(s->reg, 0);
+	struct stream_section sec = { .section_id = RAM_SECTION_ID, .instance_id = e->instance_id,
+				      .version = e->version, .kind = STREAM_SECTION_ITERABLE };
+	uint8_t buf[STREAM_HEADER_SIZE + STREAM_SECTION_MAX_SIZE];
+	size_t n = stream_encode_header(buf, &(struct stream_header){ .version = STREAM_VERSION,
+								      .page_size = KVM_PAGE_SIZE,
+								      .ram_size = kvm_mem_size(s->mem),
+								      .nr_vcpus = 1 });
+
+	snprintf(sec.name, sizeof(sec.name), "%s", e->name);
+	int r = stream_encode_section(buf + n, sizeof(buf) - n, &sec);
+
+	return r < 0 ? r : savevm_out_send(&s->out, buf, n + (size_t)r);
 }
 
 static int open_channels(struct src *s, const struct ring_uri *uri)
@@ -364,7 +332,8 @@ static int src_run(struct src *s, const char *where)
 		return r;
 	}
 	savevm_sendpath_init(&s->out.path, s->out.ch, s->o->send_mode);
-	if (s->o->channels)
+	r = send_declarations(s);
+	if (!r && s->o->channels)
 		r = open_channels(s, &uri);
 	if (!r)
 		r = s->ops->save_setup(s->opaque, &s->out, s->err, sizeof(s->err));

@@ -19,6 +19,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "savevm/load.h"
 #include "savevm/machine-int.h"
 #include "savevm/switchover.h"
 
@@ -600,319 +601,45 @@ int migration_source_start(struct machine *m, const char *uri, char *err, size_t
 
 /* ----------------------------------------------------------- destination */
 
-struct load_ctx {
-	struct machine *m;
+/* The loader's window on this machine: RAM channels are accepted on the
+ * migration's listener and published for cancel and query-migrate. */
+static int open_recv_channels(void *opaque, const struct stream_channels *sc, struct savevm_in *main,
+			      multifd_ram_fn fn, void *fn_opaque, struct multifd_recv **mr, char *err,
+			      size_t errlen)
+{
+	struct machine *m = opaque;
+
+	return multifd_recv_start(m->mig.listener, sc, main->ch, fn, fn_opaque, mr, err, errlen);
+}
+
+static void publish_recv_channels(void *opaque, struct multifd_recv *mr, unsigned int nr)
+{
+	struct machine *m = opaque;
+
+	pthread_mutex_lock(&m->lock);
+	m->mig.mf_recv = mr;
+	if (mr)
+		m->mig.channels = nr;
+	pthread_mutex_unlock(&m->lock);
+}
+
+static int load_incoming(struct machine *m, struct ring_channel *ch, char *err, size_t errlen)
+{
+	const struct savevm_load_env env = {
+		.reg = m->reg,
+		.ram_size = kvm_vm_ram_size(m->vm),
+		.nr_vcpus = kvm_vm_nr_vcpus(m->vm),
+		.open_channels = open_recv_channels,
+		.publish_channels = publish_recv_channels,
+		.opaque = m,
+	};
 	struct savevm_in in;
-	struct savevm_entry *by_id[STREAM_MAX_SECTIONS + 1];
-	uint32_t nr_sections;
-	uint32_t last_pass;
-	uint64_t pages;
-	bool data_seen;			/* a record past the declarations */
-	struct multifd_recv *mr;	/* RAM channels, once announced */
-	char err[512];
-};
 
-static int load_header(struct load_ctx *c)
-{
-	struct stream_header h;
-	int r = stream_read_header(&c->in.src, &h, c->err, sizeof(c->err));
+	savevm_in_init(&in, ch);
+	int r = savevm_load_stream(&env, &in, err, errlen);
 
-	if (r)
-		return r;
-	if (h.ram_size != kvm_vm_ram_size(c->m->vm) || h.nr_vcpus != kvm_vm_nr_vcpus(c->m->vm)) {
-		snprintf(c->err, sizeof(c->err),
-			 "stream is for a guest with %" PRIu64 " MiB and %u vCPUs; this one has %" PRIu64
-			 " MiB and %u (start the destination with the same --mem and --vcpus)",
-			 h.ram_size >> 20, h.nr_vcpus, kvm_vm_ram_size(c->m->vm) >> 20,
-			 kvm_vm_nr_vcpus(c->m->vm));
-		return -EPROTO;
-	}
-	return 0;
-}
-
-static int load_section(struct load_ctx *c)
-{
-	struct stream_section s;
-	int r = stream_read_section(&c->in.src, &s, c->err, sizeof(c->err));
-
-	if (r)
-		return r;
-	struct savevm_entry *e = savevm_registry_find(c->m->reg, s.name, s.instance_id);
-
-	if (!e) {
-		snprintf(c->err, sizeof(c->err), "unknown section '%s' instance %u", s.name, s.instance_id);
-		return -EPROTO;
-	}
-	if (e->declared || s.section_id == 0 || s.section_id > STREAM_MAX_SECTIONS ||
-	    c->by_id[s.section_id]) {
-		snprintf(c->err, sizeof(c->err), "duplicate section '%s' instance %u (id %u)", s.name,
-			 s.instance_id, s.section_id);
-		return -EPROTO;
-	}
-	if ((s.kind == STREAM_SECTION_ITERABLE) != e->iterable || s.version != e->version) {
-		snprintf(c->err, sizeof(c->err), "section '%s' has kind %u version %u; expected %s version %u",
-			 s.name, s.kind, s.version, e->iterable ? "iterable" : "device", e->version);
-		return -EPROTO;
-	}
-	e->declared = true;
-	c->by_id[s.section_id] = e;
-	c->nr_sections++;
-	return 0;
-}
-
-/* The entry a record's section id names; err gets why not (the caller's
- * buffer: RAM channel threads have their own). */
-static struct savevm_entry *section(struct load_ctx *c, uint32_t id, bool iterable, const char *rec,
-				    char *err, size_t errlen)
-{
-	struct savevm_entry *e = id && id <= STREAM_MAX_SECTIONS ? c->by_id[id] : NULL;
-
-	if (!e)
-		snprintf(err, errlen, "%s record for undeclared section id %u", rec, id);
-	else if (e->iterable != iterable) {
-		snprintf(err, errlen, "%s record for section '%s', which is %s", rec, e->name,
-			 e->iterable ? "iterable" : "a device");
-		e = NULL;
-	}
-	return e;
-}
-
-/* The section map is complete (and only read) once RAM flows, so RAM
- * channel threads share it. */
-static struct savevm_entry *ram_section(struct load_ctx *c, uint32_t id, char *err, size_t errlen)
-{
-	struct savevm_entry *e = section(c, id, true, "RAM", err, errlen);
-
-	if (e && !e->ops->load_ram) {
-		snprintf(err, errlen, "RAM record for section '%s'", e->name);
-		e = NULL;
-	}
-	return e;
-}
-
-/* One RAM record from in (main channel or a RAM channel's thread). */
-static int read_ram_record(void *opaque, struct savevm_in *in, uint64_t *pages, char *err, size_t errlen)
-{
-	struct load_ctx *c = opaque;
-	uint64_t hdrs[STREAM_MAX_PAGES_PER_REC];
-	uint32_t id, count;
-	int r = stream_read_ram(&in->src, KVM_PAGE_SIZE, &id, hdrs, &count, err, errlen);
-
-	*pages = 0;
-	if (r)
-		return r;
-	struct savevm_entry *e = ram_section(c, id, err, errlen);
-
-	if (!e)
-		return -EPROTO;
-	*pages = count;
-	return e->ops->load_ram(e->opaque, in, hdrs, count, err, errlen);
-}
-
-static int load_ram(struct load_ctx *c)
-{
-	uint64_t pages;
-
-	if (c->mr) {
-		snprintf(c->err, sizeof(c->err), "RAM record on the main connection of a multifd stream");
-		return -EPROTO;
-	}
-	int r = read_ram_record(c, &c->in, &pages, c->err, sizeof(c->err));
-
-	c->pages += pages;
+	savevm_in_fini(&in);
 	return r;
-}
-
-/* CHANNELS: RAM comes on further connections; accept them now. */
-static int load_channels(struct load_ctx *c)
-{
-	struct stream_channels sc;
-	struct multifd_recv *mr = NULL;
-	int r = stream_read_channels(&c->in.src, &sc, c->err, sizeof(c->err));
-
-	if (r)
-		return r;
-	if (c->data_seen || c->mr || !c->nr_sections) {
-		snprintf(c->err, sizeof(c->err), "CHANNELS record %s",
-			 c->mr ? "sent twice" : "not right after the sections");
-		return -EPROTO;
-	}
-	r = multifd_recv_start(c->m->mig.listener, &sc, c->in.ch, read_ram_record, c, &mr, c->err, sizeof(c->err));
-	pthread_mutex_lock(&c->m->lock);
-	c->m->mig.mf_recv = mr;
-	c->m->mig.channels = sc.nr;
-	pthread_mutex_unlock(&c->m->lock);
-	c->mr = mr;
-	return r;
-}
-
-/* Tear down the RAM channels (joined first, so nothing writes RAM after). */
-static void end_recv_channels(struct load_ctx *c)
-{
-	pthread_mutex_lock(&c->m->lock);
-	c->m->mig.mf_recv = NULL;
-	pthread_mutex_unlock(&c->m->lock);
-	multifd_recv_free(c->mr);
-	c->mr = NULL;
-}
-
-static int load_part(struct load_ctx *c)
-{
-	uint32_t id, len;
-	int r = stream_read_blob_hdr(&c->in.src, STREAM_MAX_PART, &id, &len, c->err, sizeof(c->err));
-
-	if (r)
-		return r;
-	struct savevm_entry *e = section(c, id, true, "PART", c->err, sizeof(c->err));
-
-	if (!e || !e->ops->load_part) {
-		if (e)
-			snprintf(c->err, sizeof(c->err), "PART record for section '%s', which takes none", e->name);
-		return -EPROTO;
-	}
-	return e->ops->load_part(e->opaque, &c->in, len, c->err, sizeof(c->err));
-}
-
-static int load_device(struct load_ctx *c)
-{
-	uint32_t id, len;
-	int r = stream_read_blob_hdr(&c->in.src, STREAM_MAX_DEVICE, &id, &len, c->err, sizeof(c->err));
-
-	if (r)
-		return r;
-	struct savevm_entry *e = section(c, id, false, "DEVICE", c->err, sizeof(c->err));
-
-	if (!e)
-		return -EPROTO;
-	if (e->pending_blob) {
-		snprintf(c->err, sizeof(c->err), "device '%s' instance %u sent twice", e->name, e->instance_id);
-		return -EPROTO;
-	}
-	uint8_t *buf = malloc(len ? len : 1);
-
-	if (!buf)
-		return -ENOMEM;
-	r = c->in.src.read(c->in.src.opaque, buf, len);
-	if (!r)
-		r = e->ops->check_state(e->opaque, buf, len, c->err, sizeof(c->err));
-	if (r) {
-		if (r == -EPIPE)
-			snprintf(c->err, sizeof(c->err), "stream truncated inside device '%s'", e->name);
-		free(buf);
-		return r;
-	}
-	e->pending_blob = buf;
-	e->pending_len = len;
-	return 0;
-}
-
-static int load_eof(struct load_ctx *c)
-{
-	struct stream_eof eof;
-	int r = stream_read_eof(&c->in.src, &eof, c->err, sizeof(c->err));
-
-	if (r)
-		return r;
-	if (c->mr) {
-		uint64_t pages;
-
-		r = multifd_recv_finish(c->mr, &pages, c->err, sizeof(c->err));
-		if (r)
-			return r;
-		c->pages += pages;
-	}
-	if (eof.nr_sections != c->nr_sections || eof.nr_pages != c->pages) {
-		snprintf(c->err, sizeof(c->err),
-			 "end of stream does not match: %u sections and %" PRIu64 " pages announced, %u and %"
-			 PRIu64 " received", eof.nr_sections, eof.nr_pages, c->nr_sections, c->pages);
-		return -EPROTO;
-	}
-	for (size_t i = 0; i < savevm_registry_count(c->m->reg); i++) {
-		struct savevm_entry *e = savevm_registry_at(c->m->reg, i);
-
-		if (!e->declared || (!e->iterable && !e->pending_blob)) {
-			snprintf(c->err, sizeof(c->err), "stream ended without %s '%s' instance %u",
-				 e->declared ? "the state of" : "section", e->name, e->instance_id);
-			return -EPROTO;
-		}
-		if (e->iterable && e->ops->load_complete) {
-			int r = e->ops->load_complete(e->opaque, c->err, sizeof(c->err));
-
-			if (r)
-				return r;
-		}
-	}
-	return 0;
-}
-
-/* Read records until a valid EOF; nothing but guest RAM is touched. */
-static int load_stream(struct load_ctx *c)
-{
-	int r = load_header(c);
-
-	while (!r) {
-		enum stream_rec_type t;
-
-		if ((r = stream_read_type(&c->in.src, &t, c->err, sizeof(c->err))))
-			break;
-		if (t == STREAM_REC_SECTION && (c->data_seen || c->mr)) {
-			snprintf(c->err, sizeof(c->err), "section declared after data");
-			return -EPROTO;
-		}
-		c->data_seen |= t != STREAM_REC_SECTION && t != STREAM_REC_CHANNELS;
-		switch (t) {
-		case STREAM_REC_SECTION: r = load_section(c); break;
-		case STREAM_REC_CHANNELS: r = load_channels(c); break;
-		case STREAM_REC_RAM: r = load_ram(c); break;
-		case STREAM_REC_DEVICE: r = load_device(c); break;
-		case STREAM_REC_PART: r = load_part(c); break;
-		case STREAM_REC_PASS_END: {
-			uint32_t pass;
-			r = stream_read_pass_end(&c->in.src, &pass, c->err, sizeof(c->err));
-			if (!r && pass <= c->last_pass) {
-				snprintf(c->err, sizeof(c->err), "pass %u after pass %u", pass, c->last_pass);
-				r = -EPROTO;
-			}
-			c->last_pass = pass;
-			break;
-		}
-		case STREAM_REC_EOF:
-			return load_eof(c);
-		}
-	}
-	return r;
-}
-
-/* The main stream failed with RAM channels open: stop them, and if the
- * main stream only broke because the source gave up after a channel
- * failed, report that channel's reason instead. */
-static void channel_failure(struct load_ctx *c, int r)
-{
-	char cerr[sizeof(c->err)];
-	uint64_t pages;
-
-	multifd_recv_abort(c->mr);
-	int cr = multifd_recv_finish(c->mr, &pages, cerr, sizeof(cerr));
-
-	if (cr && cr != -ECANCELED && (r == -EPIPE || r == -ECANCELED))
-		snprintf(c->err, sizeof(c->err), "%s", cerr);
-}
-
-static int apply_devices(struct load_ctx *c)
-{
-	for (size_t i = 0; i < savevm_registry_count(c->m->reg); i++) {
-		struct savevm_entry *e = savevm_registry_at(c->m->reg, i);
-
-		if (e->iterable)
-			continue;
-		uint64_t t0 = migration_now_ns();
-		int r = e->ops->load_state(e->opaque, e->pending_blob, e->pending_len, c->err, sizeof(c->err));
-
-		e->load_time_us = (migration_now_ns() - t0) / 1000;
-		if (r)
-			return r;
-	}
-	return 0;
 }
 
 static void send_ack(struct ring_channel *ch, int status, const char *msg)
@@ -923,23 +650,12 @@ static void send_ack(struct ring_channel *ch, int status, const char *msg)
 	ring_send(ch, buf, n);
 }
 
-static void free_blobs(struct machine *m)
-{
-	for (size_t i = 0; i < savevm_registry_count(m->reg); i++) {
-		struct savevm_entry *e = savevm_registry_at(m->reg, i);
-
-		free(e->pending_blob);
-		e->pending_blob = NULL;
-		e->declared = false;
-	}
-}
-
 static void *incoming_main(void *arg)
 {
 	struct machine *m = arg;
-	struct load_ctx *c = calloc(1, sizeof(*c));
 	struct ring_channel *ch = NULL;
-	int r = c ? ring_accept(m->mig.listener, &ch, -1) : -ENOMEM;
+	char err[512] = "";
+	int r = ring_accept(m->mig.listener, &ch, -1);
 
 	if (r) {
 		set_error(m, "no incoming connection: %s", strerror(-r));
@@ -952,24 +668,18 @@ static void *incoming_main(void *arg)
 	m->mig.start_ns = migration_now_ns();
 	pthread_mutex_unlock(&m->lock);
 	migration_set_status(m, MIGRATION_STATUS_ACTIVE);
-	c->m = m;
-	savevm_in_init(&c->in, ch);
-	r = load_stream(c);
-	if (r && c->mr)
-		channel_failure(c, r);
-	end_recv_channels(c);
-	savevm_in_fini(&c->in);
+	r = load_incoming(m, ch, err, sizeof(err));
 	uint64_t eof_ns = migration_now_ns();
 
 	if (!r)
-		r = apply_devices(c);
+		r = savevm_load_apply_devices(m->reg, err, sizeof(err));
 	if (r) {
-		if (!c->err[0])
-			snprintf(c->err, sizeof(c->err), "%s", strerror(-r));
-		set_error(m, "incoming migration failed: %s", c->err);
+		if (!err[0])
+			snprintf(err, sizeof(err), "%s", strerror(-r));
+		set_error(m, "incoming migration failed: %s", err);
 		/* like QEMU's "load of migration failed": the process exits */
-		fprintf(stderr, "kmig: incoming migration failed: %s\n", c->err);
-		send_ack(ch, r, c->err);
+		fprintf(stderr, "kmig: incoming migration failed: %s\n", err);
+		send_ack(ch, r, err);
 		goto fail;
 	}
 	uint64_t loaded_ns = migration_now_ns();
@@ -989,8 +699,7 @@ static void *incoming_main(void *arg)
 	machine_set_runstate_locked(m, RUNSTATE_RUNNING);
 	pthread_mutex_unlock(&m->lock);
 	ring_channel_close(ch);
-	free_blobs(m);
-	free(c);
+	savevm_load_reset(m->reg);
 	migration_set_status(m, MIGRATION_STATUS_COMPLETED);
 	machine_emit(m, MACHINE_EVENT_RESUME, 0);
 	return NULL;
@@ -1001,8 +710,7 @@ fail:
 	pthread_mutex_unlock(&m->lock);
 	if (ch)
 		ring_channel_close(ch);
-	free_blobs(m);
-	free(c);
+	savevm_load_reset(m->reg);
 	migration_set_status(m, m->mig.cancel ? MIGRATION_STATUS_CANCELLED : MIGRATION_STATUS_FAILED);
 	/* Like QEMU: a destination whose incoming migration failed exits, its
 	 * guest never started. */
