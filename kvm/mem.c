@@ -21,6 +21,8 @@
 struct kvm_mem {
 	int fd;
 	uint8_t *base;
+	void *reserved;		/* base with its guard pages around */
+	size_t reserved_len;
 	uint64_t size;
 	bool prealloc;
 	struct kvm_mem_region regions[KVM_MEM_MAX_REGIONS];
@@ -138,6 +140,11 @@ static void lay_out(struct kvm_mem *m)
 	}
 }
 
+#define RAM_ALIGN (2ul << 20)
+#define RAM_GUARD_MIN 4096ul
+/* room for the alignment and at least RAM_GUARD_MIN on each side */
+#define RAM_GUARD_RESERVE (2 * RAM_ALIGN)
+
 static int map_ram(struct kvm_mem *m, char *err, size_t errlen)
 {
 	m->fd = memfd_create("kmig-guest-ram", MFD_CLOEXEC);
@@ -154,7 +161,21 @@ static int map_ram(struct kvm_mem *m, char *err, size_t errlen)
 			strerror(e));
 		return -e;
 	}
-	void *p = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
+	/* Guard pages on both sides, so that a write past either end faults
+	 * instead of landing in whatever is mapped next; the RAM itself starts
+	 * on a 2 MiB boundary, as THP and KVM's large pages want. */
+	m->reserved_len = m->size + RAM_GUARD_RESERVE;
+	m->reserved = mmap(NULL, m->reserved_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m->reserved == MAP_FAILED) {
+		int e = errno;
+
+		m->reserved = NULL;
+		kvm_set_err(err, errlen, "cannot reserve %llu MiB of address space for guest RAM: %s",
+			    (unsigned long long)(m->size >> 20), strerror(e));
+		return -e;
+	}
+	uintptr_t at = ((uintptr_t)m->reserved + RAM_GUARD_MIN + RAM_ALIGN - 1) & ~(uintptr_t)(RAM_ALIGN - 1);
+	void *p = mmap((void *)at, m->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, m->fd, 0);
 
 	if (p == MAP_FAILED) {
 		int e = errno;
@@ -216,8 +237,8 @@ void kvm_mem_destroy(struct kvm_mem *m)
 		return;
 	if (m->dirty.words)
 		dirty_bitmap_fini(&m->dirty);
-	if (m->base)
-		munmap(m->base, m->size);
+	if (m->reserved)
+		munmap(m->reserved, m->reserved_len);
 	if (m->fd >= 0)
 		close(m->fd);
 	free(m);

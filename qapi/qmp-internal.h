@@ -187,6 +187,10 @@ struct qmp_server_state *qmp_server_state(struct qmp_server *s);
 bool qmp_conn_negotiated(struct qmp_conn *c);
 void qmp_conn_set_negotiated(struct qmp_conn *c);
 
+/* A connected socket (taken) as a new client, greeted as if accepted: for
+ * the fuzzer and tests that bring their own socket. */
+void qmp_server_adopt(struct qmp_server *s, int fd);
+
 /* An event message; data (not taken, may be NULL: no "data" member). */
 JsonNode *qmp_event_build(const char *name, JsonNode *data, int64_t when_us);
 

@@ -554,6 +554,11 @@ static void client_new(struct qmp_server *s, int fd)
 	send_greeting(c);
 }
 
+void qmp_server_adopt(struct qmp_server *s, int fd)
+{
+	client_new(s, fd);
+}
+
 static gboolean on_accept(GSocket *ls, GIOCondition cond, gpointer data)
 {
 	struct qmp_server *s = data;

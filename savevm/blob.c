@@ -27,7 +27,13 @@
 #include "kvm/bitmap.h"
 #include "savevm/blob.h"
 
+/* A chunk is 64 KiB; the fuzzers build this file with 4 KiB chunks
+ * (-DKMIG_BLOB_CHUNK=4096) so that whole streams stay small. */
+#ifdef KMIG_BLOB_CHUNK
+#define CHUNK ((uint32_t)(KMIG_BLOB_CHUNK))
+#else
 #define CHUNK (64u << 10)
+#endif
 #define PART_HDR 16u
 #define ITERATE_BUDGET (8u << 20)
 #define MUTATE_PERIOD_NS 10000000L
@@ -55,6 +61,8 @@ struct blob {
 	bool mutator_running, quit;
 
 	/* destination */
+	uint8_t *arrived;		/* chunks received at least once */
+	uint64_t nr_arrived;
 	uint8_t *stop_seen;
 	bool manifest_ok;
 };
@@ -268,6 +276,18 @@ static int blob_sync(void *opaque, bool final)
 
 /* ---- destination ---- */
 
+static void blob_load_setup(void *opaque)
+{
+	struct blob *b = opaque;
+
+	memset(b->seq, 0, b->nchunks * sizeof(*b->seq));
+	memset(b->arrived, 0, b->nchunks);
+	memset(b->stop_seen, 0, b->nstop);
+	b->nr_arrived = 0;
+	b->epoch = 0;
+	b->manifest_ok = false;
+}
+
 static int blob_load_part(void *opaque, struct savevm_in *in, uint32_t len, char *err, size_t errlen)
 {
 	struct blob *b = opaque;
@@ -295,6 +315,8 @@ static int blob_load_part(void *opaque, struct savevm_in *in, uint32_t len, char
 		}
 		memcpy(b->data + (uint64_t)idx * CHUNK, data, CHUNK);
 		b->seq[idx] = seq;
+		b->nr_arrived += !b->arrived[idx];
+		b->arrived[idx] = 1;
 		return 0;
 	case PART_STOPCOPY:
 		if (idx >= b->nstop || len != PART_HDR + CHUNK ||
@@ -317,6 +339,13 @@ static int blob_load_part(void *opaque, struct savevm_in *in, uint32_t len, char
 			stop_ok &= b->stop_seen[i] && (b->nstop == 0 || b->epoch == m[3]);
 		if (m[0] != b->nchunks || m[2] != b->cfg.stop_copy) {
 			snprintf(err, errlen, "%s: the source's blob has a different size", b->name);
+			return -EPROTO;
+		}
+		/* A real device starts blank: a chunk that never arrived is
+		 * lost even if its bytes happen to be what this one began with. */
+		if (b->nr_arrived != b->nchunks) {
+			snprintf(err, errlen, "%s: state incomplete (%llu of %llu chunks never arrived)", b->name,
+				 (unsigned long long)(b->nchunks - b->nr_arrived), (unsigned long long)b->nchunks);
 			return -EPROTO;
 		}
 		if (m[1] != seq_hash(b) || !stop_ok) {
@@ -352,6 +381,7 @@ static const struct savevm_ops blob_ops = {
 	.save_cleanup = blob_save_cleanup,
 	.pending = blob_pending,
 	.sync = blob_sync,
+	.load_setup = blob_load_setup,
 	.load_part = blob_load_part,
 	.load_complete = blob_load_complete,
 };
@@ -363,7 +393,8 @@ static int parse_size(const char *s, uint64_t *out)
 	char *end;
 	unsigned long long v;
 
-	if (!*s || *s == '-')
+	/* strtoull alone would take a sign and leading blanks */
+	if (*s < '0' || *s > '9')
 		return -EINVAL;
 	errno = 0;
 	v = strtoull(s, &end, 10);
@@ -443,6 +474,18 @@ int blob_parse(const char *spec, struct blob_config *c, char *err, size_t errlen
 	return 0;
 }
 
+/* The mutator thread, once the device has a dirty rate: a blob that is
+ * never rewritten (and a destination's) needs no thread. */
+static int start_mutator(struct blob *b)
+{
+	if (b->mutator_running || !b->rate)
+		return 0;
+	int r = -pthread_create(&b->mutator, NULL, mutator_main, b);
+
+	b->mutator_running = !r;
+	return r;
+}
+
 int blob_register(struct savevm_registry *reg, struct kvm_vm *vm, const struct blob_config *cfg,
 		  struct blob **out)
 {
@@ -460,7 +503,8 @@ int blob_register(struct savevm_registry *reg, struct kvm_vm *vm, const struct b
 	b->data = malloc(cfg->size);
 	b->seq = calloc(b->nchunks, sizeof(*b->seq));
 	b->stop_seen = calloc(b->nstop ? b->nstop : 1, 1);
-	int r = !b->data || !b->seq || !b->stop_seen ? -ENOMEM : dirty_bitmap_init(&b->dirty, b->nchunks);
+	b->arrived = calloc(b->nchunks, 1);
+	int r = !b->data || !b->seq || !b->stop_seen || !b->arrived ? -ENOMEM : dirty_bitmap_init(&b->dirty, b->nchunks);
 
 	/* real bytes: every chunk holds its first version */
 	for (uint64_t c = 0; !r && c < b->nchunks; c++)
@@ -469,8 +513,7 @@ int blob_register(struct savevm_registry *reg, struct kvm_vm *vm, const struct b
 		r = savevm_register(reg, b->name, 0, 1, true, &blob_ops, b);
 	if (!r) {
 		b->cfg.section_id = (uint32_t)savevm_registry_count(reg);	/* index + 1 */
-		r = -pthread_create(&b->mutator, NULL, mutator_main, b);
-		b->mutator_running = !r;
+		r = start_mutator(b);
 	}
 	if (r) {
 		blob_free(b);
@@ -480,11 +523,12 @@ int blob_register(struct savevm_registry *reg, struct kvm_vm *vm, const struct b
 	return 0;
 }
 
-void blob_set_dirty_rate(struct blob *b, uint64_t rate)
+int blob_set_dirty_rate(struct blob *b, uint64_t rate)
 {
 	pthread_mutex_lock(&b->lock);
 	b->rate = rate;
 	pthread_mutex_unlock(&b->lock);
+	return start_mutator(b);
 }
 
 const char *blob_id(const struct blob *b)
@@ -506,5 +550,6 @@ void blob_free(struct blob *b)
 	free(b->data);
 	free(b->seq);
 	free(b->stop_seen);
+	free(b->arrived);
 	free(b);
 }

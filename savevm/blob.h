@@ -24,7 +24,8 @@ int blob_parse(const char *spec, struct blob_config *c, char *err, size_t errlen
 /* Registers entry "blob-NAME" and starts its mutator thread. */
 int blob_register(struct savevm_registry *reg, struct kvm_vm *vm, const struct blob_config *c,
 		  struct blob **out);
-void blob_set_dirty_rate(struct blob *b, uint64_t rate);
+/* 0, or -errno when the mutator thread cannot start */
+int blob_set_dirty_rate(struct blob *b, uint64_t rate);
 const char *blob_id(const struct blob *b);
 void blob_free(struct blob *b);
 

@@ -3,7 +3,9 @@
  * channel on the destination. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ring/ring.h"
 #include "savevm/savevm.h"
@@ -175,11 +177,27 @@ int savevm_out_send_pages(struct savevm_out *out, struct savevm_sendpath *path, 
 
 /* ------------------------------------------------------- destination */
 
+/* Bytes in memory (savevm_in_init_mem) stand in for a connection that
+ * delivers them and then closes: all of a read or -EPIPE. */
+static int mem_take(struct savevm_in *in, size_t len, const uint8_t **p)
+{
+	if (in->mem_len - in->mem_pos < len) {
+		in->mem_pos = in->mem_len;
+		return -EPIPE;
+	}
+	*p = in->mem + in->mem_pos;
+	in->mem_pos += len;
+	return 0;
+}
+
 static int in_read(void *opaque, void *buf, size_t len)
 {
 	struct savevm_in *in = opaque;
-	int r = ring_recv(in->ch, buf, len);
+	const uint8_t *p = NULL;
+	int r = in->ch ? ring_recv(in->ch, buf, len) : mem_take(in, len, &p);
 
+	if (!r && !in->ch)
+		memcpy(buf, p, len);
 	if (!r)
 		in->bytes += len;
 	return r;
@@ -188,6 +206,11 @@ static int in_read(void *opaque, void *buf, size_t len)
 void savevm_in_init(struct savevm_in *in, struct ring_channel *ch)
 {
 	*in = (struct savevm_in){ .ch = ch, .src = { .read = in_read, .opaque = in } };
+}
+
+void savevm_in_init_mem(struct savevm_in *in, const uint8_t *buf, size_t len)
+{
+	*in = (struct savevm_in){ .mem = buf, .mem_len = len, .src = { .read = in_read, .opaque = in } };
 }
 
 uint8_t *savevm_in_scratch(struct savevm_in *in, size_t len)
@@ -207,18 +230,51 @@ void savevm_in_fini(struct savevm_in *in)
 	in->scratch_len = 0;
 }
 
+static int mem_readv(struct savevm_in *in, const struct iovec *iov, int iovcnt)
+{
+	for (int i = 0; i < iovcnt; i++) {
+		const uint8_t *p;
+		int r = mem_take(in, iov[i].iov_len, &p);
+
+		if (r)
+			return r;
+		memcpy(iov[i].iov_base, p, iov[i].iov_len);
+	}
+	return 0;
+}
+
 int savevm_in_readv(struct savevm_in *in, const struct iovec *iov, int iovcnt)
 {
-	int r = ring_recvv(in->ch, iov, iovcnt);
+	int r = in->ch ? ring_recvv(in->ch, iov, iovcnt) : mem_readv(in, iov, iovcnt);
 
 	if (!r)
 		in->bytes += iov_bytes(iov, iovcnt);
 	return r;
 }
 
+/* From memory, a splice is a pwrite: the file sees the same writes. */
+static int mem_splice(struct savevm_in *in, int fd, uint64_t off, size_t len)
+{
+	const uint8_t *p;
+	int r = mem_take(in, len, &p);
+
+	while (!r && len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return r;
+}
+
 int savevm_in_splice(struct savevm_in *in, int fd, uint64_t off, size_t len)
 {
-	int r = ring_recv_splice(in->ch, fd, off, len);
+	int r = in->ch ? ring_recv_splice(in->ch, fd, off, len) : mem_splice(in, fd, off, len);
 
 	if (!r)
 		in->bytes += len;

@@ -357,6 +357,12 @@ int savevm_load_stream(const struct savevm_load_env *env, struct savevm_in *in, 
 	}
 	*c = (struct load_ctx){ .env = env, .in = in, .err = err, .errlen = errlen };
 	err[0] = 0;
+	for (size_t i = 0; i < savevm_registry_count(env->reg); i++) {
+		struct savevm_entry *e = savevm_registry_at(env->reg, i);
+
+		if (e->ops->load_setup)
+			e->ops->load_setup(e->opaque);
+	}
 	int r = load_stream(c);
 
 	if (r && c->mr)

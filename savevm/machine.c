@@ -199,8 +199,11 @@ int machine_blob_set_dirty_rate(struct machine *m, const char *id, uint64_t rate
 {
 	for (unsigned int i = 0; i < m->nr_blobs; i++) {
 		if (!strcmp(blob_id(m->blobs[i]), id)) {
-			blob_set_dirty_rate(m->blobs[i], rate);
-			return 0;
+			int r = blob_set_dirty_rate(m->blobs[i], rate);
+
+			if (r)
+				snprintf(err, errlen, "cannot start the rewriting of '%s': %s", id, strerror(-r));
+			return r;
 		}
 	}
 	snprintf(err, errlen, "Device '%s' not found", id);

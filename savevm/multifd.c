@@ -465,9 +465,8 @@ static int recv_record(struct recv_chan *c, enum stream_rec_type t, bool *eof)
 	}
 }
 
-static void *recv_thread(void *arg)
+static int recv_loop(struct recv_chan *c)
 {
-	struct recv_chan *c = arg;
 	bool eof = false;
 	int r = 0;
 
@@ -478,9 +477,27 @@ static void *recv_thread(void *arg)
 		if (!r)
 			r = recv_record(c, t, &eof);
 	}
+	return r;
+}
+
+static void *recv_thread(void *arg)
+{
+	struct recv_chan *c = arg;
+	int r = recv_loop(c);
+
 	if (r)
 		recv_fail(c, r);
 	return NULL;
+}
+
+static int check_hello(const struct stream_chan_hello *h, const struct stream_channels *sc, char *err,
+		       size_t errlen)
+{
+	if (h->nr == sc->nr && h->cookie == sc->cookie)
+		return 0;
+	snprintf(err, errlen, "channel %u of %u does not belong to this migration (%u channels)", h->index, h->nr,
+		 sc->nr);
+	return -EPROTO;
 }
 
 /* Accept one connection and read its hello. */
@@ -501,12 +518,7 @@ static int accept_chan(struct ring_listener *l, const struct stream_channels *sc
 	}
 	savevm_in_init(&in, *chp);
 	r = stream_read_chan_hello(&in.src, h, err, errlen);
-	if (!r && (h->nr != sc->nr || h->cookie != sc->cookie)) {
-		snprintf(err, errlen, "channel %u of %u does not belong to this migration (%u channels)", h->index,
-			 h->nr, sc->nr);
-		r = -EPROTO;
-	}
-	return r;
+	return r ? r : check_hello(h, sc, err, errlen);
 }
 
 int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc, struct ring_channel *main,
@@ -619,4 +631,31 @@ void multifd_recv_free(struct multifd_recv *mr)
 	pthread_cond_destroy(&mr->cond);
 	free(mr->chans);
 	free(mr);
+}
+
+int multifd_recv_run_mem(const uint8_t *buf, size_t len, uint64_t cookie, multifd_ram_fn fn, void *opaque,
+			 uint64_t *pages, char *err, size_t errlen)
+{
+	struct multifd_recv mr = { .nr = 1, .fn = fn, .opaque = opaque };
+	struct recv_chan c = { .mr = &mr };
+	const struct stream_channels sc = { .nr = 1, .cookie = cookie };
+	struct stream_chan_hello h;
+	int r;
+
+	mr.chans = &c;
+	pthread_mutex_init(&mr.lock, NULL);
+	pthread_cond_init(&mr.cond, NULL);
+	savevm_in_init_mem(&c.in, buf, len);
+	r = stream_read_chan_hello(&c.in.src, &h, c.err, sizeof(c.err));
+	if (!r)
+		r = check_hello(&h, &sc, c.err, sizeof(c.err));
+	if (!r)
+		r = recv_loop(&c);
+	*pages = c.pages;
+	if (r)
+		snprintf(err, errlen, "%s", c.err[0] ? c.err : strerror(-r));
+	savevm_in_fini(&c.in);
+	pthread_mutex_destroy(&mr.lock);
+	pthread_cond_destroy(&mr.cond);
+	return r;
 }

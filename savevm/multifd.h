@@ -81,6 +81,11 @@ int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc
 /* Wait for every channel's EOF; the first error wins.  *pages = sum. */
 int multifd_recv_finish(struct multifd_recv *mr, uint64_t *pages, char *err, size_t errlen);
 void multifd_recv_abort(struct multifd_recv *mr);
+/* One RAM channel's whole connection, from len bytes at buf, on this
+ * thread: its hello (channel 0 of 1, with cookie), then its records up to
+ * its EOF, each RAM record through fn.  The fuzzer's way into a channel. */
+int multifd_recv_run_mem(const uint8_t *buf, size_t len, uint64_t cookie, multifd_ram_fn fn, void *opaque,
+			 uint64_t *pages, char *err, size_t errlen);
 void multifd_recv_free(struct multifd_recv *mr);
 
 #endif

@@ -396,7 +396,14 @@ static int load_in_runs(struct ram_handler *h, enum ram_recv_path path, struct s
 	 * also contiguous in RAM in one go */
 	for (uint32_t i = 0; i < count && !r; i++) {
 		if (hdrs[i] & STREAM_PAGE_ZERO) {
-			r = load_zero_page(h, pgs[i], err, errlen);
+			/* header order: a page of the pending run that the
+			 * record then names zero gets its data first */
+			if (pgs[i] >= run_first && pgs[i] < run_first + run_len) {
+				r = load_run(h, path, in, run_first, run_len, err, errlen);
+				run_len = 0;
+			}
+			if (!r)
+				r = load_zero_page(h, pgs[i], err, errlen);
 			continue;
 		}
 		h->written[pgs[i]] = 1;
@@ -498,6 +505,15 @@ static int ram_load(void *opaque, struct savevm_in *in, const uint64_t *hdrs, ui
 				      : load_in_runs(h, path, in, hdrs, pgs, count, err, errlen);
 }
 
+/* A new incoming stream: no page has been received yet. */
+static void ram_load_setup(void *opaque)
+{
+	struct ram_handler *h = opaque;
+
+	memset(h->written, 0, h->nr_pages);
+	atomic_store(&h->received, 0);
+}
+
 static const struct savevm_ops ram_ops = {
 	.save_setup = ram_save_setup,
 	.save_iterate = ram_save_iterate,
@@ -505,6 +521,7 @@ static const struct savevm_ops ram_ops = {
 	.save_cleanup = ram_save_cleanup,
 	.pending = ram_pending,
 	.sync = ram_sync,
+	.load_setup = ram_load_setup,
 	.load_ram = ram_load,
 };
 

@@ -83,15 +83,20 @@ int savevm_out_send_pages(struct savevm_out *out, struct savevm_sendpath *path, 
 /* Count bytes a RAM channel sent. */
 void savevm_out_account(struct savevm_out *out, size_t len);
 
-/* The destination's stream. */
+/* The destination's stream: a connection, or bytes in memory (ch NULL). */
 struct savevm_in {
 	struct ring_channel *ch;
+	const uint8_t *mem;		/* without ch: the bytes, read from mem_pos */
+	size_t mem_len, mem_pos;
 	uint64_t bytes;
 	struct stream_source src;	/* reads through ch, counting */
 	uint8_t *scratch;		/* this reader's own buffer (savevm_in_scratch) */
 	size_t scratch_len;
 };
 void savevm_in_init(struct savevm_in *in, struct ring_channel *ch);
+/* A stream of len bytes at buf that then ends, as if its peer closed (the
+ * fuzzers' way in: savevm_in_splice writes to the file with pwrite). */
+void savevm_in_init_mem(struct savevm_in *in, const uint8_t *buf, size_t len);
 /* A buffer of at least len bytes owned by this reader (a receiving thread
  * each): allocated at first use, kept until savevm_in_fini.  NULL when
  * out of memory. */
@@ -115,6 +120,9 @@ struct savevm_ops {
 	 * collects that state (a dirty sync), from the migration thread. */
 	uint64_t (*pending)(void *opaque, bool exact);
 	int (*sync)(void *opaque, bool final);
+	/* iterable, destination side, before the stream's first record:
+	 * forget anything an earlier load left (may be NULL) */
+	void (*load_setup)(void *opaque);
 	/* iterable, destination side: a PART record's payload (len bytes,
 	 * bounded by the codec) is read by the handler from in */
 	int (*load_part)(void *opaque, struct savevm_in *in, uint32_t len, char *err, size_t errlen);

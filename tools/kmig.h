@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tools/options.h"
 #include "tools/qmp-client.h"
 
 int cmd_run(int argc, char **argv);
@@ -13,8 +14,6 @@ int cmd_demo(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 
-int parse_u64(const char *s, uint64_t max, uint64_t *out);
-int parse_mem_mib(const char *s, uint64_t *mib);
 
 /* Start a migration over an open QMP connection and follow it to the end,
  * printing progress (a bar on a terminal, lines otherwise), the final
