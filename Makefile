@@ -1,8 +1,13 @@
 # Thin wrapper over meson. `make demo` and `make check` are all a newcomer needs.
 BUILD ?= build
+# the same tree built by clang with ASan+UBSan everywhere and the fuzz
+# harnesses as libFuzzer binaries: make check runs every test there too
+SAN_BUILD ?= build-san
 MESON_OPTS ?=
+# make fuzz FUZZ_SECONDS=600: how long each harness runs
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps configure demo check bench bench-converge bench-ring-loss clean
+.PHONY: all san deps configure san-configure demo check fuzz bench bench-converge bench-ring-loss clean
 
 all: configure
 	@ninja -C $(BUILD)
@@ -13,11 +18,21 @@ deps:
 configure:
 	@test -f $(BUILD)/build.ninja || meson setup $(BUILD) $(MESON_OPTS) >/dev/null
 
+san-configure:
+	@test -f $(SAN_BUILD)/build.ninja || CC=clang meson setup $(SAN_BUILD) -Dfuzz=true \
+		-Db_sanitize=address,undefined -Db_lundef=false $(MESON_OPTS) >/dev/null
+
+san: san-configure
+	@ninja -C $(SAN_BUILD)
+
 demo: deps all
 	@$(BUILD)/tools/kmig demo
 
-check: deps all
-	@scripts/run-tests.sh $(BUILD)
+check: deps all san
+	@scripts/run-tests.sh $(BUILD) $(SAN_BUILD)
+
+fuzz: deps san
+	@scripts/fuzz.sh $(SAN_BUILD) $(FUZZ_SECONDS)
 
 bench: deps all
 	@python3 bench/bench.py --build $(BUILD)
@@ -30,4 +45,4 @@ bench-ring-loss: deps all
 	@python3 bench/ring_loss.py --build $(BUILD)
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD)
