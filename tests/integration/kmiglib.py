@@ -120,7 +120,11 @@ class QMP:
 
 
 class Kmig:
-    """One `kmig run` process with its serial log and QMP socket."""
+    """One `kmig run` process with its serial log and QMP socket.  Every
+    instance a test makes is remembered: if the test fails, what each one
+    showed last is printed (see seen())."""
+
+    instances = []
 
     def __init__(self, workdir, name, guest="verify", params="", mem=256, vcpus=1,
                  incoming=None, extra=(), kernel=None, append=None, env=None, prefix=()):
@@ -146,6 +150,8 @@ class Kmig:
         self.proc = subprocess.Popen(self.args, stdout=self.err, stderr=self.err,
                                      env=dict(os.environ, **env) if env else None)
         self._qmp = None
+        self.last_seen = None
+        Kmig.instances.append(self)
 
     @property
     def qmp(self):
@@ -189,7 +195,41 @@ class Kmig:
         except subprocess.TimeoutExpired:
             return None
 
+    def _statuses(self):
+        """query-status and query-migrate, asked on a fresh connection with
+        a short timeout (the test's own connection may be mid-command)."""
+        if self.proc.poll() is not None:
+            return f"exited with status {self.proc.returncode}"
+        try:
+            q = QMP(self.qmp_path, timeout=1.0)
+            q.sock.settimeout(2.0)
+            try:
+                st = q.cmd("query-status")
+                mig = q.cmd("query-migrate")
+            finally:
+                q.close()
+        except Exception as e:  # a process that no longer answers is news too
+            return f"running, QMP does not answer ({e!r})"
+        keep = {k: mig[k] for k in ("status", "error-desc", "total-time", "downtime") if k in mig}
+        return f"run state {st.get('status')}; migration {keep}"
+
+    def seen(self):
+        """What this process showed: its state, its statuses, and the tails
+        of its stderr and of the guest's serial output."""
+        try:
+            err = self.stderr().splitlines()[-15:]
+        except OSError:
+            err = ["(no stderr file)"]
+        return "\n".join([f"--- {self.name}: {' '.join(self.args)}",
+                          f"    {self._statuses()}",
+                          "    stderr (last lines):"] + ["      " + l for l in err] +
+                         ["    guest serial (last lines):"] + ["      " + l for l in self.lines()[-10:]])
+
     def stop(self):
+        try:
+            self.last_seen = self.seen()
+        except Exception as e:
+            self.last_seen = f"--- {self.name}: could not look ({e!r})"
         if self.proc.poll() is None:
             try:
                 self.qmp.cmd("quit")
@@ -203,6 +243,43 @@ class Kmig:
         if self._qmp:
             self._qmp.close()
         self.err.close()
+
+
+def report_seen(exc_type, exc, tb):
+    """On a failed test: the traceback, then what every kmig process of
+    the test showed (a flaky failure must say what it saw)."""
+    sys.__excepthook__(exc_type, exc, tb)
+    if Kmig.instances and not issubclass(exc_type, (SystemExit, KeyboardInterrupt)):
+        print("=== what the test's kmig processes showed", file=sys.stderr)
+        for k in Kmig.instances:
+            try:
+                print(k.last_seen or k.seen(), file=sys.stderr)
+            except Exception as e:
+                print(f"--- {k.name}: could not look ({e!r})", file=sys.stderr)
+
+
+sys.excepthook = report_seen
+
+# The destination starts its vCPUs right after it acknowledged the stream,
+# which is when the source reports "completed"; docs/qmp.md ("When the
+# destination runs") bounds the gap.
+DEST_START_TIMEOUT = 10
+
+
+def wait_dest_running(dst, timeout=DEST_START_TIMEOUT):
+    """Wait, as a management tool must, for the destination of a migration
+    the source reported completed to run: its own query-migrate says
+    completed once its vCPUs run."""
+    deadline = time.time() + timeout
+    while True:
+        st = dst.qmp.cmd("query-status")
+        if st["status"] == "running":
+            return st
+        mig = dst.qmp.cmd("query-migrate")
+        if mig.get("status") == "failed" or time.time() > deadline:
+            raise AssertionError(f"{dst.name}: not running {timeout}s after the source completed: "
+                                 f"query-status {st}, query-migrate {mig}")
+        time.sleep(0.02)
 
 
 def verify_passes(line):

@@ -20,7 +20,7 @@ import re
 import statistics
 import time
 
-from kmiglib import QMPError, Kmig, free_port, require_kvm, wait_migration, workdir
+from kmiglib import QMPError, Kmig, free_port, require_kvm, wait_dest_running, wait_migration, workdir
 
 PARAMS = "ws=64,rate=48,compute=1"
 LINK = 16 << 20
@@ -137,7 +137,7 @@ def migrate(wd, name, dirty_limit):
         work = statistics.median(work_rates(src, engaged_at) or [0])
         assert info["downtime"] <= DOWNTIME, info
         assert q.cmd("query-vcpu-dirty-limit") == [], "the migration's limits outlived it"
-        assert dst.qmp.cmd("query-status")["status"] == "running"
+        wait_dest_running(dst)
         dst.wait_lines(r" work=", 2, timeout=20)
         print(f"with dirty-limit: completed in {info['total-time']} ms, downtime {info['downtime']} ms "
               f"(limit {DOWNTIME}), limit engaged at {engaged_t:.1f} s, most throttle-time-per-round / "

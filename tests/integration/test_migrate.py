@@ -21,7 +21,7 @@ import argparse
 import sys
 import time
 
-from kmiglib import (Kmig, free_port, require_kvm, verify_passes, wait_migration, workdir)
+from kmiglib import (Kmig, free_port, require_kvm, verify_passes, wait_dest_running, wait_migration, workdir)
 
 
 def one_run(args, n, wd):
@@ -54,7 +54,7 @@ def one_run(args, n, wd):
         info = wait_migration(src.qmp)
         assert info["status"] == "completed", info
         assert src.qmp.cmd("query-status")["status"] == "postmigrate"
-        assert dst.qmp.cmd("query-status")["status"] == "running"
+        wait_dest_running(dst)
         # the guest goes on, checking every page it rewrites, on the destination
         lines = dst.wait_lines(r" ok$", 3, timeout=30)
         after = verify_passes(lines[-1])

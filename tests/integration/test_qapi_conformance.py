@@ -26,7 +26,7 @@ import sys
 import time
 from collections import Counter
 
-from kmiglib import QMP, Kmig, Proxy, free_port, require_kvm, skip, workdir
+from kmiglib import QMP, Kmig, Proxy, free_port, require_kvm, skip, wait_dest_running, workdir
 from qapi_schema import Schema, opaque_extension, validate
 
 # shared/ sits beside the repository (the work tree, and CI's fresh clone);
@@ -333,7 +333,7 @@ def completed(ck, wd):
             time.sleep(0.05)
         for _ in range(2):
             ck.query(dst, "destination", label + "/after")
-        assert dst.qmp.cmd("query-status")["status"] == "running"
+        wait_dest_running(dst)
         dst.wait_lines(r" ok$", 1)
         assert not dst.failures() and not src.failures()
     finally:

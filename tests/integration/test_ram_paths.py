@@ -56,7 +56,7 @@ import sys
 import time
 import traceback
 
-from kmiglib import (Kmig, QMPError, free_port, require_kvm, skip, verify_passes, wait_migration,
+from kmiglib import (Kmig, QMPError, free_port, require_kvm, skip, verify_passes, wait_dest_running, wait_migration,
                      workdir)
 
 PAGE = 4096
@@ -150,7 +150,7 @@ def verify_run(args, wd, mode, channels, backend, n):
         info = wait_migration(src.qmp)
         assert info["status"] == "completed", f"migration did not complete: {info}"
         assert src.qmp.cmd("query-status")["status"] == "postmigrate"
-        assert dst.qmp.cmd("query-status")["status"] == "running"
+        wait_dest_running(dst)
         # pages dirtied in flight were sent again: more than the working set
         ws_pages = args.ws << 8
         normal = info["ram"]["normal"]
@@ -317,7 +317,7 @@ def scatter_run(args, wd, mode, channels, n):
         info = wait_migration(src.qmp)
         assert info["status"] == "completed", f"migration did not complete: {info}"
         assert src.qmp.cmd("query-status")["status"] == "postmigrate"
-        assert dst.qmp.cmd("query-status")["status"] == "running"
+        wait_dest_running(dst)
 
         # memory first, before anything else can touch it
         low = min(args.scatter_mem << 20, LOW_RAM_END)

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 
-from kmiglib import Kmig, free_port, require_kvm, wait_migration, wait_text, workdir
+from kmiglib import Kmig, free_port, require_kvm, wait_dest_running, wait_migration, wait_text, workdir
 
 WINDOW = 0.1
 
@@ -109,7 +109,7 @@ def one_run(args, channels, wd):
               f"(allowed {allowed / (1 << 20):.2f}); total-time {info['total-time']} ms")
         assert avg <= limit * 1.05, f"average {avg:.0f} B/s is above the limit {limit}"
         assert worst <= allowed, f"a {WINDOW}s window carried {worst} bytes, more than {allowed:.0f}"
-        assert dst.qmp.cmd("query-status")["status"] == "running"
+        wait_dest_running(dst)
     finally:
         proxy.close()
         src.stop()

@@ -15,7 +15,7 @@ blob devices (iterable devices standing in for VFIO state).
 import struct
 import time
 
-from kmiglib import Kmig, Proxy, free_port, require_kvm, verify_passes, wait_migration, workdir
+from kmiglib import Kmig, Proxy, free_port, require_kvm, verify_passes, wait_dest_running, wait_migration, workdir
 
 DEVICES = ["--device", "blob,id=gpu0,size=32M,dirty-rate=256M,stop-copy=2M",
            "--device", "blob,id=nic1,size=4M"]
@@ -69,7 +69,7 @@ def stall_then_recover(wd):
         dinfo = dst.qmp.cmd("query-migrate")
         loads = {(d["name"], d["instance-id"]) for d in dinfo["x-kmig-device-load-times"]}
         assert NON_ITERABLE <= loads, dinfo
-        assert dst.qmp.cmd("query-status")["status"] == "running"
+        wait_dest_running(dst)
         after = verify_passes(dst.wait_lines(r" ok$", 2)[-1])
         assert after and not dst.failures()
         slowest = max(times, key=times.get)

@@ -12,7 +12,7 @@ limit, and the switchover's expected-downtime must be what it was when
 decided (present, and no more than the limit).  The stall signal must
 not have fired.  The rule's arithmetic (when it stops, the cap, no
 overflow) is tested in tests/unit/savevm/test_switchover.c."""
-from kmiglib import Kmig, free_port, require_kvm, wait_migration, workdir
+from kmiglib import Kmig, free_port, require_kvm, wait_dest_running, wait_migration, workdir
 
 
 def main():
@@ -37,7 +37,7 @@ def main():
         exp = x.get("switchover-expected-downtime")
         assert exp is not None and exp <= 300, f"switchover-expected-downtime {exp}"
         assert not info.get("x-kmig-stall", {}).get("stalled"), info.get("x-kmig-stall")
-        assert dst.qmp.cmd("query-status")["status"] == "running"
+        wait_dest_running(dst)
         print(f"ok: {x['passes']} passes of which {x['shrink-passes']} after the rest fit; "
               f"downtime {info['downtime']} ms (expected {exp}), total {info['total-time']} ms, "
               f"{info['ram']['transferred'] >> 20} MiB")
