@@ -120,6 +120,7 @@ struct dst_report {
 };
 
 struct dst {
+	const struct ramlink_opts *o;
 	struct kvm_mem *mem;
 	struct savevm_registry *reg;
 	struct ram_handler *ram;
@@ -151,6 +152,13 @@ static int dst_receive(struct dst *d, struct dst_report *rep)
 	}
 	double cpu0 = cpu_s();
 
+	ring_channel_set_timeout(d->ch, d->o->io_timeout_ms);
+	if (d->o->silent == RAMLINK_SILENT_DST) {
+		/* hold the connection and read nothing */
+		usleep(4000 * (useconds_t)d->o->io_timeout_ms);
+		rep->done_at = now_s();
+		return 0;
+	}
 	savevm_in_init(&in, d->ch);
 	r = savevm_load_stream(&env, &in, rep->err, sizeof(rep->err));
 	savevm_in_fini(&in);
@@ -164,7 +172,7 @@ static int dst_receive(struct dst *d, struct dst_report *rep)
 /* The child: listen, tell the parent where, receive, report. */
 static void dst_main(const struct ramlink_opts *o, int to_parent)
 {
-	struct dst d = { 0 };
+	struct dst d = { .o = o };
 	struct dst_report rep = { 0 };
 	struct ring_uri uri;
 	char where[300] = "";
@@ -331,10 +339,16 @@ static int src_run(struct src *s, const char *where)
 		snprintf(s->err, sizeof(s->err), "cannot connect to %s: %s", where, strerror(-r));
 		return r;
 	}
+	ring_channel_set_timeout(s->out.ch, s->o->io_timeout_ms);
 	savevm_sendpath_init(&s->out.path, s->out.ch, s->o->send_mode);
 	r = send_declarations(s);
 	if (!r && s->o->channels)
 		r = open_channels(s, &uri);
+	if (!r && s->o->silent == RAMLINK_SILENT_SRC) {
+		usleep(4000 * (useconds_t)s->o->io_timeout_ms);
+		snprintf(s->err, sizeof(s->err), "source: silent on purpose");
+		return -ECANCELED;
+	}
 	if (!r)
 		r = s->ops->save_setup(s->opaque, &s->out, s->err, sizeof(s->err));
 	if (!r)
@@ -406,6 +420,8 @@ static int src_side(const struct ramlink_opts *o, struct src *s, const char *whe
 	double t0 = now_s(), cpu0 = cpu_s();
 
 	r = src_run(s, where);
+	res->src_status = r;
+	res->src_end = now_s() - t0;
 	res->src_cpu = cpu_s() - cpu0;
 	res->bytes = atomic_load(&s->out.bytes);
 	ram_handler_stats(s->ram, &res->src);
@@ -418,6 +434,8 @@ static int src_side(const struct ramlink_opts *o, struct src *s, const char *whe
 		goto out;
 	}
 	res->seconds = rep.done_at - t0;
+	res->dst_status = rep.status;
+	res->dst_end = rep.done_at - t0;
 	res->dst_cpu = rep.cpu;
 	res->dst_pages = rep.pages;
 	snprintf(res->recv_path, sizeof(res->recv_path), "%s", rep.recv_path);

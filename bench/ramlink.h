@@ -39,6 +39,13 @@ struct ramlink_opts {
 	void (*writer)(struct kvm_mem *src, void *ctx, volatile bool *stop);
 	void *ctx;
 	unsigned int live_passes;	/* passes with the writer running (>= 1) */
+	/* faults: each side's x-kmig-io-timeout (0 = none), and a side that
+	 * goes silent without closing: the destination right after accepting
+	 * (it reads nothing), or the source right after its declarations and
+	 * RAM channels (it sends nothing more); it stays silent for four
+	 * timeouts, then goes away */
+	int io_timeout_ms;
+	enum ramlink_silent { RAMLINK_SILENT_NONE, RAMLINK_SILENT_DST, RAMLINK_SILENT_SRC } silent;
 };
 
 struct ramlink_result {
@@ -52,6 +59,8 @@ struct ramlink_result {
 	uint64_t dst_populated;		/* destination pages that are not holes */
 	uint64_t src_populated;
 	uint64_t holes_filled;		/* source holes that are data on the destination */
+	int src_status, dst_status;	/* each side's result (0 or -errno) */
+	double src_end, dst_end;	/* seconds from the start until each side ended */
 	char recv_path[32];		/* the destination's */
 	char err[1200];			/* both sides' reasons */
 };

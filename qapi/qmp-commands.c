@@ -231,6 +231,7 @@ int qmp_migration_cap_lookup(const char *name)
 	/* kmig's own: the stall window (docs/qmp.md) */                     \
 	X("x-kmig-stall-iterations", UINT64, MIGRATION_PARAM_STALL_ITERATIONS) \
 	X("x-kmig-stall-ms", UINT64, MIGRATION_PARAM_STALL_MS)              \
+	X("x-kmig-io-timeout", UINT64, MIGRATION_PARAM_IO_TIMEOUT)          \
 	X("x-kmig-send-mode", STR, MIGRATION_PARAM_SEND_MODE)
 
 struct param_info {
@@ -483,6 +484,9 @@ static JsonNode *cmd_migrate_set_parameters(struct qmp_server *s, struct qmp_con
 		case MIGRATION_PARAM_STALL_MS:
 			p.stall_ms = (uint64_t)json_node_get_int(n);
 			break;
+		case MIGRATION_PARAM_IO_TIMEOUT:
+			p.io_timeout_ms = (uint64_t)json_node_get_int(n);
+			break;
 		case MIGRATION_PARAM_AVAIL_SWITCHOVER_BANDWIDTH:
 			p.avail_switchover_bandwidth = (uint64_t)json_node_get_int(n);
 			break;
@@ -543,6 +547,7 @@ static JsonNode *cmd_query_migrate_parameters(struct qmp_server *s, struct qmp_c
 	qmp_builder_add_uint(b, "vcpu-dirty-limit", p.vcpu_dirty_limit);
 	qmp_builder_add_uint(b, "x-kmig-stall-iterations", p.stall_iterations);
 	qmp_builder_add_uint(b, "x-kmig-stall-ms", p.stall_ms);
+	qmp_builder_add_uint(b, "x-kmig-io-timeout", p.io_timeout_ms);
 	json_builder_set_member_name(b, "x-kmig-send-mode");
 	json_builder_add_string_value(b, savevm_send_mode_name(p.send_mode));
 	json_builder_end_object(b);

@@ -96,6 +96,7 @@ struct ring_channel {
 	uint8_t *zc_prefix;		/* RING_ZC_SLOTS * RING_ZC_PREFIX_MAX */
 	int pipe[2];			/* splice receive, created on first use */
 	size_t pipe_size;
+	int timeout_ms;			/* no completion for this long: -ETIMEDOUT; 0 = none */
 };
 
 struct ring_listener {
@@ -554,18 +555,28 @@ static int ring_reap(struct ring_channel *ch, bool submit, int *res, unsigned in
 	struct io_uring_cqe *cqe;
 	int ret;
 
+	struct __kernel_timespec ts = { ch->timeout_ms / 1000, (long long)(ch->timeout_ms % 1000) * 1000000 };
+
 	if (submit) {
 		/* io_uring_enter() returns the submitted count even when the
-		 * wait is interrupted, so -EINTR means the SQE is still queued. */
+		 * wait is interrupted, so -EINTR means the SQE is still queued.
+		 * With a timeout the wait is a separate call (one more syscall
+		 * per operation, against transfers of up to a MiB). */
 		do {
-			ret = io_uring_submit_and_wait(&ch->ring, 1);
+			ret = ch->timeout_ms ? io_uring_submit(&ch->ring) : io_uring_submit_and_wait(&ch->ring, 1);
 		} while (ret == -EINTR);
 		if (ret < 0)
 			goto broken;
 	}
 	do {
-		ret = io_uring_wait_cqe(&ch->ring, &cqe);
+		ret = ch->timeout_ms ? io_uring_wait_cqe_timeout(&ch->ring, &cqe, &ts)
+				     : io_uring_wait_cqe(&ch->ring, &cqe);
 	} while (ret == -EINTR);
+	/* Nothing completed for the whole timeout: the peer neither sends
+	 * nor reads.  The operation is still in flight, so the channel is
+	 * unusable from here on (broken), as after any ring failure. */
+	if (ret == -ETIME)
+		ret = -ETIMEDOUT;
 	if (ret < 0)
 		goto broken;
 	if (cqe->flags & IORING_CQE_F_NOTIF) {
@@ -924,6 +935,11 @@ int ring_recv_splice(struct ring_channel *ch, int fd, uint64_t off, size_t len)
 
 		if (in < 0 && errno == EINTR)
 			continue;
+		if (in < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			/* SO_RCVTIMEO (ring_channel_set_timeout) ran out */
+			ch->broken = -ETIMEDOUT;
+			return ring_io_error(ch, -ETIMEDOUT);
+		}
 		if (in <= 0)
 			return ring_io_error(ch, in == 0 ? -EPIPE : -errno);
 		ring_account(ch, false, (int)in);
@@ -975,6 +991,22 @@ int ring_poll_readable(struct ring_channel *ch, int timeout_ms)
 		ret = ring_check(ch);
 		return ret ? ret : 1;
 	}
+}
+
+void ring_channel_set_timeout(struct ring_channel *ch, int timeout_ms)
+{
+	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+
+	if (!ch || timeout_ms < 0)
+		return;
+	ch->timeout_ms = timeout_ms;
+	/* the splice receive is a plain blocking syscall */
+	setsockopt(ch->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+int ring_channel_timeout(const struct ring_channel *ch)
+{
+	return ch ? ch->timeout_ms : 0;
 }
 
 void ring_channel_abort(struct ring_channel *ch)

@@ -82,6 +82,13 @@ int ring_recv(struct ring_channel *ch, void *buf, size_t len);
 /* Receive into several buffers (e.g. page payloads straight into guest RAM). */
 int ring_recvv(struct ring_channel *ch, const struct iovec *iov, int iovcnt);
 
+/* From now on, any send or receive on ch during which nothing at all
+ * completes for timeout_ms (a peer that neither sends nor reads, without
+ * closing) fails with -ETIMEDOUT, and ch is unusable after.  0 = wait
+ * for ever (the default). */
+void ring_channel_set_timeout(struct ring_channel *ch, int timeout_ms);
+int ring_channel_timeout(const struct ring_channel *ch);
+
 /* Wait up to timeout_ms for data to be readable: 1 readable, 0 timeout. */
 int ring_poll_readable(struct ring_channel *ch, int timeout_ms);
 

@@ -303,9 +303,10 @@ static int load_stream(struct load_ctx *c)
 }
 
 /* The main stream failed with RAM channels open: stop them, and if the
- * main stream only broke because the source gave up after a channel
- * failed, report that channel's reason instead. */
-static void channel_failure(struct load_ctx *c, int r)
+ * main stream only broke because a channel failed first (the source gave
+ * up, or the channel stopped the main reads), report that channel's
+ * reason and error instead.  Returns the error to report. */
+static int channel_failure(struct load_ctx *c, int r)
 {
 	char cerr[512];
 	uint64_t pages;
@@ -313,8 +314,11 @@ static void channel_failure(struct load_ctx *c, int r)
 	multifd_recv_abort(c->mr);
 	int cr = multifd_recv_finish(c->mr, &pages, cerr, sizeof(cerr));
 
-	if (cr && cr != -ECANCELED && (r == -EPIPE || r == -ECANCELED))
+	if (cr && cr != -ECANCELED && (r == -EPIPE || r == -ECANCELED)) {
 		snprintf(c->err, c->errlen, "%s", cerr);
+		return cr;
+	}
+	return r;
 }
 
 int savevm_load_apply_devices(struct savevm_registry *reg, char *err, size_t errlen)
@@ -366,7 +370,7 @@ int savevm_load_stream(const struct savevm_load_env *env, struct savevm_in *in, 
 	int r = load_stream(c);
 
 	if (r && c->mr)
-		channel_failure(c, r);
+		r = channel_failure(c, r);
 	end_recv_channels(c);
 	if (r && !err[0])
 		snprintf(err, errlen, "%s", strerror(-r));

@@ -224,6 +224,7 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 	m->params.downtime_limit_ms = DEFAULT_DOWNTIME_LIMIT_MS;
 	m->params.stall_iterations = DEFAULT_STALL_ITERATIONS;
 	m->params.stall_ms = DEFAULT_STALL_MS;
+	m->params.io_timeout_ms = MIGRATION_IO_TIMEOUT_DEFAULT_MS;
 	m->params.multifd_channels = 2;	/* QEMU's default */
 	m->params.vcpu_dirty_limit = 1;	/* QEMU's defaults */
 	m->params.vcpu_dirty_limit_period_ms = 1000;
@@ -655,6 +656,11 @@ int machine_set_params(struct machine *m, const struct migration_params *p, unsi
 		snprintf(err, errlen, "the stall window needs at least 1 iteration and at most 3600000 ms");
 		return -EINVAL;
 	}
+	if ((mask & MIGRATION_PARAM_IO_TIMEOUT) && p->io_timeout_ms > MIGRATION_IO_TIMEOUT_MAX_MS) {
+		snprintf(err, errlen, "Parameter 'x-kmig-io-timeout' expects an integer in the range of 0 to %u ms",
+			 MIGRATION_IO_TIMEOUT_MAX_MS);
+		return -EINVAL;
+	}
 	if ((mask & MIGRATION_PARAM_VCPU_DIRTY_LIMIT) && p->vcpu_dirty_limit < 1) {
 		snprintf(err, errlen, "Parameter 'vcpu_dirty_limit' must be greater than 1 MB/s");
 		return -EINVAL;
@@ -680,6 +686,8 @@ int machine_set_params(struct machine *m, const struct migration_params *p, unsi
 		m->params.stall_iterations = p->stall_iterations;
 	if (mask & MIGRATION_PARAM_STALL_MS)
 		m->params.stall_ms = p->stall_ms;
+	if (mask & MIGRATION_PARAM_IO_TIMEOUT)
+		m->params.io_timeout_ms = p->io_timeout_ms;
 	if (mask & MIGRATION_PARAM_AVAIL_SWITCHOVER_BANDWIDTH)
 		m->params.avail_switchover_bandwidth = p->avail_switchover_bandwidth;
 	if (mask & MIGRATION_PARAM_MULTIFD_CHANNELS)

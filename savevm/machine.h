@@ -198,6 +198,12 @@ struct migration_params {
 	 * passes AND this many ms (extensions, defaults 5 and 5000) */
 	uint64_t stall_iterations;
 	uint64_t stall_ms;
+	/* extension x-kmig-io-timeout: a migration connection on which nothing
+	 * at all is sent or received for this long (a peer gone silent
+	 * without closing) fails the migration; also bounds the wait for the
+	 * destination's acknowledgement.  ms, 0 = wait for ever, default
+	 * 30000, at most 3600000. */
+	uint64_t io_timeout_ms;
 	/* QEMU's: bytes/s the switchover decision assumes instead of the
 	 * measured bandwidth (0 = use the measured one) */
 	uint64_t avail_switchover_bandwidth;
@@ -273,6 +279,9 @@ void machine_get_params(struct machine *m, struct migration_params *p);
 #define MIGRATION_PARAM_DIRTY_LIMIT (1u << 9)
 #define MIGRATION_PARAM_VCPU_DIRTY_LIMIT (1u << 10)
 #define MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD (1u << 11)
+#define MIGRATION_PARAM_IO_TIMEOUT (1u << 12)
+#define MIGRATION_IO_TIMEOUT_DEFAULT_MS 30000u
+#define MIGRATION_IO_TIMEOUT_MAX_MS 3600000u
 int machine_set_params(struct machine *m, const struct migration_params *p, unsigned int mask,
 		       char *err, size_t errlen);
 

@@ -23,7 +23,6 @@
 #include "savevm/machine-int.h"
 #include "savevm/switchover.h"
 
-#define ACK_TIMEOUT_MS 30000
 #define CONNECT_TIMEOUT_MS 5000
 
 uint64_t migration_now_ns(void)
@@ -336,10 +335,11 @@ static int wait_ack(struct machine *m, struct ring_channel *ch)
 	struct savevm_in in;
 	char msg[STREAM_MAX_ACK_MSG + 1], err[256];
 	int32_t status;
-	int r = ring_poll_readable(ch, ACK_TIMEOUT_MS);
+	int timeout = ring_channel_timeout(ch);
+	int r = ring_poll_readable(ch, timeout ? timeout : -1);
 
 	if (r == 0) {
-		set_error(m, "no acknowledgement from the destination");
+		set_error(m, "no acknowledgement from the destination within %d ms (x-kmig-io-timeout)", timeout);
 		return -ETIMEDOUT;
 	}
 	savevm_in_init(&in, ch);
@@ -426,15 +426,16 @@ static int stop_and_copy(struct machine *m, struct savevm_out *out)
 	return r;
 }
 
-static void source_fail(struct machine *m, int r)
+/* io_timeout: the connection's, for the message of a timeout */
+static void source_fail(struct machine *m, int r, int io_timeout)
 {
 	bool cancelled = m->mig.cancel;
 
-	if (!cancelled) {
-		char why[128];
-		snprintf(why, sizeof(why), "%s", strerror(-r));
-		set_error(m, "migration failed: %s", why);
-	}
+	if (!cancelled && r == -ETIMEDOUT)
+		set_error(m, "migration failed: the destination took nothing and said nothing for %d ms "
+			  "(x-kmig-io-timeout)", io_timeout);
+	else if (!cancelled)
+		set_error(m, "migration failed: %s", strerror(-r));
 	pthread_mutex_lock(&m->lock);
 	bool resume = m->runstate == RUNSTATE_FINISH_MIGRATE && m->mig.resume_on_fail;
 
@@ -497,6 +498,7 @@ static void *source_main(void *arg)
 	pthread_mutex_lock(&m->lock);
 	unsigned int nr_channels = m->params.multifd ? (unsigned int)m->params.multifd_channels : 0;
 	enum savevm_send_mode mode = m->params.zero_copy_send ? SAVEVM_SEND_ZC : m->params.send_mode;
+	int io_timeout = (int)m->params.io_timeout_ms;
 	pthread_mutex_unlock(&m->lock);
 
 	if (!r)
@@ -505,6 +507,8 @@ static void *source_main(void *arg)
 		set_error(m, "cannot connect to the destination: %s", err[0] ? err : strerror(-r));
 		goto fail;
 	}
+	/* the RAM channels inherit it (multifd.c) */
+	ring_channel_set_timeout(ch, io_timeout);
 	pthread_mutex_lock(&m->lock);
 	m->mig.ch = ch;
 	pthread_mutex_unlock(&m->lock);
@@ -564,7 +568,7 @@ fail:
 	m->mig.end_ns = migration_now_ns();
 	m->mig.ch = NULL;
 	pthread_mutex_unlock(&m->lock);
-	source_fail(m, r);
+	source_fail(m, r, ring_channel_timeout(ch));
 	if (ch)
 		ring_channel_close(ch);
 	savevm_rate_destroy(&rate);
@@ -666,6 +670,9 @@ static void *incoming_main(void *arg)
 	pthread_mutex_lock(&m->lock);
 	m->mig.ch = ch;
 	m->mig.start_ns = migration_now_ns();
+	/* a source gone silent must not keep this side waiting for ever; the
+	 * RAM channels inherit it (multifd.c) */
+	ring_channel_set_timeout(ch, (int)m->params.io_timeout_ms);
 	pthread_mutex_unlock(&m->lock);
 	migration_set_status(m, MIGRATION_STATUS_ACTIVE);
 	r = load_incoming(m, ch, err, sizeof(err));
@@ -673,6 +680,9 @@ static void *incoming_main(void *arg)
 
 	if (!r)
 		r = savevm_load_apply_devices(m->reg, err, sizeof(err));
+	if (r == -ETIMEDOUT)	/* what the reader saw says less than this */
+		snprintf(err, sizeof(err), "the source sent nothing for %d ms (x-kmig-io-timeout)",
+			 ring_channel_timeout(ch));
 	if (r) {
 		if (!err[0])
 			snprintf(err, sizeof(err), "%s", strerror(-r));

@@ -177,6 +177,8 @@ int multifd_send_start(struct savevm_out *out, const struct ring_uri *uri, unsig
 		c->mf = mf;
 		c->index = i;
 		r = ring_connect(uri, CONNECT_TIMEOUT_MS, &c->ch);
+		/* a silent destination times out on every channel alike */
+		ring_channel_set_timeout(c->ch, ring_channel_timeout(out->ch));
 		if (!r)
 			r = send_hello(c, cookie);
 		if (r) {
@@ -553,6 +555,7 @@ int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc
 		}
 		struct recv_chan *c = &mr->chans[h.index];
 
+		ring_channel_set_timeout(ch, ring_channel_timeout(main));
 		c->mr = mr;
 		c->index = h.index;
 		c->ch = ch;

@@ -534,6 +534,8 @@ int machine_set_params(struct machine *m, const struct migration_params *p, unsi
 		m->params.vcpu_dirty_limit = p->vcpu_dirty_limit;
 	if (mask & MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD)
 		m->params.vcpu_dirty_limit_period_ms = p->vcpu_dirty_limit_period_ms;
+	if (mask & MIGRATION_PARAM_IO_TIMEOUT)
+		m->params.io_timeout_ms = p->io_timeout_ms;
 out:
 	g_mutex_unlock(&m->lock);
 	return ret;

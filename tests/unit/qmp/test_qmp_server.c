@@ -1020,7 +1020,8 @@ static void check_params(struct tclient *c, int64_t downtime, int64_t bw)
 	JsonObject *o = ret_obj(r);
 	static const char *const m[] = { "downtime-limit", "max-bandwidth", "avail-switchover-bandwidth",
 					 "multifd-channels", "x-vcpu-dirty-limit-period", "vcpu-dirty-limit",
-					 "x-kmig-stall-iterations", "x-kmig-stall-ms", "x-kmig-send-mode", NULL };
+					 "x-kmig-stall-iterations", "x-kmig-stall-ms", "x-kmig-io-timeout",
+					 "x-kmig-send-mode", NULL };
 
 	assert_members(o, m);
 	assert_int_equal(json_object_get_int_member(o, "downtime-limit"), downtime);
@@ -1089,6 +1090,12 @@ static void test_parameters(void **state)
 	cmd_err(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"max-bandwidth\": 1}}", ge,
 		"max-bandwidth too small for this guest");
 	check_params(c, 300, 0);
+	/* kmig's peer timeout round-trips */
+	cmd_ok(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"x-kmig-io-timeout\": 2500}}");
+	JsonNode *io = cmd(c, "{\"execute\": \"query-migrate-parameters\"}");
+
+	assert_int_equal(json_object_get_int_member(ret_obj(io), "x-kmig-io-timeout"), 2500);
+	json_node_unref(io);
 	tc_close(c);
 }
 

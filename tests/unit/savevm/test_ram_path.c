@@ -9,6 +9,7 @@
  * a data page turned zero (a zero header after data), a zero page turned
  * data, data only in a page's last bytes, and pages on both sides of the
  * 3 GiB..4 GiB hole in guest physical space. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -230,6 +231,43 @@ static void paced(void **state)
 	run(&o, &g);
 }
 
+/* A peer that goes silent without closing: the other side fails with
+ * -ETIMEDOUT after x-kmig-io-timeout (here 400 ms), not later than a few
+ * timeouts, on the main connection and with RAM channels. */
+#define SILENT_TIMEOUT_MS 400
+
+static void silent_peer(enum ramlink_silent who, unsigned int channels)
+{
+	/* more than the socket buffers hold, so that a source blocks */
+	struct guest g = { .lo_pages = 8192 };
+	struct ramlink_opts o = { .mem_bytes = 64 * MiB, .channels = channels, .send_mode = SAVEVM_SEND_COPY,
+				  .uri = "tcp:127.0.0.1:0", .fill = fill, .ctx = &g,
+				  .io_timeout_ms = SILENT_TIMEOUT_MS, .silent = who };
+	struct ramlink_result res;
+	int r = ramlink_run(&o, &res);
+	int status = who == RAMLINK_SILENT_DST ? res.src_status : res.dst_status;
+	double end = who == RAMLINK_SILENT_DST ? res.src_end : res.dst_end;
+
+	if (status != -ETIMEDOUT || end < SILENT_TIMEOUT_MS / 1000.0 || end > 4 * SILENT_TIMEOUT_MS / 1000.0)
+		fail_msg("silent %s, %u channels: the other side ended with %d (%s) after %.2f s (want -ETIMEDOUT "
+			 "after %d ms); ramlink %d: %s", who == RAMLINK_SILENT_DST ? "destination" : "source", channels,
+			 status, strerror(-status), end, SILENT_TIMEOUT_MS, r, res.err);
+}
+
+static void silent_destination(void **state)
+{
+	(void)state;
+	silent_peer(RAMLINK_SILENT_DST, 0);
+	silent_peer(RAMLINK_SILENT_DST, 2);
+}
+
+static void silent_source(void **state)
+{
+	(void)state;
+	silent_peer(RAMLINK_SILENT_SRC, 0);
+	silent_peer(RAMLINK_SILENT_SRC, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -238,6 +276,7 @@ int main(void)
 		cmocka_unit_test(rewritten_main),	cmocka_unit_test(rewritten_channels),
 		cmocka_unit_test(recv_paths),		cmocka_unit_test(high_ram),
 		cmocka_unit_test(unix_socket),		cmocka_unit_test(paced),
+		cmocka_unit_test(silent_destination),	cmocka_unit_test(silent_source),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
