@@ -24,6 +24,7 @@
 #include "qapi/qmp-internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -73,6 +74,12 @@ struct qmp_server {
 	GSource *reap_src;
 	struct event_sink *sink;
 	bool shutdown_sent;	/* SHUTDOWN went out: no second one */
+	/* A descriptor held in reserve: out of descriptors, it is given up
+	 * for a moment to accept a waiting client and close it at once.
+	 * Otherwise the client would stay queued, the listening socket stay
+	 * readable, and the main loop spin on it at full CPU. */
+	int reserve_fd;
+	bool said_emfile;	/* reported once per shortage */
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -559,6 +566,26 @@ void qmp_server_adopt(struct qmp_server *s, int fd)
 	client_new(s, fd);
 }
 
+/* Out of descriptors with a client waiting: turn it away (it sees the
+ * connection closed) rather than leave it queued.  Returns whether one
+ * was turned away. */
+static bool refuse_one(struct qmp_server *s, int lfd)
+{
+	if (s->reserve_fd < 0)
+		return false;
+	close(s->reserve_fd);
+	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+
+	if (fd >= 0)
+		close(fd);
+	s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (!s->said_emfile) {
+		fprintf(stderr, "kmig: QMP: out of file descriptors; turning clients away\n");
+		s->said_emfile = true;
+	}
+	return fd >= 0;
+}
+
 static gboolean on_accept(GSocket *ls, GIOCondition cond, gpointer data)
 {
 	struct qmp_server *s = data;
@@ -567,11 +594,13 @@ static gboolean on_accept(GSocket *ls, GIOCondition cond, gpointer data)
 	for (;;) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
-		if (fd < 0) {
-			if (errno == EINTR)
-				continue;
-			break; /* EAGAIN, or out of descriptors: try later */
-		}
+		if (fd < 0 && errno == EINTR)
+			continue;
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE) && refuse_one(s, lfd))
+			continue;
+		if (fd < 0)
+			break;	/* EAGAIN: all taken */
+		s->said_emfile = false;
 		client_new(s, fd);
 	}
 	return G_SOURCE_CONTINUE;
@@ -879,6 +908,7 @@ int qmp_server_start(struct machine *m, const char *socket_path, struct qmp_serv
 	s->dev = st.st_dev;
 	s->ino = st.st_ino;
 	s->listener = ls;
+	s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	s->clients = g_ptr_array_new_with_free_func(client_free);
 
 	s->sink = g_new0(struct event_sink, 1);
@@ -941,6 +971,8 @@ void qmp_server_stop(struct qmp_server *s)
 	drop_source(&s->listen_src);
 	g_socket_close(s->listener, NULL);
 	g_object_unref(s->listener);
+	if (s->reserve_fd >= 0)
+		close(s->reserve_fd);
 	/* unlink only what is still our socket */
 	if (lstat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
 		unlink(s->path);

@@ -91,6 +91,7 @@ struct machine {
 	struct machine_config cfg;
 	char *cmdline;
 	FILE *serial;
+	bool serial_failed;	/* a write failed and was reported; quiet until one works */
 	bool serial_owned;
 
 	struct kvm_vm *vm;

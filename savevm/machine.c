@@ -71,13 +71,26 @@ void migration_set_status(struct machine *m, enum migration_status s)
 
 /* ---- guest callbacks (vCPU threads) ---- */
 
+/* The guest's serial output.  A file that fails (a full disk, a reader
+ * gone) loses output, never the guest: it is said once, and again only
+ * after writes worked in between. */
 static void on_serial(void *opaque, const char *buf, size_t len)
 {
 	struct machine *m = opaque;
+	bool flushed = memchr(buf, '\n', len) != NULL;
+	bool failed = fwrite(buf, 1, len, m->serial) != len;
 
-	fwrite(buf, 1, len, m->serial);
-	if (memchr(buf, '\n', len))
-		fflush(m->serial);
+	if (flushed)
+		failed |= fflush(m->serial) != 0;
+	if (failed) {
+		if (!m->serial_failed)
+			fprintf(stderr, "kmig: serial output '%s': %s; the guest's output is being lost\n",
+				m->cfg.serial_path ? m->cfg.serial_path : "stdout", strerror(errno));
+		clearerr(m->serial);
+		m->serial_failed = true;
+	} else if (flushed) {
+		m->serial_failed = false;	/* a whole line reached the file */
+	}
 }
 
 static void on_stopped(void *opaque, enum kvm_stop_reason why, int code, const char *detail)

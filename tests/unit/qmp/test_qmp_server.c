@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -591,6 +592,133 @@ static void test_many_clients(void **state)
 	c[0] = tc_connect_negotiated(f->path);
 	cmd_ok(c[0], "{\"execute\": \"query-status\"}");
 	tc_close(c[0]);
+}
+
+/* ----------------------------------------------------------- resources */
+
+#define MANY_CLIENTS 200
+
+/* 200 clients at once, each negotiating and asking. */
+static void test_200_clients(void **state)
+{
+	struct fx *f = *state;
+	struct tclient **c = g_new0(struct tclient *, MANY_CLIENTS);
+
+	for (int i = 0; i < MANY_CLIENTS; i++)
+		c[i] = tc_connect_negotiated(f->path);
+	for (int i = 0; i < MANY_CLIENTS; i++) {
+		char *t = g_strdup_printf("{\"execute\": \"query-status\", \"id\": %d}", i);
+
+		tc_send(c[i], t);
+		g_free(t);
+	}
+	for (int i = 0; i < MANY_CLIENTS; i++) {
+		JsonNode *r = tc_read_reply(c[i]);
+
+		assert_int_equal(json_object_get_int_member(json_node_get_object(r), "id"), i);
+		json_node_unref(r);
+	}
+	for (int i = 0; i < MANY_CLIENTS; i++)
+		tc_close(c[i]);
+	g_free(c);
+}
+
+/* Out of file descriptors with clients waiting: the server turns them
+ * away (they see the connection closed) instead of spinning on its
+ * listening socket, and serves again once descriptors are back. */
+static void test_out_of_descriptors(void **state)
+{
+	struct fx *f = *state;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct rlimit old, tight;
+	int fds[5];
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", f->path);
+	for (int i = 0; i < 5; i++)
+		fds[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int top = fds[0];
+
+	for (int i = 1; i < 5; i++)
+		top = fds[i] > top ? fds[i] : top;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	tight = old;
+	tight.rlim_cur = (rlim_t)top + 1;	/* no descriptor above the last in use */
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+	/* one iteration at a time: a server that spins would never let a
+	 * "run until idle" loop end */
+	gint64 end = g_get_monotonic_time() + 400 * 1000;
+	int dispatches = 0;
+
+	while (g_get_monotonic_time() < end) {
+		if (g_main_context_iteration(NULL, FALSE))
+			dispatches++;
+		else
+			g_usleep(1000);
+	}
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	if (dispatches > 50)
+		fail_msg("the server spun on its listening socket while out of descriptors: %d dispatches in 0.4 s",
+			 dispatches);
+	for (int i = 0; i < 5; i++) {
+		char b;
+		struct timeval tv = { 2, 0 };
+
+		setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		assert_int_equal(recv(fds[i], &b, 1, 0), 0);	/* turned away: closed */
+		close(fds[i]);
+	}
+	struct tclient *c = tc_connect_negotiated(f->path);
+
+	cmd_ok(c, "{\"execute\": \"query-status\"}");
+	tc_close(c);
+}
+
+/* A client that never reads while events pile up is cut off once it owes
+ * QMP_MAX_PENDING_OUTPUT, so the server's memory stays bounded; a client
+ * that reads gets every event. */
+static void test_lazy_reader(void **state)
+{
+	struct fx *f = *state;
+	struct tclient *lazy = tc_connect_negotiated(f->path), *busy = tc_connect_negotiated(f->path);
+	const int n = 250000;	/* ~20 MiB of STOP events */
+	int got = 0, sndbuf = 4096;
+	char buf[65536];
+
+	setsockopt(lazy->fd, SOL_SOCKET, SO_RCVBUF, &sndbuf, sizeof(sndbuf));
+	for (int i = 0; i < n; i++) {
+		fake_machine_emit(f->m, MACHINE_EVENT_STOP, 0, false);
+		if (i % 500 != 499 && i != n - 1)
+			continue;
+		while (g_main_context_iteration(NULL, FALSE))
+			;
+		for (ssize_t r; (r = recv(busy->fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0;)
+			for (ssize_t k = 0; k < r; k++)
+				got += buf[k] == '\n';
+	}
+	for (int spin = 0; got < n && spin < 2000; spin++) {
+		while (g_main_context_iteration(NULL, FALSE))
+			;
+		ssize_t r = recv(busy->fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+		for (ssize_t k = 0; k < r; k++)
+			got += buf[k] == '\n';
+		if (r <= 0)
+			g_usleep(1000);
+	}
+	assert_int_equal(got, n);
+	/* the lazy one was cut off: reading it all ends in EOF */
+	struct timeval tv = { 5, 0 };
+	ssize_t r;
+
+	setsockopt(lazy->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	while ((r = recv(lazy->fd, buf, sizeof(buf), 0)) > 0)
+		;
+	assert_int_equal(r, 0);
+	cmd_ok(busy, "{\"execute\": \"query-status\"}");
+	tc_close(lazy);
+	tc_close(busy);
 }
 
 /* ---------------------------------------------------------- disconnects */
@@ -2042,6 +2170,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_malformed_then_valid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_clients, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_200_clients, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_out_of_descriptors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lazy_reader, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disconnect_mid_command, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipelining, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_query_migrate_shapes, setup, teardown),
