@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/cutproxy.h"
 #include "bench/ramlink.h"
 #include "ring/ring.h"
 #include "savevm/load.h"
@@ -360,9 +361,11 @@ static int src_run(struct src *s, const char *where)
 
 static void src_end(struct src *s)
 {
+	/* channel threads joined before the handler frees what they walk */
+	multifd_send_free(s->out.mf);
+	s->out.mf = NULL;
 	if (s->ops)
 		s->ops->save_cleanup(s->opaque);
-	multifd_send_free(s->out.mf);
 	ring_channel_close(s->out.ch);
 	savevm_rate_destroy(&s->rate);
 }
@@ -489,6 +492,18 @@ int ramlink_run(const struct ramlink_opts *o, struct ramlink_result *res)
 
 		read_all(p[0], &rep, sizeof(rep));
 		snprintf(res->err, sizeof(res->err), "destination: %s", rep.err[0] ? rep.err : "did not start");
+	} else if (o->cut) {
+		struct cut_proxy *cp = NULL;
+		char via[64];
+
+		r = cut_proxy_start(where, o->cut_conn, o->cut_at, &cp, via, sizeof(via));
+		if (r)
+			snprintf(res->err, sizeof(res->err), "cut proxy: %s", strerror(-r));
+		else
+			r = src_side(o, &s, via, p[0], res);
+		if (cp)
+			res->was_cut = cut_proxy_did_cut(cp);
+		cut_proxy_stop(cp);
 	} else {
 		r = src_side(o, &s, where, p[0], res);
 	}

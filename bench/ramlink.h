@@ -46,6 +46,11 @@ struct ramlink_opts {
 	 * timeouts, then goes away */
 	int io_timeout_ms;
 	enum ramlink_silent { RAMLINK_SILENT_NONE, RAMLINK_SILENT_DST, RAMLINK_SILENT_SRC } silent;
+	/* a connection cut (bench/cutproxy.h, tcp only): connection number
+	 * cut_conn (0 = main, 1.. = RAM channels) after cut_at bytes */
+	bool cut;
+	unsigned int cut_conn;
+	uint64_t cut_at;
 };
 
 struct ramlink_result {
@@ -60,6 +65,7 @@ struct ramlink_result {
 	uint64_t src_populated;
 	uint64_t holes_filled;		/* source holes that are data on the destination */
 	int src_status, dst_status;	/* each side's result (0 or -errno) */
+	bool was_cut;			/* the cut happened (the connection got that far) */
 	double src_end, dst_end;	/* seconds from the start until each side ended */
 	char recv_path[32];		/* the destination's */
 	char err[1200];			/* both sides' reasons */

@@ -543,9 +543,10 @@ static void *source_main(void *arg)
 	}
 	/* no guest page may stay in flight once migration says completed */
 	savevm_sendpath_flush(&out.path);
+	/* channel threads joined before the handlers free what they walk */
+	end_channels(m, &out, nr_channels);
 	FOR_EACH_ENTRY(m, e, true)
 		e->ops->save_cleanup(e->opaque);
-	end_channels(m, &out, nr_channels);
 	release_dirty_limit(m);
 	pthread_mutex_lock(&m->lock);
 	m->mig.end_ns = m->mig.downtime_start_ns + m->mig.phases.end_us * 1000;
@@ -559,10 +560,13 @@ static void *source_main(void *arg)
 	migration_set_status(m, MIGRATION_STATUS_COMPLETED);
 	return NULL;
 fail:
+	/* A failed channel may leave the others mid-walk over the RAM
+	 * handler's batches: join them all first (found by the connection
+	 * cuts of tests/unit/savevm/test_ram_path.c under ASan). */
+	end_channels(m, &out, nr_channels);
 	if (setup_done)
 		FOR_EACH_ENTRY(m, e, true)
 			e->ops->save_cleanup(e->opaque);
-	end_channels(m, &out, nr_channels);
 	release_dirty_limit(m);
 	pthread_mutex_lock(&m->lock);
 	m->mig.end_ns = migration_now_ns();
