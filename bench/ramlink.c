@@ -224,6 +224,8 @@ static void dst_main(const struct ramlink_opts *o, int to_parent)
 
 struct src {
 	const struct ramlink_opts *o;
+	pid_t dst_pid;
+	double t0, killed_at;
 	struct kvm_mem *mem;
 	struct savevm_registry *reg;
 	struct ram_handler *ram;
@@ -404,6 +406,16 @@ static int compare(struct src *s, int from_child, struct ramlink_result *res)
 	return r;
 }
 
+static void *killer_thread(void *arg)
+{
+	struct src *s = arg;
+
+	usleep(1000 * (useconds_t)s->o->kill_dst_ms);
+	s->killed_at = now_s() - s->t0;
+	kill(s->dst_pid, SIGKILL);
+	return NULL;
+}
+
 static int src_side(const struct ramlink_opts *o, struct src *s, const char *where, int from_child,
 		    struct ramlink_result *res)
 {
@@ -421,10 +433,19 @@ static int src_side(const struct ramlink_opts *o, struct src *s, const char *whe
 	if (o->fill)
 		o->fill(s->mem, o->ctx);
 	double t0 = now_s(), cpu0 = cpu_s();
+	pthread_t killer;
+	bool killing = false;
 
+	s->t0 = t0;
+	if (o->kill_dst_ms)
+		killing = !pthread_create(&killer, NULL, killer_thread, s);
 	r = src_run(s, where);
 	res->src_status = r;
 	res->src_end = now_s() - t0;
+	if (killing) {
+		pthread_join(killer, NULL);
+		res->killed_at = s->killed_at;
+	}
 	res->src_cpu = cpu_s() - cpu0;
 	res->bytes = atomic_load(&s->out.bytes);
 	ram_handler_stats(s->ram, &res->src);
@@ -482,6 +503,7 @@ int ramlink_run(const struct ramlink_opts *o, struct ramlink_result *res)
 		close(p[0]);
 		dst_main(o, p[1]);
 	}
+	s.dst_pid = pid;
 	close(p[1]);
 	int r = read_all(p[0], where, sizeof(where));
 

@@ -51,6 +51,9 @@ struct ramlink_opts {
 	bool cut;
 	unsigned int cut_conn;
 	uint64_t cut_at;
+	/* kill -9 of the destination this long after the source starts
+	 * (0 = never) */
+	unsigned int kill_dst_ms;
 };
 
 struct ramlink_result {
@@ -66,6 +69,7 @@ struct ramlink_result {
 	uint64_t holes_filled;		/* source holes that are data on the destination */
 	int src_status, dst_status;	/* each side's result (0 or -errno) */
 	bool was_cut;			/* the cut happened (the connection got that far) */
+	double killed_at;		/* seconds from the start to the kill, or 0 */
 	double src_end, dst_end;	/* seconds from the start until each side ended */
 	char recv_path[32];		/* the destination's */
 	char err[1200];			/* both sides' reasons */

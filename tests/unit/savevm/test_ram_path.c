@@ -355,6 +355,44 @@ static void cut_connections(void **state)
 	run(&o, &g);
 }
 
+/* kill -9 of the destination at moments spread over the migration: the
+ * source notices within 2 s (a dead process's sockets close: no waiting
+ * for x-kmig-io-timeout, set to 5 s here as a guard) and ends cleanly,
+ * leaving no descriptor behind. */
+static void kill_destination(void **state)
+{
+	static const unsigned int delays_ms[] = { 1, 3, 10, 30, 60, 120, 250 };
+	unsigned int fds = open_fds();
+
+	(void)state;
+	for (unsigned int ch = 0; ch <= 2; ch += 2) {
+		for (unsigned int i = 0; i < sizeof(delays_ms) / sizeof(delays_ms[0]); i++) {
+			struct guest g = { .lo_pages = 12000, .ws_pages = 500 };
+			struct ramlink_opts o = { .mem_bytes = 64 * MiB, .channels = ch, .send_mode = SAVEVM_SEND_COPY,
+						  .uri = "tcp:127.0.0.1:0", .fill = fill, .ctx = &g, .writer = rewrite,
+						  .live_passes = 3, .io_timeout_ms = 5000,
+						  .kill_dst_ms = delays_ms[i] };
+			struct ramlink_result res;
+			int r = ramlink_run(&o, &res);
+
+			if (getenv("KMIG_CUT_TRACE"))
+				fprintf(stderr, "kill dst after %u ms, %u channels: killed at %.3f s, source %d at %.3f s\n",
+					delays_ms[i], ch, res.killed_at, res.src_status, res.src_end);
+			if (res.src_status && res.src_end - res.killed_at > 2.0)
+				fail_msg("destination killed at %.3f s (%u channels): the source ended at %.3f s with %d: %s",
+					 res.killed_at, ch, res.src_end, res.src_status, res.err);
+			/* a destination killed mid-way is never reported as loaded */
+			if (res.killed_at < res.src_end && !r)
+				fail_msg("destination killed at %.3f s, before the source ended (%.3f s), yet all went well",
+					 res.killed_at, res.src_end);
+		}
+	}
+	unsigned int now = open_fds();
+
+	if (now > fds)
+		fail_msg("%u descriptors more after the kills than before (%u)", now - fds, fds);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -364,7 +402,7 @@ int main(void)
 		cmocka_unit_test(recv_paths),		cmocka_unit_test(high_ram),
 		cmocka_unit_test(unix_socket),		cmocka_unit_test(paced),
 		cmocka_unit_test(silent_destination),	cmocka_unit_test(silent_source),
-		cmocka_unit_test(cut_connections),
+		cmocka_unit_test(cut_connections),	cmocka_unit_test(kill_destination),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
