@@ -11,7 +11,15 @@
  *                 [--recv write|splice|mapping] [--prealloc] [--ws MiB] [--passes N]
  *                 [--uri URI] [--runs N]
  * --fill MiB of RAM hold data (the rest is never touched: holes);
- * --ws MiB: a writer rewrites that much during --passes live passes. */
+ * --ws MiB: a writer rewrites that much during --passes live passes.
+ *
+ * ram_path --soak N: N migrations in a row from this one long-lived source
+ * process (a fresh destination each), alternating the main connection and
+ * 4 RAM channels, copy and zero-copy sends, each one verified page by
+ * page; prints every 100th, then the totals and how this process's open
+ * descriptors and RSS moved from the 10th migration to the last (least
+ * squares slope per migration).  Exits 1 on any failed or damaged
+ * migration, or descriptors that grew. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -103,11 +111,94 @@ static uint64_t mib(const char *s, const char *what)
 	return (uint64_t)v << 20;
 }
 
+static unsigned int open_fds(void)
+{
+	unsigned int n = 0;
+	char path[64];
+
+	for (int fd = 0; fd < 4096; fd++) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n += access(path, F_OK) == 0;
+	}
+	return n;
+}
+
+static double rss_kib(void)
+{
+	long pages = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (f) {
+		if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+			resident = 0;
+		fclose(f);
+	}
+	return (double)resident * (double)sysconf(_SC_PAGESIZE) / 1024.0;
+}
+
+/* least squares slope of y over x */
+static double slope(const double *x, const double *y, int n)
+{
+	double sx = 0, sy = 0, sxx = 0, sxy = 0;
+
+	for (int i = 0; i < n; i++) {
+		sx += x[i], sy += y[i], sxx += x[i] * x[i], sxy += x[i] * y[i];
+	}
+	double d = n * sxx - sx * sx;
+
+	return d ? (n * sxy - sx * sy) / d : 0;
+}
+
+static int soak(struct ramlink_opts *base, int n)
+{
+	double *x = calloc((size_t)n, sizeof(double)), *fds = calloc((size_t)n, sizeof(double));
+	double *rss = calloc((size_t)n, sizeof(double)), seconds = 0;
+	int failed = 0, damaged = 0;
+
+	if (!x || !fds || !rss)
+		return 1;
+	for (int i = 0; i < n; i++) {
+		struct ramlink_opts o = *base;
+		struct ramlink_result res;
+
+		o.channels = i % 2 ? 4 : 0;
+		o.send_mode = i / 2 % 2 ? SAVEVM_SEND_ZC : SAVEVM_SEND_COPY;
+		int r = ramlink_run(&o, &res);
+
+		failed += r != 0;
+		damaged += !r && (res.mismatched || res.holes_filled);
+		if (r || res.mismatched || res.holes_filled)
+			fprintf(stderr, "ram_path: soak %d (%u channels, %s): %s; %llu pages differ, %llu holes filled\n",
+				i + 1, o.channels, savevm_send_mode_name(o.send_mode), r ? res.err : "completed",
+				(unsigned long long)res.mismatched, (unsigned long long)res.holes_filled);
+		seconds += res.seconds;
+		x[i] = i + 1;
+		fds[i] = open_fds();
+		rss[i] = rss_kib();
+		if ((i + 1) % 100 == 0)
+			printf("soak: %d migrations, %d failed, %d damaged; %0.f descriptors, RSS %.0f KiB\n", i + 1,
+			       failed, damaged, fds[i], rss[i]);
+		fflush(stdout);
+	}
+	int from = n > 10 ? 9 : 0;
+	double fd_slope = slope(x + from, fds + from, n - from), rss_slope = slope(x + from, rss + from, n - from);
+	bool fds_grew = fds[n - 1] > fds[from];
+
+	printf("{\"migrations\": %d, \"failed\": %d, \"damaged\": %d, \"mean_seconds\": %.4f, "
+	       "\"fds_at_10\": %.0f, \"fds_at_end\": %.0f, \"fds_slope_per_migration\": %.5f, "
+	       "\"rss_kib_at_10\": %.0f, \"rss_kib_at_end\": %.0f, \"rss_kib_slope_per_migration\": %.4f}\n",
+	       n, failed, damaged, seconds / n, fds[from], fds[n - 1], fd_slope, rss[from], rss[n - 1], rss_slope);
+	free(x);
+	free(fds);
+	free(rss);
+	return failed || damaged || fds_grew;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: ram_path [--mem MiB] [--fill MiB] [--channels N] [--send copy|zero-copy|auto]\n"
 			"                [--recv write|splice|mapping] [--prealloc] [--ws MiB] [--passes N]\n"
-			"                [--uri URI] [--runs N]\n");
+			"                [--uri URI] [--runs N] [--soak N]\n");
 	exit(2);
 }
 
@@ -116,12 +207,13 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "mem", 1, 0, 'm' }, { "fill", 1, 0, 'f' }, { "channels", 1, 0, 'c' }, { "send", 1, 0, 's' },
 		{ "recv", 1, 0, 'r' }, { "prealloc", 0, 0, 'p' }, { "ws", 1, 0, 'w' }, { "passes", 1, 0, 'P' },
-		{ "uri", 1, 0, 'u' }, { "runs", 1, 0, 'n' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+		{ "uri", 1, 0, 'u' }, { "runs", 1, 0, 'n' }, { "soak", 1, 0, 'S' }, { "help", 0, 0, 'h' },
+		{ 0, 0, 0, 0 },
 	};
 	struct fill f = { .fill_bytes = 1024ull << 20 };
 	struct ramlink_opts o = { .mem_bytes = 1200ull << 20, .send_mode = SAVEVM_SEND_COPY,
 				  .uri = "tcp:127.0.0.1:0", .fill = fill_ram, .ctx = &f, .live_passes = 1 };
-	int runs = 1, c;
+	int runs = 1, soak_n = 0, c;
 
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
@@ -135,6 +227,7 @@ int main(int argc, char **argv)
 		case 'P': o.live_passes = (unsigned int)atoi(optarg); break;
 		case 'u': o.uri = optarg; break;
 		case 'n': runs = atoi(optarg); break;
+		case 'S': soak_n = atoi(optarg); break;
 		default: usage();
 		}
 	}
@@ -142,6 +235,8 @@ int main(int argc, char **argv)
 		usage();
 	if (f.ws_bytes)
 		o.writer = write_ws;
+	if (soak_n > 0)
+		return soak(&o, soak_n);
 	for (int i = 0; i < runs; i++) {
 		struct ramlink_result res;
 		int r = ramlink_run(&o, &res);
