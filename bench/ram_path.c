@@ -111,18 +111,6 @@ static uint64_t mib(const char *s, const char *what)
 	return (uint64_t)v << 20;
 }
 
-static unsigned int open_fds(void)
-{
-	unsigned int n = 0;
-	char path[64];
-
-	for (int fd = 0; fd < 4096; fd++) {
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		n += access(path, F_OK) == 0;
-	}
-	return n;
-}
-
 static double rss_kib(void)
 {
 	long pages = 0, resident = 0;
@@ -173,7 +161,7 @@ static int soak(struct ramlink_opts *base, int n)
 				(unsigned long long)res.mismatched, (unsigned long long)res.holes_filled);
 		seconds += res.seconds;
 		x[i] = i + 1;
-		fds[i] = open_fds();
+		fds[i] = ramlink_open_fds();
 		rss[i] = rss_kib();
 		if ((i + 1) % 100 == 0)
 			printf("soak: %d migrations, %d failed, %d damaged; %0.f descriptors, RSS %.0f KiB\n", i + 1,

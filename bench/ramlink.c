@@ -535,3 +535,15 @@ int ramlink_run(const struct ramlink_opts *o, struct ramlink_result *res)
 	waitpid(pid, &status, 0);
 	return r;
 }
+
+unsigned int ramlink_open_fds(void)
+{
+	unsigned int n = 0;
+	char path[64];
+
+	for (int fd = 0; fd < 4096; fd++) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n += access(path, F_OK) == 0;
+	}
+	return n;
+}

@@ -79,4 +79,7 @@ struct ramlink_result {
  * mismatched and holes_filled), -errno with res->err otherwise. */
 int ramlink_run(const struct ramlink_opts *o, struct ramlink_result *res);
 
+/* Descriptors this process has open (leak checks of the soak and tests). */
+unsigned int ramlink_open_fds(void);
+
 #endif

@@ -284,18 +284,6 @@ static double now_monotonic(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static unsigned int open_fds(void)
-{
-	unsigned int n = 0;
-	char path[64];
-
-	for (int fd = 0; fd < 4096; fd++) {
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		n += access(path, F_OK) == 0;
-	}
-	return n;
-}
-
 static void cut_once(unsigned int channels, unsigned int conn, uint64_t at)
 {
 	struct guest g = { .lo_pages = 3000, .ws_pages = 200 };
@@ -327,7 +315,7 @@ static void cut_connections(void **state)
 	const char *env = getenv("KMIG_CUT_RUNS");
 	unsigned int runs = env ? (unsigned int)atoi(env) : 12;
 	uint64_t rng = 0x9e3779b97f4a7c15ull;
-	unsigned int fds = open_fds();
+	unsigned int fds = ramlink_open_fds();
 
 	(void)state;
 	/* main connection alone (~12 MiB), main of a multifd stream (a few
@@ -344,7 +332,7 @@ static void cut_connections(void **state)
 			cut_once(layouts[l].channels, layouts[l].conn, at);
 		}
 	}
-	unsigned int now = open_fds();
+	unsigned int now = ramlink_open_fds();
 
 	if (now > fds)
 		fail_msg("%u descriptors more after the cuts than before (%u)", now - fds, fds);
@@ -362,7 +350,7 @@ static void cut_connections(void **state)
 static void kill_destination(void **state)
 {
 	static const unsigned int delays_ms[] = { 1, 3, 10, 30, 60, 120, 250 };
-	unsigned int fds = open_fds();
+	unsigned int fds = ramlink_open_fds();
 
 	(void)state;
 	for (unsigned int ch = 0; ch <= 2; ch += 2) {
@@ -387,7 +375,7 @@ static void kill_destination(void **state)
 					 res.killed_at, res.src_end);
 		}
 	}
-	unsigned int now = open_fds();
+	unsigned int now = ramlink_open_fds();
 
 	if (now > fds)
 		fail_msg("%u descriptors more after the kills than before (%u)", now - fds, fds);
