@@ -4,6 +4,7 @@
 #include "qapi/qmp-internal.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 static const char *const error_class_names[QMP_ERROR__MAX] = {
@@ -68,6 +69,46 @@ static char *ascii_escape(const char *s)
 	return g_string_free(out, FALSE);
 }
 
+/* json-glib 1.6 writes a double with no '.' in its text followed by
+ * ".0", and "2e+100" becomes "2e+100.0": not JSON, and a client's parser
+ * rejects the whole reply (found by fuzz-qmp echoing an "id").  Drop a
+ * ".0" that follows an exponent, outside strings, in place. */
+static void fix_exponent_fractions(char *s)
+{
+	bool in_string = false;
+	char *w = s;
+	const char *r = s;
+
+	while (*r) {
+		char c = *r++;
+
+		*w++ = c;
+		if (in_string) {
+			if (c == '\\' && *r)
+				*w++ = *r++;
+			else if (c == '"')
+				in_string = false;
+			continue;
+		}
+		if (c == '"') {
+			in_string = true;
+			continue;
+		}
+		if (c != 'e' && c != 'E')
+			continue;
+		if (*r == '+' || *r == '-')
+			*w++ = *r++;
+		if (!g_ascii_isdigit(*r))
+			continue;	/* the 'e' of true or false */
+		while (g_ascii_isdigit(*r))
+			*w++ = *r++;
+		if (r[0] == '.' && r[1] == '0' && !g_ascii_isdigit(r[2]))
+			r += 2;
+	}
+	*w = '\0';
+}
+
+/* A node as QMP sends it: valid JSON, ASCII only. */
 char *qmp_json_to_string(JsonNode *node, gboolean pretty)
 {
 	JsonGenerator *gen = json_generator_new();
@@ -79,6 +120,7 @@ char *qmp_json_to_string(JsonNode *node, gboolean pretty)
 	json_generator_set_root(gen, node);
 	raw = json_generator_to_data(gen, NULL);
 	g_object_unref(gen);
+	fix_exponent_fractions(raw);
 	out = ascii_escape(raw);
 	g_free(raw);
 	return out;

@@ -333,6 +333,42 @@ static void test_ascii_output(void **state)
 	json_node_unref(n);
 }
 
+/* Every double reaches the wire as JSON a parser takes back, the same
+ * value: json-glib alone writes 2e100 as "2e+100.0". */
+static void test_double_output_parses(void **state)
+{
+	static const double values[] = { 2e100, 1e16, -3e-300, 1.5, 0.0, 1e308, 123456789012345678.0 };
+	JsonParser *p = json_parser_new();
+
+	for (size_t i = 0; i < G_N_ELEMENTS(values); i++) {
+		JsonBuilder *b = json_builder_new();
+		JsonNode *n;
+		char *s;
+
+		json_builder_begin_object(b);
+		json_builder_set_member_name(b, "v");
+		json_builder_add_double_value(b, values[i]);
+		json_builder_set_member_name(b, "s");
+		json_builder_add_string_value(b, "1e5.0 \" e7.0");
+		json_builder_end_object(b);
+		n = json_builder_get_root(b);
+		g_object_unref(b);
+		for (int pretty = 0; pretty < 2; pretty++) {
+			JsonObject *o;
+
+			s = qmp_json_to_string(n, pretty);
+			if (!json_parser_load_from_data(p, s, -1, NULL))
+				fail_msg("not JSON: %s", s);
+			o = json_node_get_object(json_parser_get_root(p));
+			assert_true(json_object_get_double_member(o, "v") == values[i]);
+			assert_string_equal(json_object_get_string_member(o, "s"), "1e5.0 \" e7.0");
+			g_free(s);
+		}
+		json_node_unref(n);
+	}
+	g_object_unref(p);
+}
+
 static void test_sanitized_copy(void **state)
 {
 	JsonBuilder *b = json_builder_new();
@@ -484,6 +520,7 @@ int main(void)
 		cmocka_unit_test(test_migration_json_values),
 		cmocka_unit_test(test_migration_json_dirty_limit),
 		cmocka_unit_test(test_ascii_output),
+		cmocka_unit_test(test_double_output_parses),
 		cmocka_unit_test(test_sanitized_copy),
 		cmocka_unit_test(test_check_args),
 		cmocka_unit_test(test_tables),
