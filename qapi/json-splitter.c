@@ -134,6 +134,11 @@ static void count(struct json_splitter *js)
 		start_skipping(js, "message too large", js->max_size);
 }
 
+const char *json_splitter_skipping(const struct json_splitter *js)
+{
+	return js->skipping ? js->skip_desc : NULL;
+}
+
 void json_splitter_feed(struct json_splitter *js, const char *data, size_t len)
 {
 	size_t i;

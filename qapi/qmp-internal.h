@@ -12,6 +12,7 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 
+#include "qapi/qmp-json.h"
 #include "qapi/qmp.h"
 
 #ifndef KMIG_VERSION
@@ -23,10 +24,6 @@
 #define QMP_QEMU_MINOR 2
 #define QMP_QEMU_MICRO 0
 
-/* Largest request accepted, in bytes; bigger ones get an error and are
- * skipped.  Deepest nesting of arrays and objects in a request. */
-#define QMP_MAX_MESSAGE (1u << 20)
-#define QMP_MAX_NESTING 1024
 /* A client that leaves this much output unread is not read from until it
  * catches up; one that leaves QMP_MAX_PENDING_OUTPUT is disconnected. */
 #define QMP_OUTPUT_HIGH_WATER (1u << 20)
@@ -48,33 +45,8 @@ const char *qmp_error_class_name(enum qmp_error_class c);
 #define QMP_ERROR (qmp_error_quark())
 GQuark qmp_error_quark(void);
 
-/* --------------------------------------------------------- JSON splitting */
-
-/* Splits a byte stream into top-level JSON values without parsing them:
- * tracks strings (double- and, as QEMU allows, single-quoted, which are
- * rewritten as double-quoted), escapes and nesting.  For each complete value
- * it calls fn with the text (NUL-terminated, len bytes) and error NULL; for
- * input it must reject it calls fn with json NULL and a QMP error
- * description, then carries on with the next value:
- *  - a value larger than max_size bytes or nested deeper than max_depth is
- *    skipped to its end (without being stored) and reported once;
- *  - a control character (other than tab, CR, LF outside strings), a 0xFE
- *    or 0xFF byte, or a stray '}' / ']' reports an error and resets the
- *    splitter, which is how QMP clients resynchronise. */
-struct json_splitter;
-typedef void (*json_splitter_fn)(void *opaque, const char *json, size_t len, const char *error);
-struct json_splitter *json_splitter_new(size_t max_size, unsigned int max_depth, json_splitter_fn fn,
-					void *opaque);
-void json_splitter_feed(struct json_splitter *js, const char *buf, size_t len);
-/* Drop a partial value (nothing is reported). */
-void json_splitter_reset(struct json_splitter *js);
-void json_splitter_free(struct json_splitter *js);
-
 /* ------------------------------------------------------------ JSON output */
 
-/* Serialise node as QMP sends it: one line (unless pretty), non-ASCII
- * characters escaped as \uXXXX, invalid UTF-8 replaced by U+FFFD. */
-char *qmp_json_to_string(JsonNode *node, gboolean pretty);
 /* JSON integers are int64 in json-glib: clamp. */
 void qmp_builder_add_uint(JsonBuilder *b, const char *name, uint64_t v);
 void qmp_builder_add_int(JsonBuilder *b, const char *name, int64_t v);

@@ -17,6 +17,7 @@
 
 #include <glib-unix.h>
 
+#include "qapi/qmp-json.h"
 #include "qapi/qmp.h"
 #include "savevm/machine.h"
 #include "tools/kmig.h"
@@ -126,7 +127,7 @@ static char *value_to_text(JsonNode *n)
 	if (!n || JSON_NODE_HOLDS_NULL(n))
 		return g_strdup("null");
 	if (!JSON_NODE_HOLDS_VALUE(n))
-		return json_to_string(n, FALSE);
+		return qmp_json_to_string(n, FALSE);
 	switch (json_node_get_value_type(n)) {
 	case G_TYPE_BOOLEAN:
 		return g_strdup(json_node_get_boolean(n) ? "true" : "false");
@@ -137,19 +138,8 @@ static char *value_to_text(JsonNode *n)
 	case G_TYPE_STRING:
 		return g_strdup(json_node_get_string(n));
 	default:
-		return json_to_string(n, FALSE);
+		return qmp_json_to_string(n, FALSE);
 	}
-}
-
-/* Text from the server for one line of a table: no control characters. */
-static char *printable(const char *s)
-{
-	char *t = g_strdup(s ? s : "?");
-
-	for (char *p = t; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
-	return t;
 }
 
 /* ------------------------------------------------------------- info */
@@ -236,7 +226,7 @@ static void print_caps_params(struct qmp_client *c)
 				const char *name = json_str_member(cap, "capability");
 
 				if (name && kmig_json_truthy(cap, "state")) {
-					char *p = printable(name);
+					char *p = qmp_printable(name);
 
 					g_string_append_printf(on, "%s%s: on", on->len ? " " : "", p);
 					g_free(p);
@@ -296,7 +286,7 @@ static void print_device_times(JsonArray *a)
 
 		if (!o || !kmig_json_u64(o, "save-time", &us))
 			continue;
-		char *name = printable(json_str_member(o, "name"));
+		char *name = qmp_printable(json_str_member(o, "name"));
 
 		d[k].name = kmig_json_u64(o, "instance-id", &id)
 				    ? g_strdup_printf("%s/%" PRIu64, name, id) : g_strdup(name);
@@ -390,7 +380,7 @@ static char *brief_text(JsonNode *n)
 static void print_member_line(const char *name, JsonNode *n)
 {
 	char *v = brief_text(n);
-	char *pn = printable(name), *pv = printable(v);
+	char *pn = qmp_printable(name), *pv = qmp_printable(v);
 
 	printf("  %s: %s\n", pn, pv);
 	g_free(pn);
@@ -441,7 +431,7 @@ static void print_info(JsonObject *info)
 		printf("Outgoing migration blocked:\n");
 		for (guint i = 0; i < json_array_get_length(blocked); i++) {
 			JsonNode *e = json_array_get_element(blocked, i);
-			char *t = value_to_text(e), *p = printable(t);
+			char *t = value_to_text(e), *p = qmp_printable(t);
 
 			printf("  %s\n", p);
 			g_free(p);
@@ -449,7 +439,7 @@ static void print_info(JsonObject *info)
 		}
 	}
 	if (status) {
-		char *ps = printable(status), *pe = error ? printable(error) : NULL;
+		char *ps = qmp_printable(status), *pe = error ? qmp_printable(error) : NULL;
 
 		if (pe && !strcmp(status, "failed"))
 			printf("Migration status: %s (%s)\n", ps, pe);

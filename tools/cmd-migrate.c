@@ -3,10 +3,12 @@
  * then the final query-migrate and a human summary. */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "qapi/qmp-json.h"
 #include "tools/kmig.h"
 
 #define POLL_MS 100
@@ -40,7 +42,7 @@ static void show_progress(JsonObject *info, bool tty, bool final)
 	human_bytes(sent, tx, sizeof(tx));
 	gint64 passes = qmp_get_int(ram, "dirty-sync-count", 0);
 	double mbps = qmp_get_double(ram, "mbps", 0);
-	const char *status = qmp_get_str(info, "status", "?");
+	char *status = qmp_printable(qmp_get_str(info, "status", "?"));
 
 	if (tty) {
 		int pct = total > 0 ? (int)(100.0 * (total - remaining) / total) : 0;
@@ -63,6 +65,7 @@ static void show_progress(JsonObject *info, bool tty, bool final)
 			printf(", expected downtime %lld ms", (long long)qmp_get_int(info, "expected-downtime", 0));
 		printf("%s\n", stalled);
 	}
+	g_free(status);
 }
 
 static void print_summary(JsonObject *info)
@@ -79,6 +82,63 @@ static void print_summary(JsonObject *info)
 	       (long long)qmp_get_int(ram, "duplicate", 0), (long long)qmp_get_int(ram, "dirty-sync-count", 0));
 }
 
+static bool is_final(const char *status)
+{
+	return !strcmp(status, "completed") || !strcmp(status, "failed") || !strcmp(status, "cancelled");
+}
+
+static void print_final(JsonNode *ret, JsonObject *info, bool quiet_json)
+{
+	if (!quiet_json) {
+		char *text = qmp_json_to_string(ret, TRUE);
+
+		printf("query-migrate:\n%s\n", text);
+		g_free(text);
+	}
+	print_summary(info);
+	if (!strcmp(qmp_get_str(info, "status", ""), "failed")) {
+		char *desc = qmp_printable(qmp_get_str(info, "error-desc", "failed"));
+
+		fprintf(stderr, "kmig migrate: %s\n", desc);
+		g_free(desc);
+	}
+}
+
+/* Ctrl-C (or SIGTERM) while watching: the first cancels the migration, as
+ * virsh migrate does, and the watch goes on to its end; the second leaves
+ * at once. */
+static volatile sig_atomic_t interrupts;
+
+static void on_interrupt(int sig)
+{
+	(void)sig;
+	interrupts++;
+}
+
+static void catch_interrupts(struct qmp_client *c)
+{
+	struct sigaction sa = { .sa_handler = on_interrupt };	/* no SA_RESTART */
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	qmp_client_set_interrupt(c, &interrupts);
+}
+
+/* Ask the source to cancel; say so whatever the answer. */
+static void cancel_on_interrupt(struct qmp_client *c)
+{
+	char err[512];
+
+	fprintf(stderr, "\nkmig migrate: interrupted: cancelling the migration "
+			"(interrupt again to leave it running)\n");
+	if (qmp_client_exec(c, "migrate_cancel", NULL, NULL, err, sizeof(err)) && interrupts < 2)
+		fprintf(stderr, "kmig migrate: migrate_cancel: %s\n", err);
+}
+
+/* How long a source may say "none" after migrate was accepted. */
+#define START_TIMEOUT_MS 5000
+
 int migrate_and_watch(struct qmp_client *c, const char *uri, bool quiet_json)
 {
 	char err[512];
@@ -94,19 +154,40 @@ int migrate_and_watch(struct qmp_client *c, const char *uri, bool quiet_json)
 		fprintf(stderr, "kmig migrate: %s\n", err);
 		return 1;
 	}
-	bool tty = isatty(STDOUT_FILENO);
+	bool tty = isatty(STDOUT_FILENO), cancelling = false;
 	gint64 last_line = -1;
 
 	for (int tick = 0;; tick++) {
 		JsonNode *ret = NULL;
 
-		if (qmp_client_exec(c, "query-migrate", NULL, &ret, err, sizeof(err))) {
+		if (interrupts >= 2) {
+			fprintf(stderr, "kmig migrate: interrupted again: the migration's end is not "
+					"watched; 'kmig info --qmp PATH' shows it\n");
+			return 130;
+		}
+		if (interrupts && !cancelling) {
+			cancelling = true;
+			cancel_on_interrupt(c);
+			continue;
+		}
+		r = qmp_client_exec(c, "query-migrate", NULL, &ret, err, sizeof(err));
+		if (r == -EINTR)
+			continue;
+		if (r) {
 			fprintf(stderr, "kmig migrate: %s\n", err);
 			return 1;
 		}
-		JsonObject *info = json_node_get_object(ret);
-		const char *st = qmp_get_str(info, "status", "none");
-		bool done = !strcmp(st, "completed") || !strcmp(st, "failed") || !strcmp(st, "cancelled");
+		JsonObject *info = JSON_NODE_HOLDS_OBJECT(ret) ? json_node_get_object(ret) : NULL;
+		const char *st = qmp_get_str(info, "status", NULL);
+
+		if (!st || (!strcmp(st, "none") && tick * POLL_MS > START_TIMEOUT_MS)) {
+			fprintf(stderr, "kmig migrate: query-migrate returned %s\n",
+				st ? "status \"none\" for 5 s: the migration did not start"
+				   : "no \"status\" string: not a migration status");
+			json_node_unref(ret);
+			return 1;
+		}
+		bool done = is_final(st);
 		gint64 second = tick * POLL_MS / 1000;
 
 		if (tty || done || second != last_line) {
@@ -114,18 +195,9 @@ int migrate_and_watch(struct qmp_client *c, const char *uri, bool quiet_json)
 			last_line = second;
 		}
 		if (done) {
-			if (!quiet_json) {
-				JsonGenerator *g = json_generator_new();
-				json_generator_set_pretty(g, TRUE);
-				json_generator_set_root(g, ret);
-				char *text = json_generator_to_data(g, NULL);
-				printf("query-migrate:\n%s\n", text);
-				g_free(text);
-				g_object_unref(g);
-			}
-			print_summary(info);
-			if (!strcmp(st, "failed"))
-				fprintf(stderr, "kmig migrate: %s\n", qmp_get_str(info, "error-desc", "failed"));
+			print_final(ret, info, quiet_json);
+			if (cancelling && !strcmp(st, "completed"))
+				fprintf(stderr, "kmig migrate: the migration completed before the cancel\n");
 			r = strcmp(st, "completed") ? 1 : 0;
 			json_node_unref(ret);
 			return r;
@@ -143,7 +215,10 @@ static void migrate_usage(FILE *f)
 		"Migrate the guest of a running 'kmig run --qmp PATH' (or QEMU -qmp) to URI\n"
 		"(tcp:HOST:PORT or unix:PATH, where the destination waits with --incoming).\n"
 		"Shows a progress bar on a terminal, progress lines otherwise, then the final\n"
-		"query-migrate and a summary.  Exit status 0 when the migration completed.\n"
+		"query-migrate and a summary.  Ctrl-C cancels the migration (migrate_cancel)\n"
+		"and shows how it ended; a second Ctrl-C leaves at once, the migration going on.\n"
+		"Exit status 0 when the migration completed, 1 when it did not (failed,\n"
+		"cancelled, or the server misbehaved), 130 after a second Ctrl-C.\n"
 		"\n"
 		"  --qmp PATH              the source's QMP socket\n"
 		"  --downtime-limit MS     set downtime-limit first (default: the source's, 300)\n"
@@ -215,6 +290,7 @@ int cmd_migrate(int argc, char **argv)
 	}
 	int r = 0;
 
+	catch_interrupts(c);
 	if (has_dl)
 		r = set_param(c, "downtime-limit", dl);
 	if (!r && has_bw)
@@ -222,5 +298,5 @@ int cmd_migrate(int argc, char **argv)
 	if (!r)
 		r = migrate_and_watch(c, argv[optind], false);
 	qmp_client_close(c);
-	return r ? 1 : 0;
+	return r == 130 ? 130 : r ? 1 : 0;
 }

@@ -1,5 +1,14 @@
+/* tools/qmp-client.c — kmig's synchronous QMP client (migrate, info, demo).
+ *
+ * The server on the other end may be anything that listens on the path:
+ * the client holds the limits the server holds (qapi/qmp-json.h: message
+ * size, nesting), checks the types of what it reads, and gives up after a
+ * deadline, so that a garbage, endless, hostile or silent server costs a
+ * clear message and a bounded time, never a crash or a hang.
+ */
 #include <errno.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,14 +17,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "qapi/qmp-json.h"
 #include "tools/qmp-client.h"
-
-#define REPLY_TIMEOUT_MS 30000
 
 struct qmp_client {
 	int fd;
-	GString *buf;
+	struct json_splitter *js;
+	GQueue messages;		/* parsed objects not yet consumed */
+	char bad[256];			/* the first protocol error seen, or "" */
 	unsigned int next_id;
+	volatile sig_atomic_t *interrupt;
 };
 
 static int connect_unix(const char *path, int timeout_ms)
@@ -40,40 +51,100 @@ static int connect_unix(const char *path, int timeout_ms)
 	}
 }
 
-/* Next complete line (one JSON message), parsed; NULL on EOF/timeout. */
-static JsonNode *read_message(struct qmp_client *c, int timeout_ms)
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_bad(struct qmp_client *c, const char *what)
+{
+	if (!c->bad[0])
+		snprintf(c->bad, sizeof(c->bad), "%s", what);
+}
+
+/* One whole JSON value from the splitter: a QMP message is an object. */
+static void on_value(void *opaque, const char *json, size_t len, const char *error)
+{
+	struct qmp_client *c = opaque;
+	JsonParser *p;
+
+	if (!json) {
+		set_bad(c, error);
+		return;
+	}
+	p = json_parser_new();
+	if (json_parser_load_from_data(p, json, (gssize)len, NULL) && json_parser_get_root(p) &&
+	    JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)))
+		g_queue_push_tail(&c->messages, json_node_copy(json_parser_get_root(p)));
+	else
+		set_bad(c, "a message that is not a JSON object");
+	g_object_unref(p);
+}
+
+/* The next message, waiting until deadline (ms, monotonic).  NULL with
+ * *why set on a protocol error, a closed socket, the deadline, or an
+ * interrupt (-EINTR). */
+static JsonNode *read_message(struct qmp_client *c, int64_t deadline, int *why)
 {
 	for (;;) {
-		char *nl = memchr(c->buf->str, '\n', c->buf->len);
+		if (c->bad[0]) {
+			*why = -EPROTO;
+			return NULL;
+		}
+		if (!g_queue_is_empty(&c->messages))
+			return g_queue_pop_head(&c->messages);
 
-		if (nl) {
-			size_t n = (size_t)(nl - c->buf->str) + 1;
-			char *line = g_strndup(c->buf->str, n);
-			g_string_erase(c->buf, 0, (gssize)n);
-			JsonParser *p = json_parser_new();
-			JsonNode *node = NULL;
+		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+		int64_t left = deadline - now_ms();
+		int n = left > 0 ? poll(&pfd, 1, (int)left) : 0;
 
-			if (json_parser_load_from_data(p, line, -1, NULL) && json_parser_get_root(p))
-				node = json_node_copy(json_parser_get_root(p));
-			g_object_unref(p);
-			g_free(line);
-			if (node && JSON_NODE_HOLDS_OBJECT(node))
-				return node;
-			if (node)
-				json_node_unref(node);
+		if (n < 0 && errno == EINTR) {
+			if (c->interrupt && *c->interrupt) {
+				*why = -EINTR;
+				return NULL;
+			}
 			continue;
 		}
-		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
-
-		if (poll(&pfd, 1, timeout_ms) <= 0)
+		if (n <= 0) {
+			*why = n < 0 ? -errno : -ETIMEDOUT;
 			return NULL;
+		}
 		char tmp[65536];
 		ssize_t r = read(c->fd, tmp, sizeof(tmp));
 
-		if (r <= 0)
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			*why = r < 0 ? -errno : -EPIPE;
 			return NULL;
-		g_string_append_len(c->buf, tmp, r);
+		}
+		json_splitter_feed(c->js, tmp, (size_t)r);
+		/* an endless value is refused when it passes the limit, not at
+		 * an end that may never come */
+		if (json_splitter_skipping(c->js))
+			set_bad(c, json_splitter_skipping(c->js));
 	}
+}
+
+static void describe_failure(struct qmp_client *c, int why, const char *what, int timeout_ms, char *err,
+			     size_t errlen)
+{
+	char *bad = qmp_printable(c->bad);
+
+	if (why == -EPROTO)
+		snprintf(err, errlen, "%s: the server sent %s", what, bad);
+	else if (why == -ETIMEDOUT)
+		snprintf(err, errlen, "%s: nothing from the server in %d ms", what, timeout_ms);
+	else if (why == -EINTR)
+		snprintf(err, errlen, "%s: interrupted", what);
+	else if (why == -EPIPE)
+		snprintf(err, errlen, "%s: the server closed the connection", what);
+	else
+		snprintf(err, errlen, "%s: %s", what, strerror(-why));
+	g_free(bad);
 }
 
 static int send_cmd(struct qmp_client *c, const char *cmd, JsonNode *args, unsigned int id)
@@ -91,12 +162,20 @@ static int send_cmd(struct qmp_client *c, const char *cmd, JsonNode *args, unsig
 	json_builder_add_int_value(b, id);
 	json_builder_end_object(b);
 	JsonNode *root = json_builder_get_root(b);
-	char *text = json_to_string(root, FALSE);
+	char *text = qmp_json_to_string(root, FALSE);
 	GString *line = g_string_new(text);
+	ssize_t w = 0;
 
 	g_string_append(line, "\n");
-	ssize_t w = write(c->fd, line->str, line->len);
-
+	for (size_t off = 0; off < line->len; off += (size_t)w) {
+		w = write(c->fd, line->str + off, line->len - off);
+		if (w < 0 && errno == EINTR && !(c->interrupt && *c->interrupt)) {
+			w = 0;
+			continue;
+		}
+		if (w < 0)
+			break;
+	}
 	g_string_free(line, TRUE);
 	g_free(text);
 	json_node_unref(root);
@@ -104,22 +183,36 @@ static int send_cmd(struct qmp_client *c, const char *cmd, JsonNode *args, unsig
 	return w < 0 ? -errno : 0;
 }
 
+/* The reply's "error": its desc, made printable. */
+static void reply_error(JsonObject *o, char *err, size_t errlen)
+{
+	JsonNode *e = json_object_get_member(o, "error");
+	char *desc = qmp_printable(e && JSON_NODE_HOLDS_OBJECT(e)
+					   ? qmp_get_str(json_node_get_object(e), "desc", "error") : "error");
+
+	snprintf(err, errlen, "%s", desc);
+	g_free(desc);
+}
+
 int qmp_client_exec(struct qmp_client *c, const char *cmd, JsonNode *args, JsonNode **ret,
 		    char *err, size_t errlen)
 {
 	unsigned int id = ++c->next_id;
+	int64_t deadline = now_ms() + QMP_CLIENT_REPLY_TIMEOUT_MS;
+	char what[96];
 	int r = send_cmd(c, cmd, args, id);
 
+	snprintf(what, sizeof(what), "no reply to '%s'", cmd);
 	if (r) {
-		snprintf(err, errlen, "cannot send '%s': %s", cmd, strerror(-r));
+		snprintf(err, errlen, "cannot send '%s': %s", cmd, r == -EINTR ? "interrupted" : strerror(-r));
 		return r;
 	}
 	for (;;) {
-		JsonNode *msg = read_message(c, REPLY_TIMEOUT_MS);
+		JsonNode *msg = read_message(c, deadline, &r);
 
 		if (!msg) {
-			snprintf(err, errlen, "no reply to '%s' (connection closed or timed out)", cmd);
-			return -EIO;
+			describe_failure(c, r, what, QMP_CLIENT_REPLY_TIMEOUT_MS, err, errlen);
+			return r;
 		}
 		JsonObject *o = json_node_get_object(msg);
 
@@ -128,8 +221,7 @@ int qmp_client_exec(struct qmp_client *c, const char *cmd, JsonNode *args, JsonN
 			continue;
 		}
 		if (json_object_has_member(o, "error")) {
-			JsonObject *e = json_object_get_object_member(o, "error");
-			snprintf(err, errlen, "%s", e ? qmp_get_str(e, "desc", "error") : "error");
+			reply_error(o, err, errlen);
 			json_node_unref(msg);
 			return -EREMOTEIO;
 		}
@@ -142,6 +234,27 @@ int qmp_client_exec(struct qmp_client *c, const char *cmd, JsonNode *args, JsonN
 	}
 }
 
+static int read_greeting(struct qmp_client *c, const char *path, char *err, size_t errlen)
+{
+	int why = 0;
+	JsonNode *g = read_message(c, now_ms() + QMP_CLIENT_GREETING_TIMEOUT_MS, &why);
+	char what[160];
+
+	snprintf(what, sizeof(what), "'%s' did not greet like a QMP server", path);
+	if (!g) {
+		describe_failure(c, why, what, QMP_CLIENT_GREETING_TIMEOUT_MS, err, errlen);
+		return why;
+	}
+	bool ok = json_object_has_member(json_node_get_object(g), "QMP");
+
+	json_node_unref(g);
+	if (!ok) {
+		snprintf(err, errlen, "%s: its first message has no \"QMP\" member", what);
+		return -EPROTO;
+	}
+	return 0;
+}
+
 int qmp_client_open(const char *path, int timeout_ms, struct qmp_client **out, char *err, size_t errlen)
 {
 	int fd = connect_unix(path, timeout_ms);
@@ -152,20 +265,18 @@ int qmp_client_open(const char *path, int timeout_ms, struct qmp_client **out, c
 	}
 	struct qmp_client *c = calloc(1, sizeof(*c));
 
-	c->fd = fd;
-	c->buf = g_string_new(NULL);
-	JsonNode *greeting = read_message(c, REPLY_TIMEOUT_MS);
-
-	if (!greeting || !json_object_has_member(json_node_get_object(greeting), "QMP")) {
-		snprintf(err, errlen, "'%s' did not greet like a QMP server", path);
-		if (greeting)
-			json_node_unref(greeting);
-		qmp_client_close(c);
-		return -EPROTO;
+	if (!c) {
+		close(fd);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
 	}
-	json_node_unref(greeting);
-	int r = qmp_client_exec(c, "qmp_capabilities", NULL, NULL, err, errlen);
+	c->fd = fd;
+	c->js = json_splitter_new(QMP_MAX_MESSAGE, QMP_MAX_NESTING, on_value, c);
+	g_queue_init(&c->messages);
+	int r = read_greeting(c, path, err, errlen);
 
+	if (!r)
+		r = qmp_client_exec(c, "qmp_capabilities", NULL, NULL, err, errlen);
 	if (r) {
 		qmp_client_close(c);
 		return r;
@@ -174,33 +285,66 @@ int qmp_client_open(const char *path, int timeout_ms, struct qmp_client **out, c
 	return 0;
 }
 
+void qmp_client_set_interrupt(struct qmp_client *c, volatile sig_atomic_t *flag)
+{
+	c->interrupt = flag;
+}
+
 void qmp_client_close(struct qmp_client *c)
 {
 	if (!c)
 		return;
 	close(c->fd);
-	g_string_free(c->buf, TRUE);
+	json_splitter_free(c->js);
+	g_queue_clear_full(&c->messages, (GDestroyNotify)json_node_unref);
 	free(c);
+}
+
+/* Members are read only when they have the type asked for: a server that
+ * sends a string where a number belongs gets the default, not a crash or
+ * a json-glib critical. */
+static JsonNode *scalar_member(JsonObject *o, const char *member)
+{
+	JsonNode *n = o ? json_object_get_member(o, member) : NULL;
+
+	return n && JSON_NODE_HOLDS_VALUE(n) ? n : NULL;
 }
 
 gint64 qmp_get_int(JsonObject *o, const char *member, gint64 dflt)
 {
-	JsonNode *n = o ? json_object_get_member(o, member) : NULL;
+	JsonNode *n = scalar_member(o, member);
+	GType t = n ? json_node_get_value_type(n) : G_TYPE_INVALID;
+	double d = t == G_TYPE_DOUBLE ? json_node_get_double(n) : 0;
 
-	return n && JSON_NODE_HOLDS_VALUE(n) ? json_node_get_int(n) : dflt;
+	if (t == G_TYPE_INT64)
+		return json_node_get_int(n);
+	/* a whole number written as a double, as some servers do */
+	if (t == G_TYPE_DOUBLE && d >= -9.2e18 && d <= 9.2e18)
+		return (gint64)d;
+	return dflt;
 }
 
 double qmp_get_double(JsonObject *o, const char *member, double dflt)
 {
-	JsonNode *n = o ? json_object_get_member(o, member) : NULL;
+	JsonNode *n = scalar_member(o, member);
+	GType t = n ? json_node_get_value_type(n) : G_TYPE_INVALID;
 
-	return n && JSON_NODE_HOLDS_VALUE(n) ? json_node_get_double(n) : dflt;
+	return t == G_TYPE_DOUBLE || t == G_TYPE_INT64 ? json_node_get_double(n) : dflt;
 }
 
 const char *qmp_get_str(JsonObject *o, const char *member, const char *dflt)
 {
-	JsonNode *n = o ? json_object_get_member(o, member) : NULL;
+	JsonNode *n = scalar_member(o, member);
 
-	return n && JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING
-		       ? json_node_get_string(n) : dflt;
+	return n && json_node_get_value_type(n) == G_TYPE_STRING ? json_node_get_string(n) : dflt;
+}
+
+char *qmp_printable(const char *s)
+{
+	char *t = g_strdup(s ? s : "?");
+
+	for (char *p = t; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	return t;
 }
