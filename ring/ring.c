@@ -421,7 +421,8 @@ static int ring_host_copy(const struct ring_uri *uri, char *out, size_t outlen)
 	return 0;
 }
 
-static int ring_resolve(const struct ring_uri *uri, bool passive, struct addrinfo **res)
+/* gai, when not NULL, receives getaddrinfo()'s own code for messages. */
+static int ring_resolve(const struct ring_uri *uri, bool passive, struct addrinfo **res, int *gai)
 {
 	/* No AI_ADDRCONFIG: glibc ignores loopback when deciding which
 	 * families are "configured", which would make tcp:[::1]:PORT fail
@@ -446,6 +447,8 @@ static int ring_resolve(const struct ring_uri *uri, bool passive, struct addrinf
 		return -EINVAL;
 
 	ret = getaddrinfo(host, uri->port, &hints, res);
+	if (gai)
+		*gai = ret;
 	switch (ret) {
 	case 0:
 		return 0;
@@ -463,6 +466,24 @@ static int ring_resolve(const struct ring_uri *uri, bool passive, struct addrinf
 	default:		/* EAI_NONAME, EAI_NODATA, EAI_FAIL, ... */
 		return -EHOSTUNREACH;
 	}
+}
+
+int ring_uri_resolve(const struct ring_uri *uri, bool passive, char *err, size_t errlen)
+{
+	struct addrinfo *res = NULL;
+	int gai = 0, ret;
+
+	if (uri->kind != RING_URI_TCP)
+		return 0;
+	ret = ring_resolve(uri, passive, &res, &gai);
+	if (!ret)
+		freeaddrinfo(res);
+	else if (gai && gai != EAI_SYSTEM)
+		snprintf(err, errlen, "cannot resolve host '%s': %s", uri->host, gai_strerror(gai));
+	else
+		snprintf(err, errlen, "cannot resolve host '%s' (port %s): %s", uri->host, uri->port,
+			 strerror(-ret));
+	return ret;
 }
 
 static int ring_unix_addr(const char *path, size_t pathmax, struct sockaddr_un *sa,
@@ -1063,7 +1084,7 @@ static int ring_listen_tcp(struct ring_listener *l)
 	int fd = -1, one = 1, ret;
 	unsigned port;
 
-	ret = ring_resolve(&l->uri, true, &res);
+	ret = ring_resolve(&l->uri, true, &res, NULL);
 	if (ret)
 		return ret;
 
@@ -1401,7 +1422,7 @@ int ring_connect(const struct ring_uri *uri, int timeout_ms, struct ring_channel
 		return -EINVAL;
 	switch (uri->kind) {
 	case RING_URI_TCP:
-		ret = ring_resolve(uri, false, &res);
+		ret = ring_resolve(uri, false, &res, NULL);
 		break;
 	case RING_URI_UNIX:
 		ret = ring_unix_addr(uri->path, sizeof(uri->path), &sa_un, &sa_unlen);

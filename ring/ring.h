@@ -14,6 +14,7 @@
 #ifndef KMIG_RING_H
 #define KMIG_RING_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -30,6 +31,12 @@ struct ring_uri {
 /* Parse "tcp:HOST:PORT" or "unix:PATH".  On error returns -EINVAL and writes
  * a human-readable reason into err (if errlen > 0). */
 int ring_uri_parse(const char *text, struct ring_uri *uri, char *err, size_t errlen);
+
+/* Look a tcp URI's host up (as a listener when passive) without
+ * connecting: -errno with a message naming the host, 0 for unix URIs.
+ * Lets a caller refuse "tcp:no.such.host:4444" with that reason before
+ * anything starts. */
+int ring_uri_resolve(const struct ring_uri *uri, bool passive, char *err, size_t errlen);
 
 /* Format a URI back to text ("tcp:127.0.0.1:4444"). */
 void ring_uri_format(const struct ring_uri *uri, char *buf, size_t len);

@@ -426,9 +426,18 @@ int blob_parse(const char *spec, struct blob_config *c, char *err, size_t errlen
 		return -EINVAL;
 	}
 	strcpy(buf, spec + 5);
-	for (char *save, *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+	/* strsep, not strtok: an empty option (",," or a trailing comma) is
+	 * a typo to refuse, not to skip */
+	unsigned int seen = 0;
+
+	for (char *rest = buf, *kv; (kv = strsep(&rest, ","));) {
+		static const char *const keys[] = { "id", "size", "dirty-rate", "stop-copy" };
 		char *eq = strchr(kv, '=');
 
+		if (!*kv) {
+			snprintf(err, errlen, "empty device option in '%s' (a stray comma?)", spec);
+			return -EINVAL;
+		}
 		if (!eq) {
 			snprintf(err, errlen, "device option '%s' has no value", kv);
 			return -EINVAL;
@@ -437,6 +446,14 @@ int blob_parse(const char *spec, struct blob_config *c, char *err, size_t errlen
 		const char *v = eq + 1;
 		int r = 0;
 
+		for (unsigned int k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+			if (!strcmp(kv, keys[k]) && (seen & (1u << k))) {
+				snprintf(err, errlen, "device option '%s' given twice", kv);
+				return -EINVAL;
+			} else if (!strcmp(kv, keys[k])) {
+				seen |= 1u << k;
+			}
+		}
 		if (!strcmp(kv, "id")) {
 			size_t n = strlen(v);
 

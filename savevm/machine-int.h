@@ -97,7 +97,7 @@ struct machine {
 	struct kvm_vm *vm;
 	struct savevm_registry *reg;
 	struct ram_handler *ram;
-	struct blob *blobs[8];
+	struct blob *blobs[MACHINE_MAX_DEVICES];
 	unsigned int nr_blobs;
 
 	pthread_mutex_t lock;

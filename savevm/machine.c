@@ -185,20 +185,11 @@ static int open_serial(struct machine *m, char *err, size_t errlen)
 /* The --device list: iterable devices, registered after RAM. */
 static int add_devices(struct machine *m, char *err, size_t errlen)
 {
-	if (m->cfg.nr_devices > sizeof(m->blobs) / sizeof(m->blobs[0])) {
-		snprintf(err, errlen, "at most %zu devices", sizeof(m->blobs) / sizeof(m->blobs[0]));
-		return -E2BIG;
-	}
+	/* machine_config_check() has refused bad, too many and duplicate ones */
 	for (unsigned int i = 0; i < m->cfg.nr_devices; i++) {
 		struct blob_config c;
 		int r = blob_parse(m->cfg.devices[i], &c, err, errlen);
 
-		for (unsigned int j = 0; !r && j < m->nr_blobs; j++) {
-			if (!strcmp(blob_id(m->blobs[j]), c.id)) {
-				snprintf(err, errlen, "two devices with id '%s'", c.id);
-				r = -EEXIST;
-			}
-		}
 		if (!r && (r = blob_register(m->reg, m->vm, &c, &m->blobs[m->nr_blobs])))
 			snprintf(err, errlen, "cannot create blob '%s': %s", c.id, strerror(-r));
 		if (r)
@@ -223,10 +214,126 @@ int machine_blob_set_dirty_rate(struct machine *m, const char *id, uint64_t rate
 	return -ENOENT;
 }
 
+/* The host's RAM in MiB (MemTotal), 0 if unknown. */
+static uint64_t host_ram_mib(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	unsigned long long kib = 0;
+	char line[128];
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemTotal: %llu kB", &kib) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kib >> 10;
+}
+
+static int check_guest(const struct machine_config *c, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (!c->guest_name) {
+		if (!c->kernel_path || stat(c->kernel_path, &st) < 0) {
+			snprintf(err, errlen, "cannot open kernel '%s': %s", c->kernel_path ? c->kernel_path : "",
+				 strerror(c->kernel_path ? errno : EINVAL));
+			return -ENOENT;
+		}
+		return 0;
+	}
+	const struct kvm_builtin_guest *g = kvm_builtin_guest_find(c->guest_name);
+
+	if (!g) {
+		snprintf(err, errlen, "unknown built-in guest '%s' (kmig run --help lists them)", c->guest_name);
+		return -ENOENT;
+	}
+	return kvm_builtin_guest_check_params(g, c->cmdline, err, errlen);
+}
+
+static int check_devices(const struct machine_config *c, char *err, size_t errlen)
+{
+	struct blob_config b[MACHINE_MAX_DEVICES];
+
+	if (c->nr_devices > MACHINE_MAX_DEVICES) {
+		snprintf(err, errlen, "at most %d devices", MACHINE_MAX_DEVICES);
+		return -E2BIG;
+	}
+	for (unsigned int i = 0; i < c->nr_devices; i++) {
+		int r = blob_parse(c->devices[i], &b[i], err, errlen);
+
+		if (r)
+			return r;
+		for (unsigned int j = 0; j < i; j++) {
+			if (!strcmp(b[j].id, b[i].id)) {
+				snprintf(err, errlen, "two devices with id '%s'", b[i].id);
+				return -EEXIST;
+			}
+		}
+	}
+	return 0;
+}
+
+static int check_incoming(const char *incoming, char *err, size_t errlen)
+{
+	struct ring_uri u;
+	int r;
+
+	if (!incoming || !strcmp(incoming, "defer"))
+		return 0;
+	r = ring_uri_parse(incoming, &u, err, errlen);
+	if (!r)
+		r = ring_uri_resolve(&u, true, err, errlen);
+	return r;
+}
+
+/* The files a run writes must not be one it reads, nor each other: a
+ * serial file named like the kernel would be emptied before it is read. */
+static int check_outputs(const struct machine_config *c, char *err, size_t errlen)
+{
+	struct stat kst, sst;
+
+	if (!c->serial_path || !strcmp(c->serial_path, "-") || !strcmp(c->serial_path, "stdio"))
+		return 0;
+	if (c->kernel_path && !stat(c->kernel_path, &kst) && !stat(c->serial_path, &sst) &&
+	    kst.st_dev == sst.st_dev && kst.st_ino == sst.st_ino) {
+		snprintf(err, errlen, "--serial '%s' is the kernel file: it would be emptied", c->serial_path);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int machine_config_check(const struct machine_config *c, char *err, size_t errlen)
+{
+	uint64_t host_mib = host_ram_mib();
+	int r;
+
+	if (c->mem_mib < MACHINE_MIN_MEM_MIB || c->mem_mib % 2) {
+		snprintf(err, errlen, "guest memory must be at least %d MiB and a multiple of 2 MiB",
+			 MACHINE_MIN_MEM_MIB);
+		return -EINVAL;
+	}
+	if (host_mib && c->mem_mib > host_mib) {
+		snprintf(err, errlen, "--mem: %llu MiB is more than this host's RAM (%llu MiB)",
+			 (unsigned long long)c->mem_mib, (unsigned long long)host_mib);
+		return -E2BIG;
+	}
+	if (c->vcpus < 1 || c->vcpus > MACHINE_MAX_VCPUS) {
+		snprintf(err, errlen, "--vcpus: 1 to %d", MACHINE_MAX_VCPUS);
+		return -EINVAL;
+	}
+	if ((r = check_guest(c, err, errlen)) || (r = check_devices(c, err, errlen)) ||
+	    (r = check_incoming(c->incoming, err, errlen)) || (r = check_outputs(c, err, errlen)))
+		return r;
+	return 0;
+}
+
 int machine_create(const struct machine_config *cfg, struct machine **out, char *err, size_t errlen)
 {
-	struct machine *m = calloc(1, sizeof(*m));
+	int r = machine_config_check(cfg, err, errlen);
+	struct machine *m = r ? NULL : calloc(1, sizeof(*m));
 
+	if (r)
+		return r;
 	if (!m)
 		return -ENOMEM;
 	m->cfg = *cfg;
@@ -253,10 +360,7 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 		.prealloc = cfg->mem_prealloc,
 	};
 	struct kvm_vm_callbacks cb = { .serial_out = on_serial, .stopped = on_stopped, .opaque = m };
-	int r = open_serial(m, err, errlen);
-
-	if (!r)
-		r = kvm_vm_create(&vc, &cb, &m->vm, err, errlen);
+	r = kvm_vm_create(&vc, &cb, &m->vm, err, errlen);
 	if (!r) {
 		telemetry_open(m);
 		if (kvm_dirty_backend(m->vm) == KVM_DIRTY_RING)
@@ -276,6 +380,9 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 		r = add_devices(m, err, errlen);
 	if (!r)
 		r = devices_register(m->reg, m->vm);
+	/* last: a run refused above has truncated nothing */
+	if (!r)
+		r = open_serial(m, err, errlen);
 	if (r) {
 		if (!err[0])
 			snprintf(err, errlen, "cannot create the machine: %s", strerror(-r));

@@ -18,6 +18,10 @@
 struct machine;
 
 #define MACHINE_MAX_VCPUS 64
+/* guest RAM: at least this, in multiples of 2 MiB (the KVM layer's rule) */
+#define MACHINE_MIN_MEM_MIB 16
+/* --device options of one machine */
+#define MACHINE_MAX_DEVICES 8
 
 /* AUTO: kvm's rule (kvm_dirty_backend_auto: the bitmap below 256 GiB of
  * RAM, the ring from there; measured in bench/harvest_cost.c) */
@@ -239,7 +243,15 @@ enum machine_event {
  * handler is not running and will not run again. */
 typedef void (*machine_event_fn)(void *opaque, enum machine_event ev, int64_t arg);
 
-/* Create the VM, load the guest, register every savevm entry.  Nothing runs
+/* Check a configuration without side effects: no file is opened for
+ * writing, /dev/kvm is not needed.  Guest and its parameters, RAM (not more
+ * than the host has), vCPUs, devices, the incoming URI (parsed and its host
+ * resolved), and the serial file (never the kernel file).  -errno with a
+ * reason in err.  A run checks everything here before it touches anything. */
+int machine_config_check(const struct machine_config *cfg, char *err, size_t errlen);
+
+/* Check cfg (machine_config_check), create the VM, load the guest, register
+ * every savevm entry, and only then open the serial file.  Nothing runs
  * yet.  On failure returns -errno with a reason in err and leaves nothing
  * behind. */
 int machine_create(const struct machine_config *cfg, struct machine **out, char *err, size_t errlen);

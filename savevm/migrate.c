@@ -502,6 +502,8 @@ static void *source_main(void *arg)
 	pthread_mutex_unlock(&m->lock);
 
 	if (!r)
+		r = ring_uri_resolve(&uri, false, err, sizeof(err));
+	if (!r)
 		r = ring_connect(&uri, CONNECT_TIMEOUT_MS, &ch);
 	if (r) {
 		set_error(m, "cannot connect to the destination: %s", err[0] ? err : strerror(-r));
@@ -741,6 +743,8 @@ int migration_incoming_listen(struct machine *m, const char *uri, char *err, siz
 	struct ring_uri u;
 	int r = ring_uri_parse(uri, &u, err, errlen);
 
+	if (!r)
+		r = ring_uri_resolve(&u, true, err, errlen);
 	if (r)
 		return r;
 	r = ring_listen(&u, &m->mig.listener);

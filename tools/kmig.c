@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <glib-unix.h>
 
@@ -55,7 +56,8 @@ static void run_usage(FILE *f)
 		"                        line per period: the MigrationInfo query-migrate returns, plus\n"
 		"                        one member \"x-kmig-timestamp-ms\" (wall clock, ms since the\n"
 		"                        epoch); and one line when it ends (completed, failed or\n"
-		"                        cancelled).  PATH is created or truncated now (mode 0644)\n"
+		"                        cancelled).  PATH is created or truncated once every other\n"
+		"                        option has been checked and the guest is loaded (mode 0644)\n"
 		"  --stats-period MS     the period of --stats-file, %d..%d ms (default %d)\n"
 		"  -h, --help            this help\n"
 		"\n"
@@ -101,6 +103,28 @@ static int bad_arg(const char *what, const char *val)
 {
 	fprintf(stderr, "kmig run: invalid %s '%s' (see kmig run --help)\n", what, val);
 	return 2;
+}
+
+static bool same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	return a && b && !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* --stats-file is truncated at start: never the kernel or the serial file. */
+static int check_stats_path(const char *path, const struct machine_config *cfg, char *err, size_t errlen)
+{
+	if (!path)
+		return 0;
+	if (!*path || same_file(path, cfg->kernel_path) || same_file(path, cfg->serial_path) ||
+	    (cfg->serial_path && !strcmp(path, cfg->serial_path))) {
+		snprintf(err, errlen, "--stats-file '%s' is %s", path,
+			 !*path ? "empty" : same_file(path, cfg->kernel_path) ? "the kernel file: it would be emptied"
+									    : "the serial file too");
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* The guest's name and command line, owned by cmd_run so that every exit
@@ -228,18 +252,25 @@ static int run_main(int argc, char **argv, struct guest_strings *gs)
 	cfg.cmdline = gs->name ? gs->cmdline : append;
 
 	char err[512] = "";
-	struct machine *m;
+	struct machine *m = NULL;
 	struct stats_file *stats = NULL;
 
-	if (stats_path && stats_file_open(stats_path, (unsigned int)stats_period, &stats, err, sizeof(err))) {
+	/* everything is checked before any file is created or truncated */
+	if (qmp_path && !*qmp_path)
+		return bad_arg("--qmp path", qmp_path);
+	if (machine_config_check(&cfg, err, sizeof(err)) ||
+	    check_stats_path(stats_path, &cfg, err, sizeof(err))) {
 		fprintf(stderr, "kmig run: %s\n", err);
 		return 1;
 	}
 	int r = machine_create(&cfg, &m, err, sizeof(err));
 
+	if (!r && stats_path)
+		r = stats_file_open(stats_path, (unsigned int)stats_period, &stats, err, sizeof(err));
 	if (r) {
 		fprintf(stderr, "kmig run: %s\n", err);
-		stats_file_close(stats);
+		if (m)
+			machine_destroy(m);
 		return 1;
 	}
 	struct run_ctx ctx = { .m = m, .loop = g_main_loop_new(NULL, FALSE) };

@@ -1,6 +1,9 @@
 /* The table of built-in guests.  The ELF bytes come from builtin.S; their
  * sizes are only known at link time, so they are filled in by a constructor
  * before main() (the table is never written after that). */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "builtin.h"
@@ -68,4 +71,44 @@ const struct kvm_builtin_guest *kvm_builtin_guest_find(const char *name)
 		if (!strcmp(guests[i].name, name))
 			return &guests[i];
 	return NULL;
+}
+
+/* Is key one of g's parameters?  params_help is the one list of them: a
+ * parameter is a word of lower-case letters followed by '='. */
+static bool guest_has_param(const struct kvm_builtin_guest *g, const char *key, size_t keylen)
+{
+	for (const char *p = g->params_help; *p;) {
+		size_t n = strspn(p, "abcdefghijklmnopqrstuvwxyz");
+
+		if (n && p[n] == '=' && n == keylen && !memcmp(p, key, n))
+			return true;
+		p += strcspn(p, " ");
+		p += strspn(p, " ");
+	}
+	return false;
+}
+
+int kvm_builtin_guest_check_params(const struct kvm_builtin_guest *g, const char *cmdline, char *err,
+				   size_t errlen)
+{
+	for (const char *p = cmdline ? cmdline : ""; *p;) {
+		size_t len = strcspn(p, " ");
+		const char *eq = memchr(p, '=', len);
+		size_t keylen = eq ? (size_t)(eq - p) : len;
+		size_t vlen = eq ? len - keylen - 1 : 0;
+
+		if (!guest_has_param(g, p, keylen)) {
+			snprintf(err, errlen, "guest '%s' has no parameter '%.*s' (it has: %s)", g->name,
+				 (int)keylen, p, g->params_help);
+			return -EINVAL;
+		}
+		if (!vlen || vlen > 9 || strspn(eq + 1, "0123456789") < vlen) {
+			snprintf(err, errlen, "guest '%s': parameter '%.*s' needs a number of at most 9 digits",
+				 g->name, (int)len, p);
+			return -EINVAL;
+		}
+		p += len;
+		p += strspn(p, " ");
+	}
+	return 0;
 }

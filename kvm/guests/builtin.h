@@ -17,6 +17,12 @@ struct kvm_builtin_guest {
 /* The guest called name, or NULL if there is none. */
 const struct kvm_builtin_guest *kvm_builtin_guest_find(const char *name);
 
+/* Check a built-in guest's command line ("ws=64 rate=0"): every key one
+ * of its parameters, every value a decimal number.  -EINVAL with the
+ * reason in err: a guest would silently ignore a word it does not know. */
+int kvm_builtin_guest_check_params(const struct kvm_builtin_guest *g, const char *cmdline, char *err,
+				   size_t errlen);
+
 /* All built-in guests; *count receives their number (count may be NULL). */
 const struct kvm_builtin_guest *kvm_builtin_guests(size_t *count);
 

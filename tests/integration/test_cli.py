@@ -20,6 +20,47 @@ def run(args, expect_rc, expect_text, timeout=20):
     print(f"ok: kmig {' '.join(args)[:60]!s:<62} -> {out.strip().splitlines()[0][:90] if out.strip() else ''}")
 
 
+def devices_refused():
+    run(["run", "--guest", "idle", "--device", "gpu,id=x"], 1, "unknown device")
+    run(["run", "--guest", "idle", "--device", "blob,id=x"], 1, "needs id= ")
+    run(["run", "--guest", "idle", "--device", "blob,id=X,size=1M"], 1, "bad value 'X'")
+    run(["run", "--guest", "idle", "--device", "blob,id=x,size=100"], 1, "multiple of 64K")
+    run(["run", "--guest", "idle", "--device", "blob,id=x,size=1M,color=red"], 1, "unknown blob option")
+    run(["run", "--guest", "idle", "--device", "blob,id=x,size=-1M"], 1, "bad value '-1M'")
+    run(["run", "--guest", "idle", "--device", "blob,id=x,id=y,size=1M"], 1, "option 'id' given twice")
+    run(["run", "--guest", "idle", "--device", "blob,id=x,size=1M,"], 1, "stray comma")
+    run(["run", "--guest", "idle", "--device", "blob,,id=x,size=1M"], 1, "stray comma")
+    run(["run", "--guest", "idle", "--device", "blob,id=x,size=1M", "--device", "blob,id=x,size=1M"], 1,
+        "two devices with id 'x'")
+
+
+def files_never_emptied(tmp):
+    """A refused run truncates nothing: not --serial, not --stats-file, and
+    never the kernel it would read."""
+    kernel = os.path.join(tmp, "k.elf")
+    with open(kernel, "wb") as f:
+        f.write(open(os.environ["VERIFY_ELF"], "rb").read())
+    size = os.path.getsize(kernel)
+    out = os.path.join(tmp, "out.txt")
+
+    def intact(args, expect_text):
+        with open(out, "w") as f:
+            f.write("keep me\n")
+        run(args, 1, expect_text)
+        assert open(out).read() == "keep me\n", f"{args}: {out} was changed"
+        assert os.path.getsize(kernel) == size, f"{args}: the kernel was changed"
+
+    intact(["run", "--kernel", kernel, "--serial", kernel], "is the kernel file")
+    intact(["run", "--kernel", kernel, "--stats-file", kernel], "is the kernel file")
+    intact(["run", "--guest", "idle", "--serial", out, "--stats-file", out], "the serial file too")
+    intact(["run", "--guest", "idle", "--serial", out, "--incoming", "tcp:127.0.0.1:80x"], "bad port")
+    intact(["run", "--guest", "idle", "--stats-file", out, "--incoming", "tcp:127.0.0.1:80x"], "bad port")
+    intact(["run", "--guest", "idle", "--serial", out, "--device", "blob,id=x"], "needs id=")
+    if not os.path.exists("/dev/kvm"):
+        intact(["run", "--guest", "idle", "--serial", out, "--stats-file", out + "2"], "/dev/kvm")
+        assert not os.path.exists(out + "2"), "--stats-file created without a machine"
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="kmig-cli-")
     # help everywhere
@@ -41,15 +82,26 @@ def main():
     run(["run", "--guest", "idle", "--kernel", "/x"], 2, "exactly one of --kernel")
     run(["migrate", "--qmp", "/nonexistent.sock", "tcp:127.0.0.1:1"], 1, "cannot connect")
     run(["migrate", "tcp:127.0.0.1:1"], 2, "Usage")
-    require_kvm()
+    run(["run", "--guest", "idle", "--qmp", ""], 2, "invalid --qmp path ''")
+    # checked before /dev/kvm is opened: refused the same with or without it
     run(["run", "--guest", "idle", "--mem", "15"], 1, "at least 16 MiB")
+    run(["run", "--guest", "idle", "--mem", "4096G"], 1, "more than this host's RAM")
+    run(["run", "--guest", "nosuch"], 1, "unknown built-in guest")
+    run(["run", "--guest", "verify,bogus=1"], 1, "has no parameter 'bogus'")
+    run(["run", "--guest", "verify,ws=64k"], 1, "needs a number")
+    run(["run", "--kernel", "/nonexistent/kernel.elf"], 1, "cannot open kernel")
+    run(["run", "--guest", "idle", "--incoming", "foo:bar"], 1, "unsupported URI scheme")
+    run(["run", "--guest", "idle", "--incoming", "tcp:127.0.0.1:99999"], 1, "port")
+    run(["run", "--guest", "idle", "--incoming", "exec:cat"], 1, "not supported")
+    run(["run", "--guest", "idle", "--incoming", "tcp:no-such-host.invalid:4444"], 1, "cannot resolve host")
+    devices_refused()
+    files_never_emptied(tmp)
+    require_kvm()
     # preallocating more than the host has is refused up front (populating
     # it would end in the OOM killer, not in an error message)
     avail_kib = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemAvailable:"))
     too_much = f"{(avail_kib >> 20) + 2}G"
     run(["run", "--guest", "idle", "--mem", too_much, "--mem-prealloc"], 1, "cannot preallocate")
-    run(["run", "--guest", "nosuch"], 1, "unknown built-in guest")
-    run(["run", "--kernel", "/nonexistent/kernel.elf"], 1, "cannot open kernel")
     run(["run", "--kernel", tmp], 1, "not a regular file")
     with open(os.path.join(tmp, "text"), "w") as f:
         f.write("not a kernel\n" * 100)
@@ -63,20 +115,8 @@ def main():
     with open(os.path.join(tmp, "elf64"), "wb") as f:
         f.write(b"\x7fELF\x02\x01\x01" + b"\0" * 9 + elf[16:])
     run(["run", "--kernel", os.path.join(tmp, "elf64")], 1, "32-bit")
-    run(["run", "--guest", "idle", "--incoming", "foo:bar"], 1, "unsupported URI scheme")
-    run(["run", "--guest", "idle", "--incoming", "tcp:127.0.0.1:99999"], 1, "port")
-    run(["run", "--guest", "idle", "--incoming", "exec:cat"], 1, "not supported")
     run(["run", "--guest", "idle", "--qmp", "/nonexistent/dir/q.sock"], 1, "q.sock")
     run(["run", "--guest", "idle", "--serial", "/nonexistent/dir/s.log"], 1, "cannot open serial")
-    # devices
-    run(["run", "--guest", "idle", "--device", "gpu,id=x"], 1, "unknown device")
-    run(["run", "--guest", "idle", "--device", "blob,id=x"], 1, "needs id= ")
-    run(["run", "--guest", "idle", "--device", "blob,id=X,size=1M"], 1, "bad value 'X'")
-    run(["run", "--guest", "idle", "--device", "blob,id=x,size=100"], 1, "multiple of 64K")
-    run(["run", "--guest", "idle", "--device", "blob,id=x,size=1M,color=red"], 1, "unknown blob option")
-    run(["run", "--guest", "idle", "--device", "blob,id=x,size=-1M"], 1, "bad value '-1M'")
-    run(["run", "--guest", "idle", "--device", "blob,id=x,size=1M", "--device", "blob,id=x,size=1M"], 1,
-        "two devices with id 'x'")
     if os.geteuid() == 0 and shutil.which("unshare"):
         # a host without /dev/kvm: hide it in a private mount namespace
         hide = f"mount -t tmpfs none /dev && exec {K} run --guest idle"
