@@ -20,7 +20,7 @@ static struct kvm_builtin_guest guests[] = {
 	{
 		.name = "idle",
 		.summary = "fills memory with a known pattern, then halts all CPUs",
-		.params_help = "fill=MiB (16) scatter=0|1 (0) cpus=N (all) lm=0|1 (1)",
+		.params_help = "fill=MiB (16) scatter=0|1 (0) cpus=N (all) lm=0|1 (1) dots=ms (0, needs lm=0)",
 		.elf = kvm_guest_elf_idle,
 	},
 	{

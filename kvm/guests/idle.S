@@ -3,6 +3,9 @@
 #
 # Parameters: fill=MiB (16)  scatter=0|1 (0)  cpus=N (all)
 #             lm=0|1 (0: work in 32-bit ring 0, paging off; 1: 64-bit ring 3)
+#             dots=ms (0): after "ready", CPU 0 prints a '.' every ms
+#             milliseconds (1..999) for ever, never a newline (needs lm=0): a
+#             check that serial output is written as the guest writes it
 #
 # The CPUs fill [4 MiB, 4 MiB + fill) between them, every dword of the page
 # at physical address P with
@@ -32,6 +35,7 @@ name_fill:      .asciz "fill"
 fill_mib:       .long 0
 fill_pages:     .long 0
 scatter:        .long 0
+dots_ms:        .long 0
 
         .text
 # BSP: parameters, release the APs, then fill as cpu 0.
@@ -56,7 +60,23 @@ guest_main:
         LINE_END
         mov     $EXIT_FAIL, %al
         jmp     guest_exit
-2:      LINE_BEGIN
+2:      GET_PARAM dots, 0
+        mov     %eax, dots_ms
+        cmp     $999, %eax
+        ja      5f
+        test    %eax, %eax
+        jz      6f
+        cmpl    $0, use_lm
+        je      6f
+5:      LINE_BEGIN
+        PRINT   "error: dots="
+        mov     dots_ms, %eax
+        call    put_dec
+        PRINT   ": must be 0..999, and needs lm=0"
+        LINE_END
+        mov     $EXIT_FAIL, %al
+        jmp     guest_exit
+6:      LINE_BEGIN
         PRINT   "start cpus="
         mov     ncpus, %eax
         call    put_dec
@@ -120,7 +140,14 @@ guest_work32:
         LINE_BEGIN
         PRINT   "ready"
         LINE_END
-        jmp     park
+        cmpl    $0, dots_ms
+        je      park
+5:      mov     $'.', %al                       # dots=: no newline, ever
+        call    putc
+        mov     dots_ms, %eax
+        imul    $1000, %eax
+        call    delay_us
+        jmp     5b
 
 # ---------------------------------------------------------------------------
 # lm=1: the same in 64-bit code at CPL 3 (see common64.inc).

@@ -7,7 +7,10 @@ also runs in lm=0 (32-bit ring 0, the fullest register checks).
 dirty with compute=1 on 2 CPUs: CPU 1 computes instead of writing, and
 every progress line reports its chunks per second (work=W > 0) while CPU 0
 alone writes at rate=; compute=2 on 2 CPUs leaves no writer, an error with
-exit code 3 (QEMU: 7)."""
+exit code 3 (QEMU: 7).
+
+idle with dots=10 prints a dot every 10 ms and never a newline: the
+--serial file must grow as it prints, and keep every dot at kill -9."""
 import os
 import re
 import shutil
@@ -124,6 +127,35 @@ def compute_cases(tmp, qemu):
     print(f"QEMU  dirty {bad!r}: exit 7, {message!r}")
 
 
+def serial_written_through(tmp):
+    """A guest that prints without a newline shows in the --serial file as
+    it prints (QEMU's file chardev does the same), and a kmig killed with
+    -9 loses none of it."""
+    serial = os.path.join(tmp, "dots-kmig.log")
+    p = subprocess.Popen([kmig_path(), "run", "--guest", "idle,fill=1,lm=0,dots=10", "--mem", "64",
+                          "--serial", serial], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(serial, r"^idle: ready$", 1, p, 60)
+        sizes = []
+        for _ in range(10):
+            time.sleep(0.2)
+            sizes.append(os.path.getsize(serial))
+        text = open(serial).read()
+        grew = sum(1 for a, b in zip(sizes, sizes[1:]) if b > a)
+        assert grew >= 8 and text.endswith("."), \
+            f"serial not written through: sizes every 200 ms {sizes}, file ends {text[-80:]!r}"
+        p.kill()
+        p.wait()
+        after = open(serial).read()
+        assert after.startswith(text) and after.endswith("."), f"lost at kill -9: ends {after[-80:]!r}"
+        print(f"kmig  idle dots=10: the file grew in {grew} of 9 intervals of 200 ms, "
+              f"{after.count('.')} dots, none lost at kill -9")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def main():
     require_kvm()
     tmp = tempfile.mkdtemp(prefix="kmig-guests-")
@@ -143,6 +175,7 @@ def main():
                       "-append", cmdline], serial, pattern, count, 120)
         print(f"QEMU  {guest} {cmdline!r}: {lines[0]!r} ... {lines[-1]!r}")
     compute_cases(tmp, qemu)
+    serial_written_through(tmp)
     if not qemu:
         print("QEMU not installed: the kmig half ran")
 
