@@ -41,6 +41,11 @@ const char *json_splitter_skipping(const struct json_splitter *js);
 void json_splitter_reset(struct json_splitter *js);
 void json_splitter_free(struct json_splitter *js);
 
+/* Parse one value from the splitter strictly: json-glib's errors in QMP's
+ * words ("JSON parse error, ..."), and also refused: a \u0000 escape and a
+ * key repeated in an object.  NULL with *error (g_free) on failure. */
+JsonNode *qmp_json_parse(const char *text, size_t len, char **error);
+
 /* Serialise node as QMP sends it: one line (unless pretty), non-ASCII
  * characters escaped as \uXXXX, invalid UTF-8 replaced by U+FFFD. */
 char *qmp_json_to_string(JsonNode *node, gboolean pretty);

@@ -430,20 +430,6 @@ static void handle_request(struct qmp_conn *c, JsonNode *root)
 }
 
 /* json-glib says "<data>:1:13: Parse error: unexpected ..." */
-static char *parse_error_desc(const char *msg)
-{
-	const char *p = msg;
-	char *desc, *pe;
-
-	if (g_str_has_prefix(p, "<data>:"))
-		p += strlen("<data>:");
-	desc = g_strdup_printf("JSON parse error, %s", p);
-	pe = strstr(desc, "Parse error: ");
-	if (pe)
-		memmove(pe, pe + strlen("Parse error: "), strlen(pe + strlen("Parse error: ")) + 1);
-	return desc;
-}
-
 static void sink_push(struct event_sink *sink, enum machine_event ev, int64_t arg);
 
 static void after_reply(struct qmp_server *s)
@@ -461,8 +447,8 @@ static void after_reply(struct qmp_server *s)
 static void on_message(void *opaque, const char *json, size_t len, const char *error)
 {
 	struct qmp_conn *c = opaque;
-	JsonParser *parser;
-	GError *gerr = NULL;
+	char *desc = NULL;
+	JsonNode *root;
 
 	if (c->dead)
 		return;
@@ -470,19 +456,14 @@ static void on_message(void *opaque, const char *json, size_t len, const char *e
 		send_error(c, NULL, QMP_ERROR_GENERIC, error);
 		return;
 	}
-	parser = json_parser_new();
-	if (!json_parser_load_from_data(parser, json, (gssize)len, &gerr)) {
-		char *desc = parse_error_desc(gerr->message);
-
+	root = qmp_json_parse(json, len, &desc);
+	if (root) {
+		handle_request(c, root);
+		json_node_unref(root);
+	} else {
 		send_error(c, NULL, QMP_ERROR_GENERIC, desc);
 		g_free(desc);
-		g_error_free(gerr);
-	} else if (!json_parser_get_root(parser)) {
-		send_error(c, NULL, QMP_ERROR_GENERIC, "JSON parse error, expecting value");
-	} else {
-		handle_request(c, json_parser_get_root(parser));
 	}
-	g_object_unref(parser);
 	after_reply(c->srv);
 }
 

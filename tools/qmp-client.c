@@ -65,23 +65,26 @@ static void set_bad(struct qmp_client *c, const char *what)
 		snprintf(c->bad, sizeof(c->bad), "%s", what);
 }
 
-/* One whole JSON value from the splitter: a QMP message is an object. */
+/* One whole JSON value from the splitter: a QMP message is an object,
+ * parsed as strictly as the server parses requests. */
 static void on_value(void *opaque, const char *json, size_t len, const char *error)
 {
 	struct qmp_client *c = opaque;
-	JsonParser *p;
+	char *desc = NULL;
+	JsonNode *root;
 
 	if (!json) {
 		set_bad(c, error);
 		return;
 	}
-	p = json_parser_new();
-	if (json_parser_load_from_data(p, json, (gssize)len, NULL) && json_parser_get_root(p) &&
-	    JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)))
-		g_queue_push_tail(&c->messages, json_node_copy(json_parser_get_root(p)));
+	root = qmp_json_parse(json, len, &desc);
+	if (root && JSON_NODE_HOLDS_OBJECT(root))
+		g_queue_push_tail(&c->messages, root);
 	else
-		set_bad(c, "a message that is not a JSON object");
-	g_object_unref(p);
+		set_bad(c, desc ? desc : "a message that is not a JSON object");
+	if (root && !JSON_NODE_HOLDS_OBJECT(root))
+		json_node_unref(root);
+	g_free(desc);
 }
 
 /* The next message, waiting until deadline (ms, monotonic).  NULL with

@@ -289,6 +289,21 @@ static void test_id_echo(void **state)
 	tc_assert_error_prefix(r, "GenericError", "JSON parse error, ");
 	assert_false(json_object_has_member(json_node_get_object(r), "id"));
 	json_node_unref(r);
+	/* json-glib takes these; QMP must not: a repeated key (json-glib keeps
+	 * the last) and \u0000 (a C string ends there) */
+	r = cmd(c, "{\"execute\": \"query-status\", \"execute\": \"quit\"}");
+	tc_assert_error_prefix(r, "GenericError", "JSON parse error, duplicate key");
+	json_node_unref(r);
+	r = cmd(c, "{\"execute\": \"query-status\", \"arguments\": {\"a\": 1, \"b\": {\"a\": 2, \"a\": 3}}}");
+	tc_assert_error_prefix(r, "GenericError", "JSON parse error, duplicate key");
+	json_node_unref(r);
+	r = cmd(c, "{\"execute\": \"query-\\u0000status\"}");
+	tc_assert_error_prefix(r, "GenericError", "JSON parse error, \\u0000 is not supported");
+	json_node_unref(r);
+	/* the same words inside strings are only text */
+	r = cmd(c, "{\"execute\": \"query-status\", \"id\": \"a:b:\\\\u0000\"}");
+	assert_true(json_object_has_member(json_node_get_object(r), "return"));
+	json_node_unref(r);
 	/* an id that is not valid JSON on output becomes null */
 	r = cmd(c, "{\"execute\": \"query-status\", \"id\": 1e400}");
 	assert_true(JSON_NODE_HOLDS_NULL(json_object_get_member(json_node_get_object(r), "id")));
