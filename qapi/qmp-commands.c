@@ -107,9 +107,11 @@ static bool has_type(JsonNode *n, enum qmp_arg_type t)
 		return vt == G_TYPE_BOOLEAN;
 	case QMP_ARG_INT:
 		return vt == G_TYPE_INT64;
-	case QMP_ARG_UINT64:
-		/* json-glib has int64 only: what does not fit is negative */
-		return vt == G_TYPE_INT64 && json_node_get_int(n) >= 0;
+	case QMP_ARG_UINT64: {
+		uint64_t v;
+
+		return qmp_json_get_uint64(n, &v);
+	}
 	case QMP_ARG_NUMBER:
 		return vt == G_TYPE_INT64 || vt == G_TYPE_DOUBLE;
 	case QMP_ARG_OBJECT:
@@ -120,6 +122,15 @@ static bool has_type(JsonNode *n, enum qmp_arg_type t)
 		return true;
 	}
 	return false;
+}
+
+/* A QMP_ARG_UINT64 argument that check_args() has let through. */
+static uint64_t node_uint64(JsonNode *n)
+{
+	uint64_t v = 0;
+
+	qmp_json_get_uint64(n, &v);
+	return v;
 }
 
 static bool check_args_prefixed(const struct qmp_arg_spec *spec, JsonObject *args, const char *prefix,
@@ -467,7 +478,7 @@ static JsonNode *cmd_migrate_set_parameters(struct qmp_server *s, struct qmp_con
 			continue;
 		switch (pi->mask) {
 		case MIGRATION_PARAM_DOWNTIME_LIMIT:
-			p.downtime_limit_ms = (uint64_t)json_node_get_int(n);
+			p.downtime_limit_ms = node_uint64(n);
 			if (p.downtime_limit_ms > QMP_MAX_DOWNTIME_MS) {
 				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
 					    "Parameter 'downtime-limit' expects an integer in the range of 0 to %u ms",
@@ -476,25 +487,25 @@ static JsonNode *cmd_migrate_set_parameters(struct qmp_server *s, struct qmp_con
 			}
 			break;
 		case MIGRATION_PARAM_MAX_BANDWIDTH:
-			p.max_bandwidth = (uint64_t)json_node_get_int(n);
+			p.max_bandwidth = node_uint64(n);
 			break;
 		case MIGRATION_PARAM_STALL_ITERATIONS:
-			p.stall_iterations = (uint64_t)json_node_get_int(n);
+			p.stall_iterations = node_uint64(n);
 			break;
 		case MIGRATION_PARAM_STALL_MS:
-			p.stall_ms = (uint64_t)json_node_get_int(n);
+			p.stall_ms = node_uint64(n);
 			break;
 		case MIGRATION_PARAM_IO_TIMEOUT:
-			p.io_timeout_ms = (uint64_t)json_node_get_int(n);
+			p.io_timeout_ms = node_uint64(n);
 			break;
 		case MIGRATION_PARAM_AVAIL_SWITCHOVER_BANDWIDTH:
-			p.avail_switchover_bandwidth = (uint64_t)json_node_get_int(n);
+			p.avail_switchover_bandwidth = node_uint64(n);
 			break;
 		case MIGRATION_PARAM_MULTIFD_CHANNELS:
-			p.multifd_channels = (uint64_t)json_node_get_int(n);
+			p.multifd_channels = node_uint64(n);
 			break;
 		case MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD:
-			p.vcpu_dirty_limit_period_ms = (uint64_t)json_node_get_int(n);
+			p.vcpu_dirty_limit_period_ms = node_uint64(n);
 			if (p.vcpu_dirty_limit_period_ms < 1 || p.vcpu_dirty_limit_period_ms > 1000) {
 				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
 					    "Parameter 'x-vcpu-dirty-limit-period' expects a value between 1 and 1000");
@@ -502,7 +513,7 @@ static JsonNode *cmd_migrate_set_parameters(struct qmp_server *s, struct qmp_con
 			}
 			break;
 		case MIGRATION_PARAM_VCPU_DIRTY_LIMIT:
-			p.vcpu_dirty_limit = (uint64_t)json_node_get_int(n);
+			p.vcpu_dirty_limit = node_uint64(n);
 			if (p.vcpu_dirty_limit < 1) {
 				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
 					    "Parameter 'vcpu_dirty_limit' must be greater than 1 MB/s");
@@ -685,7 +696,7 @@ static JsonNode *cmd_x_kmig_blob_set(struct qmp_server *s, struct qmp_conn *c, J
 	char e[256] = "";
 	int r = machine_blob_set_dirty_rate(qmp_server_state(s)->machine,
 					    json_object_get_string_member(args, "id"),
-					    (uint64_t)json_object_get_int_member(args, "dirty-rate"), e, sizeof(e));
+					    node_uint64(json_object_get_member(args, "dirty-rate")), e, sizeof(e));
 
 	(void)c;
 	if (r == -ENOENT) {
@@ -917,7 +928,7 @@ static JsonNode *cmd_set_vcpu_dirty_limit(struct qmp_server *s, struct qmp_conn 
 					  GError **err)
 {
 	struct machine *m = qmp_server_state(s)->machine;
-	uint64_t rate = (uint64_t)json_object_get_int_member(args, "dirty-rate");
+	uint64_t rate = node_uint64(json_object_get_member(args, "dirty-rate"));
 	char e[256] = "";
 	int cpu;
 

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 static const char *const error_class_names[QMP_ERROR__MAX] = {
@@ -159,14 +160,104 @@ static const char *strict_check(const char *text, JsonNode *root)
 	return colons != count_members(root) ? "JSON parse error, duplicate key in an object" : NULL;
 }
 
-JsonNode *qmp_json_parse(const char *text, size_t len, char **error)
+/* Does the integer literal [p, p+n) (optional '-', digits) fit in int64? */
+static bool int_literal_fits(const char *p, size_t n)
 {
+	bool neg = *p == '-';
+	const char *lim = neg ? "9223372036854775808" : "9223372036854775807";
+	size_t digits = n - neg;
+
+	p += neg;
+	while (digits > 1 && *p == '0') {
+		p++;
+		digits--;
+	}
+	return digits < 19 || (digits == 19 && memcmp(p, lim, 19) <= 0);
+}
+
+/* json-glib saturates or wraps an integer beyond int64 (2^63 arrives as
+ * -2^63, 2^64 as -1), so that a uint64 above INT64_MAX could not be told
+ * from a negative number.  Like QEMU's parser, turn such a literal into a
+ * number with a fraction (a double) first: qmp_json_get_uint64() then
+ * takes a whole one below 2^64.  NULL when nothing needs it. */
+static char *widen_big_integers(const char *text, size_t len)
+{
+	GString *out = NULL;
+	bool in_string = false;
+	size_t done = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = text[i];
+
+		if (in_string) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+			continue;
+		}
+		if (c == '"') {
+			in_string = true;
+			continue;
+		}
+		if (c != '-' && !g_ascii_isdigit(c))
+			continue;
+		size_t end = i + 1;
+
+		while (end < len && (g_ascii_isdigit(text[end]) || strchr(".eE+-", text[end])))
+			end++;
+		size_t n = end - i;
+		bool integer = strcspn(text + i, ".eE") >= n && n > (size_t)(c == '-');
+
+		if (integer && !int_literal_fits(text + i, n)) {
+			if (!out)
+				out = g_string_sized_new(len + 16);
+			g_string_append_len(out, text + done, (gssize)(end - done));
+			g_string_append(out, ".0");
+			done = end;
+		}
+		i = end - 1;
+	}
+	if (!out)
+		return NULL;
+	g_string_append_len(out, text + done, (gssize)(len - done));
+	return g_string_free(out, FALSE);
+}
+
+bool qmp_json_get_uint64(JsonNode *n, uint64_t *out)
+{
+	GType t = n && JSON_NODE_HOLDS_VALUE(n) ? json_node_get_value_type(n) : G_TYPE_INVALID;
+
+	if (t == G_TYPE_INT64 && json_node_get_int(n) >= 0) {
+		*out = (uint64_t)json_node_get_int(n);
+		return true;
+	}
+	if (t == G_TYPE_DOUBLE) {
+		double d = json_node_get_double(n);
+
+		/* only what widen_big_integers() made: whole, 2^63 .. 2^64 - 1;
+		 * a double has no 2^64 - 1, and the literals near it round up
+		 * to 2^64: that is UINT64_MAX */
+		if (d >= 9223372036854775808.0 && d <= 18446744073709551616.0 && d == floor(d)) {
+			*out = d < 18446744073709551616.0 ? (uint64_t)d : UINT64_MAX;
+			return true;
+		}
+	}
+	return false;
+}
+
+JsonNode *qmp_json_parse(const char *raw, size_t len, char **error)
+{
+	char *widened = widen_big_integers(raw, len);
+	const char *text = widened ? widened : raw;
 	JsonParser *parser = json_parser_new();
 	GError *gerr = NULL;
 	JsonNode *root = NULL;
 	const char *bad;
 
 	*error = NULL;
+	if (widened)
+		len = strlen(widened);
 	if (!json_parser_load_from_data(parser, text, (gssize)len, &gerr)) {
 		const char *m = gerr->message;
 
@@ -186,6 +277,7 @@ JsonNode *qmp_json_parse(const char *text, size_t len, char **error)
 		root = json_node_copy(json_parser_get_root(parser));
 	}
 	g_object_unref(parser);
+	g_free(widened);
 	return root;
 }
 

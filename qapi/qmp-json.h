@@ -6,7 +6,9 @@
 #ifndef KMIG_QAPI_QMP_JSON_H
 #define KMIG_QAPI_QMP_JSON_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <glib.h>
 #include <json-glib/json-glib.h>
@@ -45,6 +47,9 @@ void json_splitter_free(struct json_splitter *js);
  * words ("JSON parse error, ..."), and also refused: a \u0000 escape and a
  * key repeated in an object.  NULL with *error (g_free) on failure. */
 JsonNode *qmp_json_parse(const char *text, size_t len, char **error);
+/* A uint64 argument: a non-negative integer, or one above INT64_MAX (which
+ * qmp_json_parse() hands over as a whole double).  false for anything else. */
+bool qmp_json_get_uint64(JsonNode *n, uint64_t *out);
 
 /* Serialise node as QMP sends it: one line (unless pretty), non-ASCII
  * characters escaped as \uXXXX, invalid UTF-8 replaced by U+FFFD. */

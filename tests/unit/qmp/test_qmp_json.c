@@ -369,6 +369,33 @@ static void test_double_output_parses(void **state)
 	g_object_unref(p);
 }
 
+/* Integers beyond int64 keep their sign and size (json-glib alone wraps
+ * or saturates them), and a uint64 reads back whole. */
+static void test_parse_big_integers(void **state)
+{
+	static const char text[] = "[9223372036854775808, -9223372036854775809, 18446744073709551615, "
+				   "9223372036854775807, -1, 1.5e3, \"99999999999999999999\", 000012]";
+	char *error = NULL;
+	JsonNode *root = qmp_json_parse(text, strlen(text), &error);
+	JsonArray *a;
+	uint64_t v;
+
+	assert_null(error);
+	a = json_node_get_array(root);
+	assert_true(qmp_json_get_uint64(json_array_get_element(a, 0), &v));
+	assert_true(v == 9223372036854775808ull);
+	assert_true(json_array_get_double_element(a, 1) < -9.2e18);
+	assert_false(qmp_json_get_uint64(json_array_get_element(a, 1), &v));
+	assert_true(qmp_json_get_uint64(json_array_get_element(a, 2), &v));
+	assert_true(v == UINT64_MAX);
+	assert_true(qmp_json_get_uint64(json_array_get_element(a, 3), &v));
+	assert_true(v == 9223372036854775807ull);
+	assert_false(qmp_json_get_uint64(json_array_get_element(a, 4), &v));
+	assert_false(qmp_json_get_uint64(json_array_get_element(a, 5), &v));
+	assert_string_equal(json_array_get_string_element(a, 6), "99999999999999999999");
+	json_node_unref(root);
+}
+
 static void test_sanitized_copy(void **state)
 {
 	JsonBuilder *b = json_builder_new();
@@ -521,6 +548,7 @@ int main(void)
 		cmocka_unit_test(test_migration_json_dirty_limit),
 		cmocka_unit_test(test_ascii_output),
 		cmocka_unit_test(test_double_output_parses),
+		cmocka_unit_test(test_parse_big_integers),
 		cmocka_unit_test(test_sanitized_copy),
 		cmocka_unit_test(test_check_args),
 		cmocka_unit_test(test_tables),
