@@ -2,6 +2,7 @@
  * state and its migration — what qapi/ and tools/ drive. */
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -288,6 +289,34 @@ static int check_incoming(const char *incoming, char *err, size_t errlen)
 	return r;
 }
 
+int output_path_check(const char *what, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	int e = 0;
+
+	/* Never open it here: opening a FIFO and closing it again would hand
+	 * its reader an end of file before the run has written anything. */
+	if (!stat(path, &st)) {
+		if (S_ISDIR(st.st_mode))
+			e = EISDIR;
+		else if (access(path, W_OK))
+			e = errno;
+	} else if (errno == ENOENT) {
+		char *copy = strdup(path);
+
+		if (!copy)
+			e = ENOMEM;
+		else if (access(dirname(copy), W_OK | X_OK))
+			e = errno;
+		free(copy);
+	} else {
+		e = errno;
+	}
+	if (e)
+		snprintf(err, errlen, "cannot open %s '%s': %s", what, path, strerror(e));
+	return -e;
+}
+
 /* The files a run writes must not be one it reads, nor each other: a
  * serial file named like the kernel would be emptied before it is read. */
 static int check_outputs(const struct machine_config *c, char *err, size_t errlen)
@@ -301,7 +330,7 @@ static int check_outputs(const struct machine_config *c, char *err, size_t errle
 		snprintf(err, errlen, "--serial '%s' is the kernel file: it would be emptied", c->serial_path);
 		return -EINVAL;
 	}
-	return 0;
+	return output_path_check("serial output", c->serial_path, err, errlen);
 }
 
 int machine_config_check(const struct machine_config *c, char *err, size_t errlen)

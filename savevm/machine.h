@@ -250,6 +250,10 @@ typedef void (*machine_event_fn)(void *opaque, enum machine_event ev, int64_t ar
  * reason in err.  A run checks everything here before it touches anything. */
 int machine_config_check(const struct machine_config *cfg, char *err, size_t errlen);
 
+/* Whether the run could open PATH for writing, checked without opening,
+ * creating or truncating it; the error reads "cannot open WHAT 'PATH': ...". */
+int output_path_check(const char *what, const char *path, char *err, size_t errlen);
+
 /* Check cfg (machine_config_check), create the VM, load the guest, register
  * every savevm entry, and only then open the serial file.  Nothing runs
  * yet.  On failure returns -errno with a reason in err and leaves nothing

@@ -124,7 +124,7 @@ static int check_stats_path(const char *path, const struct machine_config *cfg, 
 									    : "the serial file too");
 		return -EINVAL;
 	}
-	return 0;
+	return output_path_check("stats file", path, err, errlen);
 }
 
 /* The guest's name and command line, owned by cmd_run so that every exit
