@@ -60,8 +60,8 @@ static int load_section(struct load_ctx *c)
 		snprintf(c->err, c->errlen, "unknown section '%s' instance %u", s.name, s.instance_id);
 		return -EPROTO;
 	}
-	if (e->declared || s.section_id == 0 || s.section_id > STREAM_MAX_SECTIONS ||
-	    c->by_id[s.section_id]) {
+	/* the codec has refused ids 0 and STREAM_MAX_SECTIONS and above */
+	if (e->declared || c->by_id[s.section_id]) {
 		snprintf(c->err, c->errlen, "duplicate section '%s' instance %u (id %u)", s.name,
 			 s.instance_id, s.section_id);
 		return -EPROTO;

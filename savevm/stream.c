@@ -414,6 +414,12 @@ int stream_read_section(const struct stream_source *src, struct stream_section *
 			STREAM_SECTION_ITERABLE, STREAM_SECTION_DEVICE);
 		return -EPROTO;
 	}
+	/* 0 names no section: the records that follow could not refer to it */
+	if (v.section_id == 0) {
+		set_err(err, errlen, "SECTION record '%s' has section id 0 (ids run from 1 to %u)", v.name,
+			STREAM_MAX_SECTIONS - 1);
+		return -EPROTO;
+	}
 	r = check_section_id("SECTION", v.section_id, err, errlen);
 	if (r)
 		return r;

@@ -387,8 +387,8 @@ static void test_section_layout_and_round_trip(void **state)
 	struct stream_section s = { .section_id = 7, .instance_id = 2, .version = 0x103,
 				    .kind = STREAM_SECTION_DEVICE, .name = "apic0" };
 	static const struct stream_section cases[] = {
-		{ 0, 0, 1, STREAM_SECTION_ITERABLE, "ram" },
-		{ 1, 0, 4, STREAM_SECTION_DEVICE, "cpu" },
+		{ 1, 0, 1, STREAM_SECTION_ITERABLE, "ram" },
+		{ 2, 0, 4, STREAM_SECTION_DEVICE, "cpu" },
 		{ 4095, 0xffffffffu, 0xffffffffu, STREAM_SECTION_DEVICE, "x" },
 		{ 12, 3, 2, STREAM_SECTION_ITERABLE, "abcdefghijklmnopqrstuvwxyz0123456789_.-" },
 		{ 13, 1, 1, STREAM_SECTION_DEVICE,
@@ -742,7 +742,7 @@ static void test_full_stream(void **state)
 	b->n = 0;
 	bb_bytes(b, tmp, stream_encode_header(tmp, &h));
 	memset(&s, 0, sizeof(s));
-	s.section_id = 0;
+	s.section_id = 7;
 	s.version = 1;
 	s.kind = STREAM_SECTION_ITERABLE;
 	strcpy(s.name, "ram");
@@ -760,14 +760,14 @@ static void test_full_stream(void **state)
 		nsec++;
 	}
 	for (pass = 1; pass <= 2; pass++) {
-		bb_bytes(b, tmp, stream_encode_ram_hdr(tmp, 0, 2));
+		bb_bytes(b, tmp, stream_encode_ram_hdr(tmp, 7, 2));
 		bb_u64(b, stream_page_hdr(pass << 12, 0));
 		bb_u64(b, stream_page_hdr(0x10000, 1));
 		bb_fill(b, (uint8_t)pass, PAGE);
 		npages += 2;
 		bb_bytes(b, tmp, stream_encode_pass_end(tmp, pass));
 	}
-	bb_bytes(b, tmp, stream_encode_ram_hdr(tmp, 0, 1));	/* final RAM */
+	bb_bytes(b, tmp, stream_encode_ram_hdr(tmp, 7, 1));	/* final RAM */
 	bb_u64(b, stream_page_hdr(0x3000, 1));
 	npages++;
 	for (i = 0; i < 6; i++) {
@@ -1048,6 +1048,10 @@ static void test_section_bad_id(void **state)
 	b.n = 0;
 	bb_section(&b, UINT32_MAX, 0, 1, STREAM_SECTION_DEVICE, 3, "pit", 3);
 	expect_record_reject(&b, "section id 4294967295");
+	/* 0 is no id: it used to be reported as a duplicate section */
+	b.n = 0;
+	bb_section(&b, 0, 0, 1, STREAM_SECTION_DEVICE, 3, "pit", 3);
+	expect_record_reject(&b, "SECTION record 'pit' has section id 0 (ids run from 1 to 4095)");
 }
 
 static void test_ram_bad_count(void **state)
@@ -1491,7 +1495,7 @@ static void build_samples(void)
 {
 	struct stream_header h = { STREAM_VERSION, PAGE, 1ull << 30, 4, 0 };
 	struct stream_section s = { 5, 0, 2, STREAM_SECTION_DEVICE, "kvmclock" };
-	struct stream_section s2 = { 0, 0, 1, STREAM_SECTION_ITERABLE, "ram" };
+	struct stream_section s2 = { 1, 0, 1, STREAM_SECTION_ITERABLE, "ram" };
 	struct stream_eof e = { 12, 123456789 };
 	static struct bb b;
 	int i = 0, n;
