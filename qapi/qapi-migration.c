@@ -169,6 +169,39 @@ static void add_savevm(JsonBuilder *b, const struct migration_info *info)
 	}
 }
 
+/* A string member from a fixed array the machine filled: never trust its NUL */
+static void add_fixed_string(JsonBuilder *b, const char *name, const char *v, size_t size)
+{
+	char *copy = g_strndup(v, size);
+
+	json_builder_set_member_name(b, name);
+	json_builder_add_string_value(b, copy);
+	g_free(copy);
+}
+
+/* QEMU's socket-address: [SocketAddress], {"type": "inet", "host", "port"}
+ * (the port a string, as in QEMU's InetSocketAddress) or {"type": "unix",
+ * "path"} */
+static void add_socket_address(JsonBuilder *b, const struct migration_info *info)
+{
+	if (!info->has_socket_address)
+		return;
+	json_builder_set_member_name(b, "socket-address");
+	json_builder_begin_array(b);
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "type");
+	if (info->socket_address.is_unix) {
+		json_builder_add_string_value(b, "unix");
+		add_fixed_string(b, "path", info->socket_address.path, sizeof(info->socket_address.path));
+	} else {
+		json_builder_add_string_value(b, "inet");
+		add_fixed_string(b, "host", info->socket_address.host, sizeof(info->socket_address.host));
+		add_fixed_string(b, "port", info->socket_address.port, sizeof(info->socket_address.port));
+	}
+	json_builder_end_object(b);
+	json_builder_end_array(b);
+}
+
 JsonNode *qapi_migration_info_to_json(const struct migration_info *info)
 {
 	JsonBuilder *b = json_builder_new();
@@ -224,6 +257,9 @@ JsonNode *qapi_migration_info_to_json(const struct migration_info *info)
 	add_kmig(b, &info->kmig);
 	add_savevm(b, info);
 out:
+	/* like QEMU, also before any source connected: how a caller that
+	 * listened on port 0 learns the port */
+	add_socket_address(b, info);
 	json_builder_end_object(b);
 	root = json_builder_get_root(b);
 	g_object_unref(b);

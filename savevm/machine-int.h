@@ -63,7 +63,11 @@ struct migration {
 	uint64_t switchover_expected_ms;
 	/* passes run because the rest still shrank fast (switchover_decide) */
 	uint64_t shrink_passes;
+	/* the destination's listener, open from --incoming until its
+	 * incoming migration ends (a later source is then refused), and the
+	 * address it listens on */
 	struct ring_listener *listener;
+	struct ring_uri listen_addr;
 	char uri[256];
 
 	uint64_t start_ns, setup_ns, end_ns;

@@ -683,6 +683,22 @@ static void fill_savevm_info(struct machine *m, struct migration_info *info, enu
 	}
 }
 
+static void fill_socket_address(struct migration_info *info, const struct ring_uri *u)
+{
+	info->has_socket_address = true;
+	info->socket_address.is_unix = u->kind == RING_URI_UNIX;
+	const char *h = u->host;
+	size_t hl = strlen(h);
+
+	if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {	/* QEMU's inet host has no brackets */
+		h++;
+		hl -= 2;
+	}
+	snprintf(info->socket_address.host, sizeof(info->socket_address.host), "%.*s", (int)hl, h);
+	snprintf(info->socket_address.port, sizeof(info->socket_address.port), "%s", u->port);
+	snprintf(info->socket_address.path, sizeof(info->socket_address.path), "%s", u->path);
+}
+
 void machine_query_migrate(struct machine *m, struct migration_info *info)
 {
 	struct ram_stats rs;
@@ -700,6 +716,8 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 
 	info->status = s;
 	info->is_incoming = g->incoming;
+	if (g->incoming && g->listener)
+		fill_socket_address(info, &g->listen_addr);
 	if (s != MIGRATION_STATUS_NONE && s != MIGRATION_STATUS_SETUP && g->start_ns) {
 		info->has_times = true;
 		info->total_time_ms = ((done && g->end_ns ? g->end_ns : now) - g->start_ns) / 1000000;

@@ -190,6 +190,15 @@ struct migration_info {
 	bool has_dirty_limit;
 	uint64_t dirty_limit_throttle_time_per_round_us;
 	uint64_t dirty_limit_ring_full_time_us;
+	/* QEMU's socket-address: on the destination, while it listens (from
+	 * --incoming until its incoming migration ends), the address it
+	 * listens on, with the real port of tcp:HOST:0 */
+	bool has_socket_address;
+	struct {
+		bool is_unix;
+		char host[256], port[16];	/* inet */
+		char path[108];			/* unix */
+	} socket_address;
 	/* per-entry pending bytes, the breakdown of remaining (x-kmig-pending) */
 	unsigned int nr_pending;
 	struct { char name[65]; uint32_t instance_id; uint64_t bytes; } pending[16];

@@ -660,6 +660,21 @@ static void send_ack(struct ring_channel *ch, int status, const char *msg)
 	ring_send(ch, buf, n);
 }
 
+/* An incoming migration is over, loaded or failed: like QEMU, stop
+ * listening, so that a second source is refused at once instead of
+ * waiting on a connection nobody will read. */
+static void close_listener(struct machine *m)
+{
+	pthread_mutex_lock(&m->lock);
+	struct ring_listener *l = m->mig.listener;
+
+	/* machine_destroy aborts the listener under this lock: once NULL
+	 * here, nobody else touches it */
+	m->mig.listener = NULL;
+	pthread_mutex_unlock(&m->lock);
+	ring_listener_close(l);
+}
+
 static void *incoming_main(void *arg)
 {
 	struct machine *m = arg;
@@ -700,6 +715,7 @@ static void *incoming_main(void *arg)
 	}
 	uint64_t loaded_ns = migration_now_ns();
 
+	close_listener(m);
 	send_ack(ch, 0, "loaded");
 	/* Only a complete, valid, loaded stream starts the guest. */
 	r = kvm_vm_start(m->vm);
@@ -720,6 +736,7 @@ static void *incoming_main(void *arg)
 	machine_emit(m, MACHINE_EVENT_RESUME, 0);
 	return NULL;
 fail:
+	close_listener(m);
 	pthread_mutex_lock(&m->lock);
 	m->mig.end_ns = migration_now_ns();
 	m->mig.ch = NULL;
@@ -753,6 +770,7 @@ int migration_incoming_listen(struct machine *m, const char *uri, char *err, siz
 		return r;
 	}
 	ring_listener_uri(m->mig.listener, &u);
+	m->mig.listen_addr = u;
 	ring_uri_format(&u, m->mig.uri, sizeof(m->mig.uri));
 	/* like QEMU: no status until a source connects */
 	m->mig.incoming = true;

@@ -156,6 +156,45 @@ static void test_migration_json_none(void **state)
 	g_free(s);
 }
 
+/* QEMU's socket-address, on a destination that listens: also before any
+ * source connected (status none), which is how a caller that listened on
+ * port 0 learns the port; an unterminated array is cut at its size */
+static void test_migration_json_socket_address(void **state)
+{
+	struct migration_info mi;
+	char *s;
+
+	memset(&mi, 0, sizeof(mi));
+	mi.is_incoming = true;
+	mi.has_socket_address = true;
+	snprintf(mi.socket_address.host, sizeof(mi.socket_address.host), "127.0.0.1");
+	snprintf(mi.socket_address.port, sizeof(mi.socket_address.port), "40123");
+	s = qapi_migration_info_to_string(&mi, FALSE);
+	assert_string_equal(s, "{\"socket-address\":[{\"type\":\"inet\",\"host\":\"127.0.0.1\",\"port\":\"40123\"}]}");
+	g_free(s);
+
+	mi.status = MIGRATION_STATUS_ACTIVE;
+	mi.socket_address.is_unix = true;
+	memset(mi.socket_address.path, 'p', sizeof(mi.socket_address.path));
+	s = qapi_migration_info_to_string(&mi, FALSE);
+	assert_non_null(strstr(s, "\"status\":\"active\""));
+	char path[sizeof(mi.socket_address.path) + 1];
+
+	memset(path, 'p', sizeof(mi.socket_address.path));
+	path[sizeof(mi.socket_address.path)] = '\0';
+	char *want = g_strdup_printf("\"socket-address\":[{\"type\":\"unix\",\"path\":\"%s\"}]", path);
+	assert_non_null(strstr(s, want));
+	g_free(want);
+	g_free(s);
+
+	/* not listening (any more): no member */
+	mi.has_socket_address = false;
+	mi.status = MIGRATION_STATUS_NONE;
+	s = qapi_migration_info_to_string(&mi, FALSE);
+	assert_string_equal(s, "{}");
+	g_free(s);
+}
+
 static void test_migration_json_exact(void **state)
 {
 	struct migration_info mi;
@@ -543,6 +582,7 @@ int main(void)
 		cmocka_unit_test(test_splitter_errors),
 		cmocka_unit_test(test_splitter_reset),
 		cmocka_unit_test(test_migration_json_none),
+		cmocka_unit_test(test_migration_json_socket_address),
 		cmocka_unit_test(test_migration_json_exact),
 		cmocka_unit_test(test_migration_json_values),
 		cmocka_unit_test(test_migration_json_dirty_limit),
