@@ -52,6 +52,34 @@ void ring_listener_uri(const struct ring_listener *l, struct ring_uri *uri);
 /* Wait up to timeout_ms (-1 = forever) for one connection. -ETIMEDOUT on
  * timeout; -ECANCELED after ring_listener_abort(). */
 int ring_accept(struct ring_listener *l, struct ring_channel **out, int timeout_ms);
+/* What a connection must send first for ring_accept_opening() to take it:
+ * len bytes (at most RING_OPENING_MAX), of which the first match must equal
+ * bytes (a magic); what names it in messages ("a kmig stream header"). */
+#define RING_OPENING_MAX 64u
+#define RING_MAX_CANDIDATES 16u
+struct ring_opening {
+	const void *bytes;
+	size_t match, len;
+	const char *what;
+	/* a candidate that has not sent its opening this long after
+	 * connecting is dropped (<= 0: never, but see RING_MAX_CANDIDATES) */
+	int idle_ms;
+	/* told about each connection dropped (may be NULL): peer is its
+	 * address, why a sentence ("it did not open with ...") */
+	void (*dropped)(void *opaque, const char *peer, const char *why);
+	void *opaque;
+};
+
+/* Accept connections until one sends its whole opening (peeked: the reader
+ * sees those bytes again) and return it; the others are closed.  Up to
+ * RING_MAX_CANDIDATES connections wait at once, so one that sends nothing,
+ * garbage or half an opening neither ends the wait nor holds back the real
+ * peer: a candidate is dropped as soon as a byte differs from the magic,
+ * when it closes, after idle_ms, or (the oldest) when a newer one arrives
+ * and all places are taken.  -ETIMEDOUT after timeout_ms (-1: forever),
+ * -ECANCELED after ring_listener_abort(). */
+int ring_accept_opening(struct ring_listener *l, const struct ring_opening *o, struct ring_channel **out,
+			int timeout_ms);
 /* Make a blocked ring_accept() return -ECANCELED (safe from another thread). */
 void ring_listener_abort(struct ring_listener *l);
 void ring_listener_close(struct ring_listener *l);

@@ -675,12 +675,38 @@ static void close_listener(struct machine *m)
 	ring_listener_close(l);
 }
 
+static void on_stray_dropped(void *opaque, const char *peer, const char *why)
+{
+	(void)opaque;
+	fprintf(stderr, "kmig: dropped an incoming connection from %s: %s; still waiting for the source\n", peer,
+		why);
+}
+
+/* The source: the first connection that opens with a whole stream header
+ * and the type of its first record.  One that sends nothing, something
+ * else, or stops inside the header is not a migration: it is dropped, and
+ * neither ends the incoming migration nor holds the real source back (the
+ * stream loader checks everything after the magic). */
+_Static_assert(STREAM_HEADER_SIZE + 4 <= RING_OPENING_MAX, "the source's opening fits ring_accept_opening");
+
+static int accept_source(struct machine *m, struct ring_channel **ch)
+{
+	pthread_mutex_lock(&m->lock);
+	const struct ring_opening opening = {
+		.bytes = STREAM_MAGIC, .match = sizeof(STREAM_MAGIC) - 1, .len = STREAM_HEADER_SIZE + 4,
+		.what = "a kmig stream header", .idle_ms = (int)m->params.io_timeout_ms,
+		.dropped = on_stray_dropped,
+	};
+	pthread_mutex_unlock(&m->lock);
+	return ring_accept_opening(m->mig.listener, &opening, ch, -1);
+}
+
 static void *incoming_main(void *arg)
 {
 	struct machine *m = arg;
 	struct ring_channel *ch = NULL;
 	char err[512] = "";
-	int r = ring_accept(m->mig.listener, &ch, -1);
+	int r = accept_source(m, &ch);
 
 	if (r) {
 		set_error(m, "no incoming connection: %s", strerror(-r));

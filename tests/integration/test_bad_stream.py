@@ -4,12 +4,15 @@ destination cuts the stream at random points or rewrites records, on the
 main connection and (multifd) on the RAM channels.  Every time: the
 destination refuses with a clear error, writes nothing outside guest RAM,
 never starts its guest and exits 1; the source reports 'failed' and its
-guest keeps running, still correct."""
+guest keeps running, still correct.  A connection that does not even open
+like a migration (a bad magic, cut inside the header) is dropped instead:
+the destination says so, keeps waiting, and then takes the real source."""
 import random
 import struct
 import sys
 
-from kmiglib import (Kmig, Proxy, free_port, require_kvm, verify_passes, wait_migration, workdir)
+from kmiglib import (Kmig, Proxy, free_port, require_kvm, verify_passes, wait_dest_running, wait_migration,
+                     wait_text, workdir)
 
 MAX_DEVICE = 1 << 20
 
@@ -44,9 +47,20 @@ def nth(kind_wanted, n, fn):
     return mutate
 
 
+# The source opens its connection with the 32-byte stream header and the
+# type of its first record; a connection that does not is no migration:
+# the destination drops it and goes on waiting for the real source.
+OPENING = 36
+
+# (name, proxy kwargs, what the destination must say when it drops it)
+DROPPED_CASES = [
+    ("bad magic", dict(mutate=first("header", lambda r: b"NOTKMIG!" + r[8:])),
+     "did not open with a kmig stream header"),
+    ("header only", dict(cut_at=32), "closed after 32 of the 36 bytes"),
+]
+
 CASES = [
     # (name, proxy kwargs, what the destination must say)
-    ("bad magic", dict(mutate=first("header", lambda r: b"NOTKMIG!" + r[8:])), "magic"),
     ("unsupported version", dict(mutate=first("header", lambda r: patch(r, 8, "<I", 7))), "version"),
     ("guest size mismatch", dict(mutate=first("header", lambda r: patch(r, 16, "<Q", 512 << 20))), "MiB"),
     ("unknown section", dict(mutate=first("section", lambda r: r[:24] + b"x" + r[25:])), "unknown section"),
@@ -97,6 +111,40 @@ PREALLOC_CASES = [
 ]
 
 
+def dropped_case(wd, n, name, proxy_kw, expect):
+    """The destination drops the connection, says why, and still takes the
+    real source afterwards: nothing lost, its guest then runs."""
+    port = free_port()
+    dst = Kmig(wd, f"dst{n}", params="ws=16", incoming=f"tcp:127.0.0.1:{port}")
+    src = Kmig(wd, f"src{n}", params="ws=16")
+    proxy = Proxy(port, **proxy_kw)
+    try:
+        src.wait_lines(r" ok$", 1)
+        src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{proxy.port}")
+        info = wait_migration(src.qmp)
+        assert info["status"] == "failed", f"{name}: source status {info}"
+        dropped = wait_text(dst.stderr_path, "dropped an incoming connection", 10)
+        err = dst.stderr()
+        assert dropped, f"{name}: the destination did not say it dropped the connection: {err!r}"
+        assert expect in err, f"{name}: destination said: {err!r}"
+        assert dst.proc.poll() is None, f"{name}: the destination exited ({dst.proc.returncode})"
+        assert dst.qmp.cmd("query-status")["status"] == "inmigrate"
+        assert not dst.lines(), f"{name}: destination guest ran: {dst.lines()}"
+        # the real source, straight to the destination
+        src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
+        info = wait_migration(src.qmp)
+        assert info["status"] == "completed", f"{name}: then the real migration: {info}"
+        wait_dest_running(dst)
+        n_ok = len(dst.wait_lines(r" ok$", 1))
+        dst.wait_lines(r" ok$", n_ok + 2, timeout=20)
+        assert not dst.failures(), dst.failures()
+        print(f"ok: {name}: destination dropped it ({err.strip().splitlines()[-1][:110]}), "
+              f"then took the real source: completed, guest whole")
+    finally:
+        src.stop()
+        dst.stop()
+
+
 def run_case(wd, n, name, proxy_kw, expect, channels=0, dst_extra=()):
     port = free_port()
     dst = Kmig(wd, f"dst{n}", params="ws=16", incoming=f"tcp:127.0.0.1:{port}", extra=dst_extra)
@@ -133,6 +181,9 @@ def main():
     require_kvm()
     wd = workdir("badstream")
     n = 0
+    for name, kw, expect in DROPPED_CASES:
+        dropped_case(wd, n, name, kw, expect)
+        n += 1
     for name, kw, expect in CASES:
         run_case(wd, n, name, kw, expect)
         n += 1
@@ -145,7 +196,10 @@ def main():
     rng = random.Random(int(sys.argv[1]) if len(sys.argv) > 1 else 4242)
     for i in range(6):
         cut = rng.choice([rng.randrange(1, 32), rng.randrange(32, 4096), rng.randrange(4096, 8 << 20)])
-        run_case(wd, n, f"cut at byte {cut}", dict(cut_at=cut), "truncated")
+        if cut < OPENING:
+            dropped_case(wd, n, f"cut at byte {cut}", dict(cut_at=cut), f"closed after {cut} of the 36 bytes")
+        else:
+            run_case(wd, n, f"cut at byte {cut}", dict(cut_at=cut), "truncated")
         n += 1
     print(f"{n} broken streams refused; source guest kept running every time")
 
