@@ -61,8 +61,9 @@ static void run_usage(FILE *f)
 		"  --stats-period MS     the period of --stats-file, %d..%d ms (default %d)\n"
 		"  -h, --help            this help\n"
 		"\n"
-		"Exit status: the code the guest wrote to port 0xf4, 0 after quit, 1 when an\n"
-		"incoming migration failed, 2 on a KVM error.\n"
+		"Exit status: the code the guest wrote to port 0xf4, 0 after quit or SIGINT,\n"
+		"SIGTERM or SIGHUP (the QMP socket file is removed), 1 when an incoming\n"
+		"migration failed, 2 on a KVM error.\n"
 		"\nBuilt-in guests:\n", MACHINE_MAX_VCPUS, KVM_DIRTY_AUTO_RING_MIN_BYTES >> 30,
 		STATS_PERIOD_MIN_MS, STATS_PERIOD_MAX_MS,
 		STATS_PERIOD_DEFAULT_MS);
@@ -289,8 +290,11 @@ static int run_main(int argc, char **argv, struct guest_strings *gs)
 		machine_destroy(m);
 		return 1;
 	}
+	/* SIGHUP too (a closed terminal, a session ending): like QEMU, a
+	 * clean stop that removes the QMP socket file, not a death by signal */
 	g_unix_signal_add(SIGINT, on_signal, m);
 	g_unix_signal_add(SIGTERM, on_signal, m);
+	g_unix_signal_add(SIGHUP, on_signal, m);
 	stats_file_start(stats, m);
 	GThread *waiter = g_thread_new("kmig-wait", wait_thread, &ctx);
 

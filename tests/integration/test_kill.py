@@ -7,10 +7,16 @@
    completes with nothing lost.
 2. The source killed in precopy: the destination notices within seconds,
    fails, exits 1, and never started a guest.
+3. SIGHUP, SIGTERM and SIGINT end kmig run cleanly, its QMP socket file
+   removed; the file kill -9 leaves is replaced by the next run.
+4. The destination's listener: its real port in socket-address, closed
+   once the migration ended.
 
 The migration is throttled (16 MiB/s) so that it is certainly in precopy
 when the kill comes."""
+import os
 import signal
+import socket
 import time
 
 from kmiglib import (Kmig, free_port, require_kvm, verify_passes, wait_dest_running, wait_migration,
@@ -83,11 +89,82 @@ def kill_source(wd):
         dst.stop()
 
 
+def signals(wd):
+    """SIGHUP, SIGTERM and SIGINT stop kmig run cleanly: exit 0, its QMP
+    socket file removed.  After kill -9 the file stays (nothing can remove
+    it), and the next kmig run on the same path replaces it."""
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        k = Kmig(wd, f"sig{int(sig)}", guest="idle")
+        try:
+            k.qmp.cmd("query-status")
+            k.proc.send_signal(sig)
+            code = k.wait_exit(10)
+            assert code == 0, f"{sig.name}: exit status {code}: {k.stderr()}"
+            assert not os.path.exists(k.qmp_path), f"{sig.name}: {k.qmp_path} left behind"
+            print(f"{sig.name}: exit 0, QMP socket removed")
+        finally:
+            k.stop()
+    k = Kmig(wd, "killed", guest="idle")
+    try:
+        k.qmp.cmd("query-status")
+        k.proc.send_signal(signal.SIGKILL)
+        k.proc.wait(10)
+    finally:
+        k.stop()
+    assert os.path.exists(k.qmp_path)
+    again = Kmig(wd, "killed", guest="idle")
+    try:
+        assert again.qmp.cmd("query-status")["status"] == "running"
+        print("kill -9: the socket file left behind was replaced by the next kmig run")
+    finally:
+        again.stop()
+
+
+def listener(wd):
+    """Like QEMU: a destination on tcp:HOST:0 tells its real port in
+    query-migrate socket-address, and stops listening once its migration
+    ended, so a second source fails at once instead of hanging active."""
+    dst = Kmig(wd, "ldst", params="ws=8", incoming="tcp:127.0.0.1:0")
+    src = Kmig(wd, "lsrc", params="ws=8")
+    src2 = Kmig(wd, "lsrc2", guest="idle")
+    try:
+        info = dst.qmp.cmd("query-migrate")
+        addrs = info.get("socket-address")
+        assert addrs and addrs[0]["type"] == "inet" and addrs[0]["host"] == "127.0.0.1", info
+        port = int(addrs[0]["port"])
+        assert port > 0 and "status" not in info, info
+        src.wait_lines(r" ok$", 1)
+        src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
+        assert wait_migration(src.qmp)["status"] == "completed", src.qmp.cmd("query-migrate")
+        wait_dest_running(dst)
+        info = dst.qmp.cmd("query-migrate")
+        assert "socket-address" not in info and info["status"] == "completed", info
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            raise AssertionError(f"the destination still listens on {port} after completing")
+        except ConnectionRefusedError:
+            pass
+        t0 = time.time()
+        src2.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
+        info = wait_migration(src2.qmp, timeout=30)
+        took = time.time() - t0
+        assert info["status"] == "failed" and took < 10, (info, took)
+        assert src2.qmp.cmd("query-status")["status"] == "running"
+        print(f"listener: port {port} from socket-address; closed after completion; a second source "
+              f"failed after {took:.1f} s: {info.get('error-desc')}")
+    finally:
+        src2.stop()
+        src.stop()
+        dst.stop()
+
+
 def main():
     require_kvm()
     wd = workdir("kill")
     kill_destination(wd)
     kill_source(wd)
+    signals(wd)
+    listener(wd)
 
 
 if __name__ == "__main__":
