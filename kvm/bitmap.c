@@ -107,3 +107,44 @@ unsigned long dirty_bitmap_take_word(struct dirty_bitmap *b, uint64_t w)
 		atomic_fetch_sub(&b->count, (uint64_t)__builtin_popcountl(old));
 	return old;
 }
+
+int dirty_observer_init(struct dirty_observer *o, uint64_t nbits, unsigned int nr_vcpus)
+{
+	o->nr_vcpus = nr_vcpus;
+	o->other = 0;
+	o->per_vcpu = calloc(nr_vcpus ? nr_vcpus : 1, sizeof(*o->per_vcpu));
+	if (!o->per_vcpu)
+		return -ENOMEM;
+	if (dirty_bitmap_init(&o->seen, nbits)) {
+		free(o->per_vcpu);
+		o->per_vcpu = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void dirty_observer_note(struct dirty_observer *o, uint64_t bit, uint32_t vcpu)
+{
+	if (bit >= o->seen.nbits || !dirty_bitmap_set(&o->seen, bit))
+		return;
+	if (vcpu < o->nr_vcpus)
+		o->per_vcpu[vcpu]++;
+	else
+		o->other++;
+}
+
+uint64_t dirty_observer_total(const struct dirty_observer *o)
+{
+	uint64_t total = o->other;
+
+	for (unsigned int i = 0; i < o->nr_vcpus; i++)
+		total += o->per_vcpu[i];
+	return total;
+}
+
+void dirty_observer_fini(struct dirty_observer *o)
+{
+	dirty_bitmap_fini(&o->seen);
+	free(o->per_vcpu);
+	o->per_vcpu = NULL;
+}

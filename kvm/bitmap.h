@@ -35,4 +35,19 @@ uint64_t dirty_bitmap_nwords(const struct dirty_bitmap *b);
 unsigned long dirty_bitmap_take_word(struct dirty_bitmap *b, uint64_t w);
 void dirty_bitmap_clear_all(struct dirty_bitmap *b);
 
+/* Distinct pages in a window (calc-dirty-rate): each page noted counts
+ * once, for the vCPU that brought it first; vcpu >= nr_vcpus (no ring:
+ * the bitmap backend, a resync) counts in other.  One writer at a time. */
+struct dirty_observer {
+	struct dirty_bitmap seen;
+	unsigned int nr_vcpus;
+	uint64_t *per_vcpu;
+	uint64_t other;
+};
+
+int dirty_observer_init(struct dirty_observer *o, uint64_t nbits, unsigned int nr_vcpus);
+void dirty_observer_note(struct dirty_observer *o, uint64_t bit, uint32_t vcpu);
+uint64_t dirty_observer_total(const struct dirty_observer *o);
+void dirty_observer_fini(struct dirty_observer *o);
+
 #endif

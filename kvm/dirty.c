@@ -31,9 +31,14 @@ struct dirty_backend {
 	void (*stop)(struct kvm_vm *vm);
 };
 
-static void publish_page(struct kvm_vm *vm, uint64_t pg)
+#define NO_VCPU UINT32_MAX
+
+/* Caller holds dirty_lock.  vcpu: whose ring brought the page, or NO_VCPU. */
+static void publish_page(struct kvm_vm *vm, uint64_t pg, uint32_t vcpu)
 {
 	dirty_bitmap_set(vm->dirty, pg);
+	if (vm->observed)
+		dirty_observer_note(vm->observed, pg, vcpu);
 }
 
 static uint64_t clock_ns(clockid_t clk)
@@ -153,7 +158,7 @@ static void sticky_add(void *ctx, uint32_t slot, uint64_t offset)
 	}
 	vm->sticky[vm->nr_sticky++] = pg;
 	vm->dstats.lost_pages++;
-	publish_page(vm, pg);
+	publish_page(vm, pg, NO_VCPU);
 }
 
 /* Collect what the guard recorded.  Returns true when the list is not
@@ -181,7 +186,7 @@ static void sticky_clear(struct kvm_vm *vm)
 static void publish_sticky(struct kvm_vm *vm)
 {
 	for (size_t i = 0; i < vm->nr_sticky; i++)
-		publish_page(vm, vm->sticky[i]);
+		publish_page(vm, vm->sticky[i], NO_VCPU);
 }
 
 static int set_logging(struct kvm_vm *vm, bool on)
@@ -234,7 +239,7 @@ static int harvest_one_ring(struct kvm_vm *vm, struct kvm_vcpu *v, unsigned int 
 		uint64_t pg;
 
 		if (!gfn_to_page(vm, &buf[i], &pg))
-			publish_page(vm, pg);
+			publish_page(vm, pg, v->idx);
 	}
 	vm->dstats.harvested += rep.collected;
 	__atomic_add_fetch(&v->ring_pages, rep.collected, __ATOMIC_RELAXED);
@@ -438,7 +443,7 @@ static int bitmap_sync_slot(struct kvm_vm *vm, const struct kvm_slot *s)
 			unsigned int b = (unsigned int)__builtin_ctzll(word);
 
 			word &= word - 1;
-			publish_page(vm, base + w * 64 + b);
+			publish_page(vm, base + w * 64 + b, NO_VCPU);
 			vm->dstats.harvested++;
 		}
 	}
@@ -543,6 +548,7 @@ nomem:
 
 void kvm_dirty_fini(struct kvm_vm *vm)
 {
+	kvm_dirty_observe_end(vm, NULL, 0);	/* a window left open */
 	free(vm->sticky);
 	if (vm->sticky_set.words)
 		dirty_bitmap_fini(&vm->sticky_set);
@@ -625,6 +631,45 @@ void kvm_dirty_set_lost_drain(struct kvm_vm *vm, kvm_lost_drain_fn drain, void *
 	vm->lost_drain = drain;
 	vm->lost_opaque = opaque;
 	pthread_mutex_unlock(&vm->dirty_lock);
+}
+
+int kvm_dirty_observe_begin(struct kvm_vm *vm)
+{
+	struct dirty_observer *o = calloc(1, sizeof(*o));
+
+	if (!o || dirty_observer_init(o, kvm_vm_nr_pages(vm), vm->nr_vcpus)) {
+		free(o);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&vm->dirty_lock);
+	int r = vm->observed ? -EBUSY : 0;
+
+	if (!r)
+		vm->observed = o;
+	pthread_mutex_unlock(&vm->dirty_lock);
+	if (r) {
+		dirty_observer_fini(o);
+		free(o);
+	}
+	return r;
+}
+
+uint64_t kvm_dirty_observe_end(struct kvm_vm *vm, uint64_t *per_vcpu, unsigned int n)
+{
+	pthread_mutex_lock(&vm->dirty_lock);
+	struct dirty_observer *o = vm->observed;
+
+	vm->observed = NULL;
+	pthread_mutex_unlock(&vm->dirty_lock);
+	if (!o)
+		return 0;
+	uint64_t total = dirty_observer_total(o);
+
+	for (unsigned int i = 0; per_vcpu && i < n && i < o->nr_vcpus; i++)
+		per_vcpu[i] = o->per_vcpu[i];
+	dirty_observer_fini(o);
+	free(o);
+	return total;
 }
 
 void kvm_dirty_get_stats(struct kvm_vm *vm, struct kvm_dirty_stats *st)

@@ -99,6 +99,9 @@ struct kvm_vm {
 	size_t harvest_cap;
 	unsigned long *log_buf;		/* KVM_GET_DIRTY_LOG scratch */
 	struct kvm_dirty_stats dstats;
+	/* a distinct-page window (kvm_dirty_observe_*): every page published
+	 * is also noted here.  Under dirty_lock; NULL outside a window. */
+	struct dirty_observer *observed;
 	pthread_t harvester;
 	bool harvester_running;
 	bool harvester_rt;		/* runs SCHED_FIFO */

@@ -128,6 +128,14 @@ uint64_t kvm_vcpu_throttled_ns(struct kvm_vm *vm, unsigned int idx);
  * stopped: also scan for ring holes so nothing can hide. */
 int kvm_dirty_sync(struct kvm_vm *vm, bool final);
 void kvm_dirty_stop(struct kvm_vm *vm);
+/* A window in which every page harvested counts once, however often the
+ * guest rewrote it and the harvester re-protected it: the distinct pages
+ * behind calc-dirty-rate.  One window at a time (-EBUSY); -ENOMEM. */
+int kvm_dirty_observe_begin(struct kvm_vm *vm);
+/* Ends the window: the distinct pages seen, and per vCPU (n entries, may
+ * be NULL) the pages its dirty ring brought first; pages no ring brought
+ * (the bitmap backend) count in the total only. */
+uint64_t kvm_dirty_observe_end(struct kvm_vm *vm, uint64_t *per_vcpu, unsigned int n);
 /* Mark every page the guest ever touched dirty (start of migration, and
  * overflow recovery); memory never populated reads as zero everywhere. */
 void kvm_dirty_mark_all(struct kvm_vm *vm);

@@ -2,13 +2,14 @@
  * fast the guest dirties memory, each over calc-time, in a background
  * thread, with or without a migration running.
  *
- *  - dirty-ring: each vCPU's ring pushes (eBPF counters or the
- *    harvester's).  A page counts each time it is written after the
- *    harvester re-protected it (every millisecond), so a page rewritten
- *    continuously counts about once per millisecond, as in QEMU.
- *  - dirty-bitmap: the pages KVM's bitmap reports between two syncs;
- *    syncs of a concurrent migration in between split the window, so a
- *    page written in two of its parts counts twice.
+ *  - dirty-ring and dirty-bitmap: the distinct pages the dirty ring or
+ *    KVM's bitmap reported in the window (kvm_dirty_observe_*): a page
+ *    rewritten continuously counts once, not once per millisecond the
+ *    harvester re-protected it, so the three modes measure the same
+ *    thing.  Per vCPU (dirty-ring), a page counts for the vCPU whose ring
+ *    brought it first, so the vCPUs' rates add up to the total.  The ring
+ *    pushes themselves (eBPF counters or the harvester's: the write-fault
+ *    traffic) are reported beside it (x-kmig-ring-push-rate).
  *  - page-sampling: sample-pages pages per GiB, hashed at both ends. */
 #include <errno.h>
 #include <stdio.h>
@@ -102,49 +103,63 @@ static int measure_sampling(struct job *j, uint64_t until, double *mib_s)
 	return 0;
 }
 
-static int measure_ring(struct job *j, uint64_t until, double *mib_s, int64_t *vcpu)
+/* The distinct pages dirtied in the window, per second (MiB/s): a page
+ * rewritten a thousand times in it counts once, in both tracking modes,
+ * as page-sampling counts it.  Synced at both ends so that what was
+ * logged before the window is not counted, and what was logged in it is;
+ * syncs of a concurrent migration in between change nothing. */
+static int measure_distinct(struct job *j, uint64_t until, double *mib_s, int64_t *vcpu)
 {
 	struct machine *m = j->m;
 	unsigned int n = kvm_vm_nr_vcpus(m->vm);
-	uint64_t c0[DIRTYRATE_MAX_VCPUS];
+	uint64_t pages[DIRTYRATE_MAX_VCPUS] = { 0 };
+	int r = kvm_dirty_sync(m->vm, false);
+
+	if (!r)
+		r = kvm_dirty_observe_begin(m->vm);
+	if (r)
+		return r;
 	uint64_t t0 = migration_now_ns();
+	bool done = sleep_window(m, until);
 
-	for (unsigned int i = 0; i < n; i++)
-		c0[i] = telemetry_vcpu_pages(m, i);
-	if (!sleep_window(m, until))
+	if (done)
+		r = kvm_dirty_sync(m->vm, false);
+	double secs = (double)(migration_now_ns() - t0) / 1e9;
+	uint64_t total = kvm_dirty_observe_end(m->vm, pages, DIRTYRATE_MAX_VCPUS);
+
+	if (!done)
 		return -ECANCELED;
-	double secs = (double)(migration_now_ns() - t0) / 1e9, sum = 0;
-
-	for (unsigned int i = 0; i < n; i++) {
-		double r = (double)(telemetry_vcpu_pages(m, i) - c0[i]) * KVM_PAGE_SIZE / (1 << 20) / secs;
-
-		vcpu[i] = (int64_t)(r + 0.5);
-		sum += r;
-	}
-	*mib_s = sum;
+	if (r)
+		return r;
+	for (unsigned int i = 0; i < n && i < DIRTYRATE_MAX_VCPUS; i++)
+		vcpu[i] = (int64_t)((double)pages[i] * KVM_PAGE_SIZE / (1 << 20) / secs + 0.5);
+	*mib_s = (double)total * KVM_PAGE_SIZE / (1 << 20) / secs;
 	return 0;
 }
 
-static int measure_bitmap(struct job *j, uint64_t until, double *mib_s)
+/* What the vCPUs' rings took in the window (eBPF counters or the
+ * harvester's), in MiB/s: a page counts each time it was written after
+ * being re-protected, so this is the write-fault traffic the dirty-limit
+ * controller acts on, not the dirty rate. */
+struct ring_pushes {
+	uint64_t c0[DIRTYRATE_MAX_VCPUS];
+	uint64_t t0;
+};
+
+static void ring_pushes_begin(struct machine *m, struct ring_pushes *p)
 {
-	struct kvm_vm *vm = j->m->vm;
-	struct kvm_dirty_stats a, b;
-	int r = kvm_dirty_sync(vm, false);
+	for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm) && i < DIRTYRATE_MAX_VCPUS; i++)
+		p->c0[i] = telemetry_vcpu_pages(m, i);
+	p->t0 = migration_now_ns();
+}
 
-	if (r)
-		return r;
-	kvm_dirty_get_stats(vm, &a);
-	uint64_t t0 = migration_now_ns();
+static double ring_pushes_end(struct machine *m, const struct ring_pushes *p)
+{
+	double secs = (double)(migration_now_ns() - p->t0) / 1e9, sum = 0;
 
-	if (!sleep_window(j->m, until))
-		return -ECANCELED;
-	if ((r = kvm_dirty_sync(vm, false)))
-		return r;
-	kvm_dirty_get_stats(vm, &b);
-	double secs = (double)(migration_now_ns() - t0) / 1e9;
-
-	*mib_s = (double)(b.harvested - a.harvested) * KVM_PAGE_SIZE / (1 << 20) / secs;
-	return 0;
+	for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm) && i < DIRTYRATE_MAX_VCPUS; i++)
+		sum += (double)(telemetry_vcpu_pages(m, i) - p->c0[i]);
+	return secs > 0 ? sum * KVM_PAGE_SIZE / (1 << 20) / secs : 0;
 }
 
 static void *measure_thread(void *arg)
@@ -158,13 +173,16 @@ static void *measure_thread(void *arg)
 	bool tracking = j->mode != DIRTYRATE_PAGE_SAMPLING;
 	int r = tracking ? kvm_dirty_start(m->vm, err, sizeof(err)) : 0;
 
+	struct ring_pushes pushes;
+	double push_rate = 0;
+
 	if (!r) {
-		if (j->mode == DIRTYRATE_DIRTY_RING)
-			r = measure_ring(j, until, &rate, vcpu);
-		else if (j->mode == DIRTYRATE_DIRTY_BITMAP)
-			r = measure_bitmap(j, until, &rate);
+		ring_pushes_begin(m, &pushes);
+		if (tracking)
+			r = measure_distinct(j, until, &rate, vcpu);
 		else
 			r = measure_sampling(j, until, &rate);
+		push_rate = ring_pushes_end(m, &pushes);
 		if (tracking)
 			kvm_dirty_stop(m->vm);
 	}
@@ -178,6 +196,8 @@ static void *measure_thread(void *arg)
 	if (!r && j->mode == DIRTYRATE_DIRTY_RING) {
 		d->nr_vcpus = kvm_vm_nr_vcpus(m->vm);
 		memcpy(d->vcpu_dirty_rate, vcpu, sizeof(vcpu));
+		d->has_ring_push_rate = true;
+		d->ring_push_rate = (int64_t)(push_rate + 0.5);
 	}
 	pthread_mutex_unlock(&m->lock);
 	free(j);
@@ -202,7 +222,7 @@ static const char *counted_by(struct machine *m, enum dirtyrate_mode mode)
 		return "sampling";
 	if (mode == DIRTYRATE_DIRTY_BITMAP)
 		return "bitmap";
-	return m->bpf ? "bpf" : "ring";
+	return "ring";
 }
 
 int machine_calc_dirty_rate(struct machine *m, int64_t calc_time_ms, enum dirtyrate_mode mode,
@@ -242,6 +262,7 @@ int machine_calc_dirty_rate(struct machine *m, int64_t calc_time_ms, enum dirtyr
 	d->calc_time_ms = calc_time_ms;
 	d->sample_pages = mode == DIRTYRATE_PAGE_SAMPLING ? sample_pages : 0;
 	d->counted_by = counted_by(m, mode);
+	d->telemetry_by = mode == DIRTYRATE_DIRTY_RING ? (m->bpf ? "bpf" : "ring") : NULL;
 	m->dr.thread_running = false;
 	pthread_mutex_unlock(&m->lock);
 	if (join)	/* finished: its status said measured */

@@ -352,8 +352,14 @@ struct dirtyrate_info {
 	/* dirty-ring mode, once measured: one rate per vCPU */
 	unsigned int nr_vcpus;
 	int64_t vcpu_dirty_rate[DIRTYRATE_MAX_VCPUS];
-	/* extension: what counted ("bpf", "ring", "bitmap", "sampling") */
+	/* extension: what counted ("ring", "bitmap", "sampling") */
 	const char *counted_by;
+	/* extension, dirty-ring mode once measured: MiB/s of dirty-ring
+	 * entries (each write after a re-protection), counted by eBPF or the
+	 * harvester (telemetry_by) */
+	bool has_ring_push_rate;
+	int64_t ring_push_rate;
+	const char *telemetry_by;
 };
 /* Starts a measurement in the background.  Checked here: the mode is
  * available with this VM's dirty tracking (-ENOTSUP, QEMU's words "mode

@@ -114,6 +114,31 @@ static void test_concurrent_count_exact(void **state)
 	dirty_bitmap_fini(&shared);
 }
 
+/* A page rewritten many times counts once, for the vCPU that brought it
+ * first; pages no ring brought count in the total only. */
+static void test_observer_distinct(void **state)
+{
+	struct dirty_observer o;
+
+	(void)state;
+	assert_int_equal(dirty_observer_init(&o, 1000, 2), 0);
+	for (int round = 0; round < 1000; round++)	/* one hot page */
+		dirty_observer_note(&o, 7, 0);
+	for (uint64_t pg = 100; pg < 164; pg++) {	/* 64 pages, both vCPUs */
+		dirty_observer_note(&o, pg, 1);
+		dirty_observer_note(&o, pg, 0);
+	}
+	dirty_observer_note(&o, 7, 1);			/* vCPU 0 had it first */
+	dirty_observer_note(&o, 500, UINT32_MAX);	/* the bitmap backend */
+	dirty_observer_note(&o, 500, 0);
+	dirty_observer_note(&o, 1000, 0);		/* past the end: ignored */
+	assert_int_equal(o.per_vcpu[0], 1);
+	assert_int_equal(o.per_vcpu[1], 64);
+	assert_int_equal(o.other, 1);
+	assert_int_equal(dirty_observer_total(&o), 66);
+	dirty_observer_fini(&o);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -121,6 +146,7 @@ int main(void)
 		cmocka_unit_test(test_ranges),
 		cmocka_unit_test(test_find_next_edges),
 		cmocka_unit_test(test_concurrent_count_exact),
+		cmocka_unit_test(test_observer_distinct),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

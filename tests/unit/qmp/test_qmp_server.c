@@ -1663,7 +1663,8 @@ static void test_query_dirty_rate(void **state)
 						  NULL };
 	static const char *const ring_m[] = { "dirty-rate", "status", "start-time", "calc-time",
 					      "calc-time-unit", "sample-pages", "mode", "vcpu-dirty-rate",
-					      "x-kmig-counted-by", NULL };
+					      "x-kmig-counted-by", "x-kmig-ring-push-rate",
+					      "x-kmig-ring-pushes-counted-by", NULL };
 	static const char *const vcpu_m[] = { "id", "dirty-rate", NULL };
 	struct dirtyrate_info info;
 	JsonObject *o;
@@ -1734,7 +1735,10 @@ static void test_query_dirty_rate(void **state)
 
 	/* dirty-ring, measured: one rate per vCPU */
 	info.mode = DIRTYRATE_DIRTY_RING;
-	info.counted_by = "bpf";
+	info.counted_by = "ring";
+	info.has_ring_push_rate = true;
+	info.ring_push_rate = 615;
+	info.telemetry_by = "bpf";
 	info.nr_vcpus = 3;
 	info.vcpu_dirty_rate[0] = 5;
 	info.vcpu_dirty_rate[1] = 0;
@@ -1753,12 +1757,15 @@ static void test_query_dirty_rate(void **state)
 		assert_int_equal(json_object_get_int_member(v, "id"), i);
 		assert_int_equal(json_object_get_int_member(v, "dirty-rate"), info.vcpu_dirty_rate[i]);
 	}
-	assert_string_equal(json_object_get_string_member(o, "x-kmig-counted-by"), "bpf");
+	assert_string_equal(json_object_get_string_member(o, "x-kmig-counted-by"), "ring");
+	assert_int_equal(json_object_get_int_member(o, "x-kmig-ring-push-rate"), 615);
+	assert_string_equal(json_object_get_string_member(o, "x-kmig-ring-pushes-counted-by"), "bpf");
 	json_node_unref(r);
 
 	/* dirty-ring, still measuring: neither rate */
 	info.status = DIRTYRATE_MEASURING;
 	info.has_dirty_rate = false;
+	info.has_ring_push_rate = false;
 	info.counted_by = NULL;
 	r = query_dirty_rate(f, c, &info, NULL);
 	o = ret_obj(r);
