@@ -682,13 +682,13 @@ static void on_stray_dropped(void *opaque, const char *peer, const char *why)
 		why);
 }
 
+_Static_assert(STREAM_HEADER_SIZE + 4 <= RING_OPENING_MAX, "the source's opening fits ring_accept_opening");
+
 /* The source: the first connection that opens with a whole stream header
  * and the type of its first record.  One that sends nothing, something
  * else, or stops inside the header is not a migration: it is dropped, and
  * neither ends the incoming migration nor holds the real source back (the
  * stream loader checks everything after the magic). */
-_Static_assert(STREAM_HEADER_SIZE + 4 <= RING_OPENING_MAX, "the source's opening fits ring_accept_opening");
-
 static int accept_source(struct machine *m, struct ring_channel **ch)
 {
 	pthread_mutex_lock(&m->lock);
