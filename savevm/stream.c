@@ -123,7 +123,7 @@ static int read_exact(const struct stream_source *src, void *buf, size_t len, co
 		return -EPIPE;
 	}
 	if (r < 0) {
-		set_err(err, errlen, "read error while reading %s (errno %d)", what, -r);
+		set_err(err, errlen, "read error while reading %s: %s (errno %d)", what, strerror(-r), -r);
 		return r;
 	}
 	set_err(err, errlen, "stream source returned %d (not 0 or -errno) while reading %s", r,

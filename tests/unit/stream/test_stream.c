@@ -1416,6 +1416,7 @@ static void test_source_errors(void **state)
 		assert_int_equal(stream_read_header(&src, &h, err, sizeof(err)), code);
 		assert_err_contains(err, "stream header");
 		assert_err_contains(err, want);
+		assert_err_contains(err, strerror(-code));	/* in words too */
 		assert_int_equal(stream_read_type(&src, &t, err, sizeof(err)), code);
 		assert_err_contains(err, "record type");
 		assert_int_equal(stream_read_section(&src, &s, err, sizeof(err)), code);
