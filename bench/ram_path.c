@@ -72,7 +72,7 @@ static void fill_ram(struct kvm_mem *m, void *ctx)
 }
 
 /* A guest rewriting its working set as fast as it can. */
-static void write_ws(struct kvm_mem *m, void *ctx, volatile bool *stop)
+static void write_ws(struct kvm_mem *m, void *ctx, atomic_bool *stop)
 {
 	struct fill *f = ctx;
 	uint64_t pages = f->ws_bytes / KVM_PAGE_SIZE, gen = 0;

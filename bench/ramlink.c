@@ -232,9 +232,9 @@ struct src {
 	const struct savevm_ops *ops;
 	void *opaque;
 	struct savevm_rate rate;
-	volatile bool cancel;
+	atomic_bool cancel;
 	struct savevm_out out;
-	volatile bool stop_writer;
+	atomic_bool stop_writer;
 	char err[512];
 };
 

@@ -17,6 +17,7 @@
 #ifndef KMIG_BENCH_RAMLINK_H
 #define KMIG_BENCH_RAMLINK_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -36,7 +37,7 @@ struct ramlink_opts {
 	void (*fill)(struct kvm_mem *src, void *ctx);
 	/* while passes run: a thread that writes pages and publishes each
 	 * write in kvm_mem_dirty(src) after it; returns when *stop */
-	void (*writer)(struct kvm_mem *src, void *ctx, volatile bool *stop);
+	void (*writer)(struct kvm_mem *src, void *ctx, atomic_bool *stop);
 	void *ctx;
 	unsigned int live_passes;	/* passes with the writer running (>= 1) */
 	/* faults: each side's x-kmig-io-timeout (0 = none), and a side that

@@ -37,7 +37,7 @@ void savevm_rate_destroy(struct savevm_rate *r)
 	pthread_mutex_destroy(&r->lock);
 }
 
-void savevm_rate_pay(struct savevm_rate *r, size_t len, volatile bool *cancel)
+void savevm_rate_pay(struct savevm_rate *r, size_t len, atomic_bool *cancel)
 {
 	uint64_t bw = r ? atomic_load(&r->bandwidth) : 0;
 

@@ -18,7 +18,7 @@
 struct dirtyrate_state {
 	pthread_t thread;
 	bool thread_running;		/* joined before the next one starts */
-	volatile bool stop;
+	atomic_bool stop;
 	struct dirtyrate_info info;	/* under machine.lock */
 };
 
@@ -48,7 +48,7 @@ struct migration {
 	bool incoming;
 	bool thread_running;
 	pthread_t thread;
-	volatile bool cancel;
+	atomic_bool cancel;
 	struct ring_channel *ch;	/* for abort from cancel/quit */
 	struct multifd_send *mf_send;	/* RAM channels, same purpose */
 	struct multifd_recv *mf_recv;

@@ -42,7 +42,7 @@ struct savevm_rate {
 void savevm_rate_init(struct savevm_rate *r);
 void savevm_rate_destroy(struct savevm_rate *r);
 /* Block until len more bytes fit under the limit (or cancel is set). */
-void savevm_rate_pay(struct savevm_rate *r, size_t len, volatile bool *cancel);
+void savevm_rate_pay(struct savevm_rate *r, size_t len, atomic_bool *cancel);
 /* Largest send that keeps bursts short under the current limit. */
 size_t savevm_rate_chunk(struct savevm_rate *r);
 
@@ -68,7 +68,7 @@ struct savevm_out {
 	struct ring_channel *ch;
 	_Atomic uint64_t bytes;		/* everything sent, all channels */
 	struct savevm_rate *rate;
-	volatile bool *cancel;		/* set by migrate_cancel */
+	atomic_bool *cancel;		/* set by migrate_cancel */
 	_Atomic uint64_t *progress;	/* bytes sent, for query-migrate mid-call */
 	struct savevm_sendpath path;	/* the main channel's */
 	struct multifd_send *mf;	/* RAM channels, or NULL: RAM goes on ch */

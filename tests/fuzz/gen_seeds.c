@@ -119,7 +119,7 @@ struct source {
 	struct ram_handler *ram;
 	struct blob *blobs[2];
 	struct savevm_rate rate;
-	volatile bool cancel;
+	atomic_bool cancel;
 	struct savevm_out out;
 };
 

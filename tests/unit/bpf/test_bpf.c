@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -630,7 +631,7 @@ struct live {
 	uint32_t fetch;
 	uint64_t harvested, full_exits, reported, bad;
 	int run_err;
-	volatile bool stop;
+	atomic_bool stop;
 };
 
 static void live_harvest(struct live *lv)

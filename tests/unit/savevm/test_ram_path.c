@@ -74,7 +74,7 @@ static void fill(struct kvm_mem *m, void *ctx)
 /* Each round rewrites the working set with the next generation, turning
  * every page's kind over (data -> zero -> data ...), publishing each
  * write after it as KVM does after re-protecting the page. */
-static void rewrite(struct kvm_mem *m, void *ctx, volatile bool *stop)
+static void rewrite(struct kvm_mem *m, void *ctx, atomic_bool *stop)
 {
 	struct guest *g = ctx;
 
