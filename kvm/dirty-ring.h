@@ -8,7 +8,9 @@
  * from the kernel's reset index over RESET entries, re-protects their pages
  * and returns how many it reset.
  *
- * What this kernel does wrong (shared/design.md, "Facts"): the vCPU does not
+ * What the kernel of the hosts kmig was built on does wrong (measured
+ * there; modelled by tests/unit/kvm/test_dirty_ring.c and provoked by the
+ * migrate-ring-overflow integration tests): the vCPU does not
  * always exit at the ring's soft-full mark, so the kernel keeps pushing past
  * the ring's capacity and overwrites the oldest entry not yet reset.  Two
  * things can then go wrong:

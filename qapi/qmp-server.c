@@ -43,7 +43,6 @@ struct pending_event {
 
 struct event_sink {
 	gint refs;
-	guint id;		 /* key in the registry; the handler's opaque */
 	GMutex lock;
 	GQueue events;		 /* struct pending_event * */
 	struct qmp_server *srv;	 /* NULL once the server stopped */
@@ -111,49 +110,6 @@ void qmp_conn_set_negotiated(struct qmp_conn *c)
 }
 
 /* ------------------------------------------------------------ event sink */
-
-/* The machine gets a sink's id, not its address, as the handler's opaque:
- * machine_emit() reads the handler under its lock but calls it after
- * unlocking, so a call may still arrive after qmp_server_stop() replaced
- * the handler.  Such a late call finds no sink here and does nothing. */
-static GMutex sinks_lock;
-static GHashTable *sinks;	/* id -> struct event_sink * */
-static guint sinks_next_id;
-
-static void sink_register(struct event_sink *sink)
-{
-	g_mutex_lock(&sinks_lock);
-	if (!sinks)
-		sinks = g_hash_table_new(g_direct_hash, g_direct_equal);
-	do
-		sink->id = ++sinks_next_id;
-	while (!sink->id || g_hash_table_contains(sinks, GUINT_TO_POINTER(sink->id)));
-	g_hash_table_insert(sinks, GUINT_TO_POINTER(sink->id), sink);
-	g_mutex_unlock(&sinks_lock);
-}
-
-static void sink_unregister(struct event_sink *sink)
-{
-	g_mutex_lock(&sinks_lock);
-	g_hash_table_remove(sinks, GUINT_TO_POINTER(sink->id));
-	g_mutex_unlock(&sinks_lock);
-}
-
-static struct event_sink *sink_ref(struct event_sink *sink);
-
-/* A reference to the sink with this id, or NULL. */
-static struct event_sink *sink_lookup(guint id)
-{
-	struct event_sink *sink = NULL;
-
-	g_mutex_lock(&sinks_lock);
-	if (sinks)
-		sink = g_hash_table_lookup(sinks, GUINT_TO_POINTER(id));
-	if (sink)
-		sink_ref(sink);
-	g_mutex_unlock(&sinks_lock);
-	return sink;
-}
 
 static struct event_sink *sink_ref(struct event_sink *sink)
 {
@@ -757,15 +713,13 @@ static void sink_push(struct event_sink *sink, enum machine_event ev, int64_t ar
 	g_mutex_unlock(&sink->lock);
 }
 
-/* machine_event_fn: any thread, must not call into the machine */
+/* machine_event_fn: any thread, must not call into the machine.  The
+ * server's reference keeps the sink alive: qmp_server_stop() drops it only
+ * after machine_set_event_handler() has replaced this handler, and that
+ * returns only once no call to it is running. */
 static void on_machine_event(void *opaque, enum machine_event ev, int64_t arg)
 {
-	struct event_sink *sink = sink_lookup(GPOINTER_TO_UINT(opaque));
-
-	if (!sink)
-		return; /* the server has stopped */
-	sink_push(sink, ev, arg);
-	sink_unref(sink);
+	sink_push(opaque, ev, arg);
 }
 
 /* ---------------------------------------------------------- start / stop */
@@ -898,13 +852,12 @@ int qmp_server_start(struct machine *m, const char *socket_path, struct qmp_serv
 	g_queue_init(&s->sink->events);
 	s->sink->srv = s;
 	s->sink->ctx = g_main_context_ref(s->ctx);
-	sink_register(s->sink);
 
 	s->listen_src = g_socket_create_source(ls, G_IO_IN, NULL);
 	g_source_set_callback(s->listen_src, (GSourceFunc)(void (*)(void))on_accept, s, NULL);
 	g_source_attach(s->listen_src, s->ctx);
 
-	machine_set_event_handler(m, on_machine_event, GUINT_TO_POINTER(s->sink->id));
+	machine_set_event_handler(m, on_machine_event, s->sink);
 	*out = s;
 	return 0;
 }
@@ -937,9 +890,8 @@ void qmp_server_stop(struct qmp_server *s)
 
 	if (!s)
 		return;
+	/* once it returns, no event call is running or will run */
 	machine_set_event_handler(s->st.machine, NULL, NULL);
-	/* a call already under way finds nothing (see sink_lookup) */
-	sink_unregister(s->sink);
 	/* last events (SHUTDOWN, typically) still go out */
 	deliver_all(sink_take(s->sink, &q, true), &q);
 	sink_unref(s->sink);

@@ -6,10 +6,10 @@
  * relies on errno.  A peer that closes early makes reads fail with -EPIPE, so
  * a truncated stream is never mistaken for a complete one.
  *
- * The API is shaped for what later work adds without changing callers:
- * ring_sendv() takes iovecs that may point straight into guest memory (the
- * zero-copy sender will register those regions), and a migration may open
- * several channels to one URI (multifd).
+ * ring_sendv() takes iovecs that may point straight into guest memory, and
+ * ring_sendv_zc() sends from there without a copy (IORING_OP_SENDMSG_ZC;
+ * no buffers are registered with io_uring); a migration may open several
+ * channels to one URI (multifd).
  */
 #ifndef KMIG_RING_H
 #define KMIG_RING_H
