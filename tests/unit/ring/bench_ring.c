@@ -106,7 +106,7 @@ static double run_ring(const char *listen_text, unsigned char *rbuf)
 
 /* ---------------------------------------------------------- plain modes */
 
-/* Same socket options as ring/ring.c applies, set before listen/connect. */
+/* Same socket options as ring/socket.c applies, set before listen/connect. */
 static void tune(int fd, int family)
 {
 	int one = 1, size = 4 << 20;
