@@ -100,7 +100,22 @@ err_close:
 	return -err;
 }
 
+/* The peer behind beside has closed (or sent something, which a peer
+ * being connected to does not do): it will not accept us either. */
+static bool ring_beside_gone(const struct ring_channel *beside)
+{
+	struct pollfd pfd = { .fd = beside ? beside->fd : -1, .events = POLLIN };
+
+	return beside && poll(&pfd, 1, 0) > 0;
+}
+
 int ring_connect(const struct ring_uri *uri, int timeout_ms, struct ring_channel **out)
+{
+	return ring_connect_beside(uri, timeout_ms, NULL, out);
+}
+
+int ring_connect_beside(const struct ring_uri *uri, int timeout_ms, const struct ring_channel *beside,
+			struct ring_channel **out)
 {
 	int64_t deadline = ring_deadline(timeout_ms);
 	struct addrinfo *res = NULL, *ai;
@@ -151,6 +166,10 @@ int ring_connect(const struct ring_uri *uri, int timeout_ms, struct ring_channel
 		left = ring_left_ms(deadline);
 		if (!retry || left == 0)
 			goto out;
+		if (ring_beside_gone(beside)) {
+			ret = -ECONNRESET;
+			goto out;
+		}
 		ring_sleep_ms(left < 0 || left > RING_CONNECT_RETRY_MS ? RING_CONNECT_RETRY_MS
 								       : left);
 	}

@@ -87,6 +87,13 @@ void ring_listener_close(struct ring_listener *l);
 /* Connect, retrying for up to timeout_ms while the peer refuses (so a
  * destination that is still starting up is not an error). */
 int ring_connect(const struct ring_uri *uri, int timeout_ms, struct ring_channel **out);
+/* The same, for another connection to a peer that beside is already
+ * connected to (multifd's channels): a refused attempt is retried only
+ * while beside stays open and quiet; once the peer has closed it (a
+ * destination killed before it accepted us), -ECONNRESET at once instead of
+ * retrying until timeout_ms. */
+int ring_connect_beside(const struct ring_uri *uri, int timeout_ms, const struct ring_channel *beside,
+			struct ring_channel **out);
 
 /* Send every byte of the iovecs (partial sends are resubmitted). */
 int ring_sendv(struct ring_channel *ch, const struct iovec *iov, int iovcnt);

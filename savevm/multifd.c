@@ -176,11 +176,17 @@ int multifd_send_start(struct savevm_out *out, const struct ring_uri *uri, unsig
 
 		c->mf = mf;
 		c->index = i;
-		r = ring_connect(uri, CONNECT_TIMEOUT_MS, &c->ch);
+		/* a destination that died after the main connection refuses
+		 * these at once: not a reason to retry for CONNECT_TIMEOUT_MS */
+		r = ring_connect_beside(uri, CONNECT_TIMEOUT_MS, out->ch, &c->ch);
+		if (r) {
+			snprintf(err, errlen, "cannot open migration channel %u: %s", i,
+				 r == -ECONNRESET ? "the destination closed the main connection" : strerror(-r));
+			return r;
+		}
 		/* a silent destination times out on every channel alike */
 		ring_channel_set_timeout(c->ch, ring_channel_timeout(out->ch));
-		if (!r)
-			r = send_hello(c, cookie);
+		r = send_hello(c, cookie);
 		if (r) {
 			snprintf(err, errlen, "cannot open migration channel %u: %s", i, strerror(-r));
 			return r;

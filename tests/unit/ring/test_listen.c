@@ -387,6 +387,43 @@ static void test_unix_files(void **state)
 	rmdir(dir);
 }
 
+/* A second connection to a peer that has closed the first one gives up at
+ * once (multifd's channels to a destination killed after the main
+ * connection), where a plain connect retries the refusal until its
+ * timeout; while the first connection stays open, refusals are retried. */
+static void test_connect_beside(void **state)
+{
+	struct ring_channel *main_ch, *peer, *ch = NULL;
+	struct ring_listener *l;
+	struct ring_uri uri;
+	int64_t t0, dt;
+
+	(void)state;
+	for (int gone = 1; gone >= 0; gone--) {
+		rt_parse("tcp:127.0.0.1:0", &uri);
+		assert_int_equal(ring_listen(&uri, &l), 0);
+		ring_listener_uri(l, &uri);
+		assert_int_equal(ring_connect(&uri, 1000, &main_ch), 0);
+		assert_int_equal(ring_accept(l, &peer, 1000), 0);
+		ring_listener_close(l);		/* nobody listens any more */
+		if (gone)
+			ring_channel_close(peer);	/* and the peer is gone */
+		t0 = rt_now_ms();
+		int r = ring_connect_beside(&uri, 400, main_ch, &ch);
+
+		dt = rt_now_ms() - t0;
+		assert_null(ch);
+		if (gone && (r != -ECONNRESET || dt > 200))
+			fail_msg("peer gone: %d after %lld ms, expected -ECONNRESET at once", r, (long long)dt);
+		if (!gone && (r != -ECONNREFUSED || dt < 390))
+			fail_msg("peer alive: %d after %lld ms, expected -ECONNREFUSED after 400 ms of retries", r,
+				 (long long)dt);
+		if (!gone)
+			ring_channel_close(peer);
+		ring_channel_close(main_ch);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -395,6 +432,7 @@ int main(void)
 		cmocka_unit_test(test_connect_retry_tcp),
 		cmocka_unit_test(test_connect_retry_unix),
 		cmocka_unit_test(test_connect_gives_up),
+		cmocka_unit_test(test_connect_beside),
 		cmocka_unit_test(test_bad_uris),
 		cmocka_unit_test(test_tcp_addr_in_use),
 		cmocka_unit_test(test_unix_files),
