@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #include <linux/capability.h>
 
+#include "common/util.h"
 #include "bpf/telemetry.h"
 #include "bpf-config.h"
 
@@ -49,7 +50,7 @@ static void set_why(char *why, size_t whylen, const char *fmt, ...)
 	if (!why || !whylen)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(why, whylen, fmt, ap);
+	kmig_vset_err(why, whylen, fmt, ap);
 	va_end(ap);
 	/* one line, whatever libbpf gave us */
 	for (char *p = why; *p; p++)

@@ -41,14 +41,6 @@ static void publish_page(struct kvm_vm *vm, uint64_t pg, uint32_t vcpu)
 		dirty_observer_note(vm->observed, pg, vcpu);
 }
 
-static uint64_t clock_ns(clockid_t clk)
-{
-	struct timespec ts;
-
-	clock_gettime(clk, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* The cost of one harvest pass, for kvm_dirty_stats: thread CPU time,
  * because the caller may be preempted by busy vCPU threads while it holds
  * the lock, and wall time for the final sync, which the guest waits for. */
@@ -59,7 +51,7 @@ struct pass_clock {
 static void pass_begin(struct kvm_vm *vm, struct pass_clock *pc, uint64_t wall0)
 {
 	pc->wall0 = wall0;
-	pc->cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+	pc->cpu0 = kmig_clock_ns(CLOCK_THREAD_CPUTIME_ID);
 	pc->harvested0 = vm->dstats.harvested;
 }
 
@@ -67,9 +59,9 @@ static void pass_begin(struct kvm_vm *vm, struct pass_clock *pc, uint64_t wall0)
 static void pass_end(struct kvm_vm *vm, const struct pass_clock *pc, bool final)
 {
 	vm->dstats.harvests++;
-	vm->dstats.harvest_cpu_ns += clock_ns(CLOCK_THREAD_CPUTIME_ID) - pc->cpu0;
+	vm->dstats.harvest_cpu_ns += kmig_clock_ns(CLOCK_THREAD_CPUTIME_ID) - pc->cpu0;
 	if (final) {
-		vm->dstats.final_sync_ns = clock_ns(CLOCK_MONOTONIC) - pc->wall0;
+		vm->dstats.final_sync_ns = kmig_clock_ns(CLOCK_MONOTONIC) - pc->wall0;
 		vm->dstats.final_sync_pages = vm->dstats.harvested - pc->harvested0;
 	}
 }
@@ -295,7 +287,7 @@ static int ring_sync_locked(struct kvm_vm *vm, bool final)
 
 static int ring_sync(struct kvm_vm *vm, bool final)
 {
-	uint64_t wall0 = clock_ns(CLOCK_MONOTONIC);
+	uint64_t wall0 = kmig_clock_ns(CLOCK_MONOTONIC);
 	struct pass_clock pc;
 
 	pthread_mutex_lock(&vm->dirty_lock);
@@ -334,7 +326,7 @@ static void *harvester_main(void *arg)
 	struct timespec ts = { 0, HARVEST_PERIOD_NS };
 	/* all of this thread's CPU time is harvesting: its wake-ups are the
 	 * ring's fixed cost, paid even when the guest dirties nothing */
-	uint64_t cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+	uint64_t cpu = kmig_clock_ns(CLOCK_THREAD_CPUTIME_ID);
 
 	for (;;) {
 		pthread_mutex_lock(&vm->dirty_lock);
@@ -342,7 +334,7 @@ static void *harvester_main(void *arg)
 
 		if (!stop) {
 			harvest_all(vm, 0);
-			uint64_t now = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+			uint64_t now = kmig_clock_ns(CLOCK_THREAD_CPUTIME_ID);
 
 			vm->dstats.harvests++;
 			vm->dstats.harvest_cpu_ns += now - cpu;
@@ -452,7 +444,7 @@ static int bitmap_sync_slot(struct kvm_vm *vm, const struct kvm_slot *s)
 
 static int bitmap_sync(struct kvm_vm *vm, bool final)
 {
-	uint64_t wall0 = clock_ns(CLOCK_MONOTONIC);
+	uint64_t wall0 = kmig_clock_ns(CLOCK_MONOTONIC);
 	struct pass_clock pc;
 
 	pthread_mutex_lock(&vm->dirty_lock);
@@ -542,7 +534,7 @@ int kvm_dirty_init(struct kvm_vm *vm, char *err, size_t errlen)
 	}
 	return 0;
 nomem:
-	kvm_set_err(err, errlen, "out of memory for dirty tracking");
+	kmig_set_err(err, errlen, "out of memory for dirty tracking");
 	return -ENOMEM;
 }
 
@@ -563,8 +555,8 @@ static int dirty_start_first(struct kvm_vm *vm, char *err, size_t errlen)
 	int r = backend(vm)->start(vm);
 
 	if (r) {
-		kvm_set_err(err, errlen, "cannot start %s dirty tracking: %s", backend(vm)->name,
-			    strerror(-r));
+		kmig_set_err(err, errlen, "cannot start %s dirty tracking: %s", backend(vm)->name,
+			     strerror(-r));
 		set_logging(vm, false);
 		return r;
 	}

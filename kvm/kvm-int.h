@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "common/util.h"
 #include "kvm/kvm.h"
 #include "kvm/bitmap.h"
 #include "kvm/dirty-ring.h"
@@ -119,6 +120,5 @@ void serial_reset(struct serial16550 *s);
 void serial_io(struct kvm_vm *vm, uint16_t port, bool is_write, uint8_t *data);
 
 int kvm_set_slot_flags(struct kvm_vm *vm, const struct kvm_slot *s, uint32_t flags);
-void kvm_set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -46,13 +46,13 @@ static int load_segment(struct kvm_vm *vm, uint64_t paddr, const uint8_t *src, u
 	uint8_t *dst = kvm_vm_gpa_ptr(vm, paddr, memsz);
 
 	if (!dst || memsz < filesz) {
-		kvm_set_err(err, errlen, "segment at 0x%llx (%llu bytes) does not fit in guest RAM",
-			    (unsigned long long)paddr, (unsigned long long)memsz);
+		kmig_set_err(err, errlen, "segment at 0x%llx (%llu bytes) does not fit in guest RAM",
+			     (unsigned long long)paddr, (unsigned long long)memsz);
 		return -ERANGE;
 	}
 	if (overlaps_mbi(paddr, memsz)) {
-		kvm_set_err(err, errlen, "segment at 0x%llx overlaps the multiboot info area "
-			    "0x%x-0x%x", (unsigned long long)paddr, MBI_ADDR, MBI_END);
+		kmig_set_err(err, errlen, "segment at 0x%llx overlaps the multiboot info area "
+			     "0x%x-0x%x", (unsigned long long)paddr, MBI_ADDR, MBI_END);
 		return -ERANGE;
 	}
 	memcpy(dst, src, filesz);
@@ -66,16 +66,16 @@ static int load_elf32(struct kvm_vm *vm, const uint8_t *img, size_t size, uint32
 	const Elf32_Ehdr *eh = (const Elf32_Ehdr *)img;
 
 	if (size < sizeof(*eh) || memcmp(eh->e_ident, ELFMAG, SELFMAG)) {
-		kvm_set_err(err, errlen, "not an ELF file and no a.out kludge in the multiboot header");
+		kmig_set_err(err, errlen, "not an ELF file and no a.out kludge in the multiboot header");
 		return -ENOEXEC;
 	}
 	if (eh->e_ident[EI_CLASS] != ELFCLASS32 || eh->e_machine != EM_386) {
-		kvm_set_err(err, errlen, "multiboot ELF must be 32-bit i386 (as for QEMU's -kernel)");
+		kmig_set_err(err, errlen, "multiboot ELF must be 32-bit i386 (as for QEMU's -kernel)");
 		return -ENOEXEC;
 	}
 	if (eh->e_phentsize != sizeof(Elf32_Phdr) || eh->e_phnum == 0 ||
 	    eh->e_phoff > size || (size - eh->e_phoff) / sizeof(Elf32_Phdr) < eh->e_phnum) {
-		kvm_set_err(err, errlen, "ELF program headers are missing or truncated");
+		kmig_set_err(err, errlen, "ELF program headers are missing or truncated");
 		return -ENOEXEC;
 	}
 	unsigned int loaded = 0;
@@ -86,7 +86,7 @@ static int load_elf32(struct kvm_vm *vm, const uint8_t *img, size_t size, uint32
 		if (ph->p_type != PT_LOAD || !ph->p_memsz)
 			continue;
 		if (ph->p_offset > size || size - ph->p_offset < ph->p_filesz) {
-			kvm_set_err(err, errlen, "ELF segment %u lies outside the file", i);
+			kmig_set_err(err, errlen, "ELF segment %u lies outside the file", i);
 			return -ENOEXEC;
 		}
 		int r = load_segment(vm, ph->p_paddr, img + ph->p_offset, ph->p_filesz, ph->p_memsz,
@@ -96,7 +96,7 @@ static int load_elf32(struct kvm_vm *vm, const uint8_t *img, size_t size, uint32
 		loaded++;
 	}
 	if (!loaded) {
-		kvm_set_err(err, errlen, "ELF file has nothing to load");
+		kmig_set_err(err, errlen, "ELF file has nothing to load");
 		return -ENOEXEC;
 	}
 	*entry = eh->e_entry;
@@ -108,7 +108,7 @@ static int load_aout(struct kvm_vm *vm, const uint8_t *img, size_t size, size_t 
 		     const struct mb_header *h, uint32_t *entry, char *err, size_t errlen)
 {
 	if (h->header_addr < h->load_addr || h->header_addr - h->load_addr > hdr_off) {
-		kvm_set_err(err, errlen, "multiboot a.out header addresses are inconsistent");
+		kmig_set_err(err, errlen, "multiboot a.out header addresses are inconsistent");
 		return -ENOEXEC;
 	}
 	size_t file_start = hdr_off - (h->header_addr - h->load_addr);
@@ -119,7 +119,7 @@ static int load_aout(struct kvm_vm *vm, const uint8_t *img, size_t size, size_t 
 	if (h->load_end_addr && h->load_end_addr < h->load_addr)
 		filesz = UINT64_MAX;
 	if (filesz > size - file_start || memsz < filesz) {
-		kvm_set_err(err, errlen, "multiboot a.out load range exceeds the file");
+		kmig_set_err(err, errlen, "multiboot a.out load range exceeds the file");
 		return -ENOEXEC;
 	}
 	*entry = h->entry_addr;
@@ -152,8 +152,8 @@ static int write_mbi(struct kvm_vm *vm, const char *cmdline, char *err, size_t e
 	size_t clen = cmdline ? strlen(cmdline) : 0;
 
 	if (clen + 1 > MBI_END - MBI_CMDLINE_ADDR) {
-		kvm_set_err(err, errlen, "guest command line too long (max %u bytes)",
-			    MBI_END - MBI_CMDLINE_ADDR - 1);
+		kmig_set_err(err, errlen, "guest command line too long (max %u bytes)",
+			     MBI_END - MBI_CMDLINE_ADDR - 1);
 		return -E2BIG;
 	}
 	struct mb_mmap_entry *mm = kvm_vm_gpa_ptr(vm, MBI_MMAP_ADDR, 8 * sizeof(*mm));
@@ -214,8 +214,8 @@ int kvm_load_multiboot(struct kvm_vm *vm, const void *image, size_t size, const 
 	uint32_t entry;
 
 	if (find_mb_header(img, size, &off, &h)) {
-		kvm_set_err(err, errlen, "no multiboot header in the first %u bytes "
-			    "(kmig boots multiboot v1 kernels; use --flat for raw binaries)", MB_SEARCH);
+		kmig_set_err(err, errlen, "no multiboot header in the first %u bytes "
+			     "(kmig boots multiboot v1 kernels; use --flat for raw binaries)", MB_SEARCH);
 		return -ENOEXEC;
 	}
 	int r = (h.flags & MB_AOUT_KLUDGE) ? load_aout(vm, img, size, off, &h, &entry, err, errlen)
@@ -223,7 +223,7 @@ int kvm_load_multiboot(struct kvm_vm *vm, const void *image, size_t size, const 
 	if (!r)
 		r = write_mbi(vm, cmdline, err, errlen);
 	if (!r && !kvm_vm_gpa_ptr(vm, entry, 1)) {
-		kvm_set_err(err, errlen, "entry point 0x%x is outside guest RAM", entry);
+		kmig_set_err(err, errlen, "entry point 0x%x is outside guest RAM", entry);
 		r = -ENOEXEC;
 	}
 	if (!r)
@@ -235,11 +235,11 @@ int kvm_load_flat(struct kvm_vm *vm, const void *image, size_t size, uint64_t ad
 		  char *err, size_t errlen)
 {
 	if (!size) {
-		kvm_set_err(err, errlen, "flat binary is empty");
+		kmig_set_err(err, errlen, "flat binary is empty");
 		return -ENOEXEC;
 	}
 	if (addr > 0xffffffffull - size) {
-		kvm_set_err(err, errlen, "flat binary must load below 4 GiB");
+		kmig_set_err(err, errlen, "flat binary must load below 4 GiB");
 		return -ERANGE;
 	}
 	int r = load_segment(vm, addr, image, size, size, err, errlen);

@@ -108,8 +108,8 @@ static int prealloc_ram(struct kvm_mem *m, char *err, size_t errlen)
 	uint64_t avail = host_mem_available();
 
 	if (avail && m->size > avail) {
-		kvm_set_err(err, errlen, "cannot preallocate %llu MiB of guest RAM: the host has %llu MiB available",
-			(unsigned long long)(m->size >> 20), (unsigned long long)(avail >> 20));
+		kmig_set_err(err, errlen, "cannot preallocate %llu MiB of guest RAM: the host has %llu MiB available",
+			     (unsigned long long)(m->size >> 20), (unsigned long long)(avail >> 20));
 		return -ENOMEM;
 	}
 	if (!madvise(m->base, m->size, MADV_POPULATE_WRITE))
@@ -117,8 +117,8 @@ static int prealloc_ram(struct kvm_mem *m, char *err, size_t errlen)
 	if (errno != EINVAL) {
 		int e = errno;
 
-		kvm_set_err(err, errlen, "cannot preallocate %llu MiB of guest RAM: %s",
-			(unsigned long long)(m->size >> 20), strerror(e));
+		kmig_set_err(err, errlen, "cannot preallocate %llu MiB of guest RAM: %s",
+			     (unsigned long long)(m->size >> 20), strerror(e));
 		return -e;
 	}
 	/* kernels before 5.14: touch each page (RAM is all zero here) */
@@ -151,14 +151,14 @@ static int map_ram(struct kvm_mem *m, char *err, size_t errlen)
 	if (m->fd < 0) {
 		int e = errno;
 
-		kvm_set_err(err, errlen, "memfd_create: %s", strerror(e));
+		kmig_set_err(err, errlen, "memfd_create: %s", strerror(e));
 		return -e;
 	}
 	if (ftruncate(m->fd, (off_t)m->size) < 0) {
 		int e = errno;
 
-		kvm_set_err(err, errlen, "cannot size guest RAM to %llu MiB: %s", (unsigned long long)(m->size >> 20),
-			strerror(e));
+		kmig_set_err(err, errlen, "cannot size guest RAM to %llu MiB: %s", (unsigned long long)(m->size >> 20),
+			     strerror(e));
 		return -e;
 	}
 	/* Guard pages on both sides, so that a write past either end faults
@@ -170,8 +170,8 @@ static int map_ram(struct kvm_mem *m, char *err, size_t errlen)
 		int e = errno;
 
 		m->reserved = NULL;
-		kvm_set_err(err, errlen, "cannot reserve %llu MiB of address space for guest RAM: %s",
-			    (unsigned long long)(m->size >> 20), strerror(e));
+		kmig_set_err(err, errlen, "cannot reserve %llu MiB of address space for guest RAM: %s",
+			     (unsigned long long)(m->size >> 20), strerror(e));
 		return -e;
 	}
 	uintptr_t at = ((uintptr_t)m->reserved + RAM_GUARD_MIN + RAM_ALIGN - 1) & ~(uintptr_t)(RAM_ALIGN - 1);
@@ -180,8 +180,8 @@ static int map_ram(struct kvm_mem *m, char *err, size_t errlen)
 	if (p == MAP_FAILED) {
 		int e = errno;
 
-		kvm_set_err(err, errlen, "cannot map %llu MiB of guest RAM: %s", (unsigned long long)(m->size >> 20),
-			strerror(e));
+		kmig_set_err(err, errlen, "cannot map %llu MiB of guest RAM: %s", (unsigned long long)(m->size >> 20),
+			     strerror(e));
 		return -e;
 	}
 	m->base = p;
@@ -194,7 +194,7 @@ int kvm_mem_check_size(uint64_t bytes, char *err, size_t errlen)
 	/* 2 MiB multiples keep every slot a whole number of the 64-page
 	 * words KVM_CLEAR_DIRTY_LOG needs */
 	if (bytes < (16ull << 20) || bytes % (2ull << 20)) {
-		kvm_set_err(err, errlen, "guest memory must be at least 16 MiB and a multiple of 2 MiB");
+		kmig_set_err(err, errlen, "guest memory must be at least 16 MiB and a multiple of 2 MiB");
 		return -EINVAL;
 	}
 	return 0;
@@ -218,7 +218,7 @@ int kvm_mem_create(uint64_t bytes, bool prealloc, struct kvm_mem **out, char *er
 	r = map_ram(m, err, errlen);
 
 	if (!r && dirty_bitmap_init(&m->dirty, kvm_mem_nr_pages(m))) {
-		kvm_set_err(err, errlen, "out of memory for the dirty bitmap");
+		kmig_set_err(err, errlen, "out of memory for the dirty bitmap");
 		r = -ENOMEM;
 	}
 	if (!r && prealloc)

@@ -246,7 +246,7 @@ static int parse_items(const struct kind_spec *k, const uint8_t *buf, size_t len
 		uint32_t tag, ilen;
 
 		if (len - pos < 8) {
-			kvm_set_err(err, errlen, "%s state: torn item header at byte %zu", k->name, pos);
+			kmig_set_err(err, errlen, "%s state: torn item header at byte %zu", k->name, pos);
 			return -EPROTO;
 		}
 		memcpy(&tag, buf + pos, 4);
@@ -257,18 +257,18 @@ static int parse_items(const struct kind_spec *k, const uint8_t *buf, size_t len
 		for (i = 0; i < k->nr_items && k->items[i].tag != tag; i++)
 			;
 		if (i == k->nr_items) {
-			kvm_set_err(err, errlen, "%s state: unknown item tag %u", k->name, tag);
+			kmig_set_err(err, errlen, "%s state: unknown item tag %u", k->name, tag);
 			return -EPROTO;
 		}
 		const struct item_spec *it = &k->items[i];
 
 		if (p->data[i]) {
-			kvm_set_err(err, errlen, "%s state: item '%s' appears twice", k->name, it->name);
+			kmig_set_err(err, errlen, "%s state: item '%s' appears twice", k->name, it->name);
 			return -EPROTO;
 		}
 		if (ilen > len - pos || (it->size && ilen != it->size)) {
-			kvm_set_err(err, errlen, "%s state: item '%s' has length %u (expected %u)",
-				    k->name, it->name, ilen, it->size);
+			kmig_set_err(err, errlen, "%s state: item '%s' has length %u (expected %u)",
+				     k->name, it->name, ilen, it->size);
 			return -EPROTO;
 		}
 		p->data[i] = buf + pos;
@@ -277,8 +277,8 @@ static int parse_items(const struct kind_spec *k, const uint8_t *buf, size_t len
 	}
 	for (unsigned int i = 0; i < k->nr_items; i++) {
 		if (!p->data[i]) {
-			kvm_set_err(err, errlen, "%s state: item '%s' is missing", k->name,
-				    k->items[i].name);
+			kmig_set_err(err, errlen, "%s state: item '%s' is missing", k->name,
+				     k->items[i].name);
 			return -EPROTO;
 		}
 	}
@@ -302,22 +302,22 @@ static int check_values(struct kvm_vm *vm, enum kvm_state_kind kind, unsigned in
 		uint32_t n = p->len[4] / sizeof(struct kvm_msr_entry);
 
 		if (p->len[4] % sizeof(struct kvm_msr_entry) || n > MAX_MSRS) {
-			kvm_set_err(err, errlen, "cpu state: MSR list of %u bytes is malformed", p->len[4]);
+			kmig_set_err(err, errlen, "cpu state: MSR list of %u bytes is malformed", p->len[4]);
 			return -EPROTO;
 		}
 		const struct kvm_msr_entry *e = (const void *)p->data[4];
 
 		for (uint32_t i = 0; i < n; i++) {
 			if (!msr_known(vm, e[i].index)) {
-				kvm_set_err(err, errlen, "cpu state: MSR 0x%x is not supported here",
-					    e[i].index);
+				kmig_set_err(err, errlen, "cpu state: MSR 0x%x is not supported here",
+					     e[i].index);
 				return -EPROTO;
 			}
 		}
 		struct kvm_mp_state mp;
 		memcpy(&mp, p->data[5], sizeof(mp));
 		if (mp.mp_state > KVM_MP_STATE_AP_RESET_HOLD) {
-			kvm_set_err(err, errlen, "cpu state: bad mp_state %u", mp.mp_state);
+			kmig_set_err(err, errlen, "cpu state: bad mp_state %u", mp.mp_state);
 			return -EPROTO;
 		}
 	} else if (kind == KVM_STATE_PIC || kind == KVM_STATE_IOAPIC) {
@@ -325,8 +325,8 @@ static int check_values(struct kvm_vm *vm, enum kvm_state_kind kind, unsigned in
 
 		memcpy(&chip, p->data[0], sizeof(chip));
 		if (chip.chip_id != irqchip_id(kind, instance)) {
-			kvm_set_err(err, errlen, "%s state: carries chip %u, expected %u",
-				    kinds[kind].name, chip.chip_id, irqchip_id(kind, instance));
+			kmig_set_err(err, errlen, "%s state: carries chip %u, expected %u",
+				     kinds[kind].name, chip.chip_id, irqchip_id(kind, instance));
 			return -EPROTO;
 		}
 	}
@@ -340,7 +340,7 @@ int kvm_state_check(struct kvm_vm *vm, enum kvm_state_kind kind, unsigned int in
 
 	if ((unsigned int)kind >= sizeof(kinds) / sizeof(kinds[0]) ||
 	    check_instance(vm, kind, instance)) {
-		kvm_set_err(err, errlen, "no device state slot for instance %u", instance);
+		kmig_set_err(err, errlen, "no device state slot for instance %u", instance);
 		return -ENOENT;
 	}
 	int r = parse_items(&kinds[kind], buf, len, &p, err, errlen);
@@ -353,7 +353,7 @@ static int vcpu_set(struct kvm_vcpu *v, unsigned long req, const void *data, con
 {
 	if (ioctl(v->fd, req, data) < 0) {
 		int e = errno;
-		kvm_set_err(err, errlen, "vCPU %u: cannot load %s: %s", v->idx, what, strerror(e));
+		kmig_set_err(err, errlen, "vCPU %u: cannot load %s: %s", v->idx, what, strerror(e));
 		return -e;
 	}
 	return 0;
@@ -369,8 +369,8 @@ static int load_msrs(struct kvm_vcpu *v, const uint8_t *data, uint32_t len, char
 	int n = ioctl(v->fd, KVM_SET_MSRS, &m);
 
 	if (n < 0 || (uint32_t)n != m.h.nmsrs) {
-		kvm_set_err(err, errlen, "vCPU %u: KVM refused MSR 0x%x", v->idx,
-			    n >= 0 ? m.e[n].index : 0);
+		kmig_set_err(err, errlen, "vCPU %u: KVM refused MSR 0x%x", v->idx,
+			     n >= 0 ? m.e[n].index : 0);
 		return -EINVAL;
 	}
 	return 0;
@@ -404,7 +404,7 @@ static int load_apic(struct kvm_vcpu *v, const struct parsed *p, char *err, size
 	m.e.index = MSR_TSC_DEADLINE;
 	memcpy(&m.e.data, p->data[1], sizeof(m.e.data));
 	if (m.e.data && ioctl(v->fd, KVM_SET_MSRS, &m) != 1) {
-		kvm_set_err(err, errlen, "vCPU %u: cannot load the TSC deadline", v->idx);
+		kmig_set_err(err, errlen, "vCPU %u: cannot load the TSC deadline", v->idx);
 		return -EINVAL;
 	}
 	return 0;
@@ -415,7 +415,7 @@ static int vm_set(struct kvm_vm *vm, unsigned long req, const void *data, const 
 {
 	if (ioctl(vm->vm_fd, req, data) < 0) {
 		int e = errno;
-		kvm_set_err(err, errlen, "cannot load %s: %s", what, strerror(e));
+		kmig_set_err(err, errlen, "cannot load %s: %s", what, strerror(e));
 		return -e;
 	}
 	return 0;

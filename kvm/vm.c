@@ -17,17 +17,6 @@
 #define TSS_ADDR 0xfffbd000ul
 #define IDENTITY_MAP_ADDR 0xfffbc000ul
 
-void kvm_set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 unsigned int kvm_vm_nr_vcpus(const struct kvm_vm *vm) { return vm->nr_vcpus; }
 struct kvm_mem *kvm_vm_mem(const struct kvm_vm *vm) { return vm->mem; }
 uint64_t kvm_vm_ram_size(const struct kvm_vm *vm) { return kvm_mem_size(vm->mem); }
@@ -74,7 +63,7 @@ static int setup_memory(struct kvm_vm *vm, char *err, size_t errlen)
 		vm->slots[i] = (struct kvm_slot){ .id = i, .gpa = g->gpa, .size = g->size, .offset = g->offset };
 		r = kvm_set_slot_flags(vm, &vm->slots[i], 0);
 		if (r) {
-			kvm_set_err(err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-r));
+			kmig_set_err(err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-r));
 			return r;
 		}
 	}
@@ -96,11 +85,11 @@ static int setup_cpuid(struct kvm_vm *vm, char *err, size_t errlen)
 		int e = errno;
 		free(c);
 		if (e != E2BIG) {
-			kvm_set_err(err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(e));
+			kmig_set_err(err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(e));
 			return -e;
 		}
 	}
-	kvm_set_err(err, errlen, "KVM_GET_SUPPORTED_CPUID: too many entries");
+	kmig_set_err(err, errlen, "KVM_GET_SUPPORTED_CPUID: too many entries");
 	return -E2BIG;
 }
 
@@ -182,7 +171,7 @@ static int create_vcpu(struct kvm_vm *vm, unsigned int idx, char *err, size_t er
 	v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)idx);
 	if (v->fd < 0) {
 		int e = errno;
-		kvm_set_err(err, errlen, "KVM_CREATE_VCPU %u: %s", idx, strerror(e));
+		kmig_set_err(err, errlen, "KVM_CREATE_VCPU %u: %s", idx, strerror(e));
 		return -e;
 	}
 	int sz = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
@@ -193,7 +182,7 @@ static int create_vcpu(struct kvm_vm *vm, unsigned int idx, char *err, size_t er
 	v->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
 	if (v->run == MAP_FAILED) {
 		v->run = NULL;
-		kvm_set_err(err, errlen, "mmap kvm_run: %s", strerror(errno));
+		kmig_set_err(err, errlen, "mmap kvm_run: %s", strerror(errno));
 		return -ENOMEM;
 	}
 	if (vm->cfg.dirty_backend == KVM_DIRTY_RING) {
@@ -202,7 +191,7 @@ static int create_vcpu(struct kvm_vm *vm, unsigned int idx, char *err, size_t er
 			       KVM_DIRTY_LOG_PAGE_OFFSET * (off_t)getpagesize());
 
 		if (g == MAP_FAILED) {
-			kvm_set_err(err, errlen, "mmap dirty ring: %s", strerror(errno));
+			kmig_set_err(err, errlen, "mmap dirty ring: %s", strerror(errno));
 			return -ENOMEM;
 		}
 		dirty_ring_init(&v->ring, g, vm->cfg.ring_entries);
@@ -212,11 +201,11 @@ static int create_vcpu(struct kvm_vm *vm, unsigned int idx, char *err, size_t er
 	if (!r)
 		r = reset_fpu(v);
 	if (r) {
-		kvm_set_err(err, errlen, "KVM_SET_CPUID2: %s", strerror(-r));
+		kmig_set_err(err, errlen, "KVM_SET_CPUID2: %s", strerror(-r));
 		return r;
 	}
 	if (idx == 0 && (r = probe_msrs(vm, v->fd))) {
-		kvm_set_err(err, errlen, "cannot list MSRs: %s", strerror(-r));
+		kmig_set_err(err, errlen, "cannot list MSRs: %s", strerror(-r));
 		return r;
 	}
 	return 0;
@@ -228,20 +217,20 @@ static int enable_dirty_ring(struct kvm_vm *vm, char *err, size_t errlen)
 	int max = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
 
 	if (max <= 0) {
-		kvm_set_err(err, errlen, "this kernel has no KVM dirty ring with acquire/release "
-			    "(KVM_CAP_DIRTY_LOG_RING_ACQ_REL); use --dirty-bitmap");
+		kmig_set_err(err, errlen, "this kernel has no KVM dirty ring with acquire/release "
+			     "(KVM_CAP_DIRTY_LOG_RING_ACQ_REL); use --dirty-bitmap");
 		return -ENOTSUP;
 	}
 	if (n < 256 || (n & (n - 1)) || n * sizeof(struct kvm_dirty_gfn) > (uint32_t)max) {
-		kvm_set_err(err, errlen, "--dirty-ring %u: must be a power of two between 256 and %zu",
-			    n, (size_t)max / sizeof(struct kvm_dirty_gfn));
+		kmig_set_err(err, errlen, "--dirty-ring %u: must be a power of two between 256 and %zu",
+			     n, (size_t)max / sizeof(struct kvm_dirty_gfn));
 		return -EINVAL;
 	}
 	struct kvm_enable_cap cap = { .cap = KVM_CAP_DIRTY_LOG_RING_ACQ_REL,
 				      .args = { n * sizeof(struct kvm_dirty_gfn) } };
 	if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) < 0) {
 		int e = errno;
-		kvm_set_err(err, errlen, "cannot enable the dirty ring: %s", strerror(e));
+		kmig_set_err(err, errlen, "cannot enable the dirty ring: %s", strerror(e));
 		return -e;
 	}
 	return 0;
@@ -253,7 +242,7 @@ static int enable_manual_protect(struct kvm_vm *vm, char *err, size_t errlen)
 				      .args = { KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE } };
 	if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) < 0) {
 		int e = errno;
-		kvm_set_err(err, errlen, "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 unavailable: %s", strerror(e));
+		kmig_set_err(err, errlen, "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 unavailable: %s", strerror(e));
 		return -e;
 	}
 	return 0;
@@ -264,32 +253,32 @@ static int setup_vm(struct kvm_vm *vm, char *err, size_t errlen)
 	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (vm->kvm_fd < 0) {
 		int e = errno;
-		kvm_set_err(err, errlen, "cannot open /dev/kvm: %s%s", strerror(e),
-			    e == ENOENT ? " (is KVM enabled on this host?)" :
-			    e == EACCES ? " (are you root or in the kvm group?)" : "");
+		kmig_set_err(err, errlen, "cannot open /dev/kvm: %s%s", strerror(e),
+			     e == ENOENT ? " (is KVM enabled on this host?)" :
+			     e == EACCES ? " (are you root or in the kvm group?)" : "");
 		return -e;
 	}
 	if (ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {
-		kvm_set_err(err, errlen, "unexpected KVM API version");
+		kmig_set_err(err, errlen, "unexpected KVM API version");
 		return -ENOTSUP;
 	}
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
 	if (vm->vm_fd < 0) {
 		int e = errno;
-		kvm_set_err(err, errlen, "KVM_CREATE_VM: %s", strerror(e));
+		kmig_set_err(err, errlen, "KVM_CREATE_VM: %s", strerror(e));
 		return -e;
 	}
 	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, TSS_ADDR) < 0 ||
 	    ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &(uint64_t){ IDENTITY_MAP_ADDR }) < 0 ||
 	    ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
 		int e = errno;
-		kvm_set_err(err, errlen, "cannot set up the in-kernel irqchip: %s", strerror(e));
+		kmig_set_err(err, errlen, "cannot set up the in-kernel irqchip: %s", strerror(e));
 		return -e;
 	}
 	struct kvm_pit_config pit = { .flags = 0 };
 	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
 		int e = errno;
-		kvm_set_err(err, errlen, "KVM_CREATE_PIT2: %s", strerror(e));
+		kmig_set_err(err, errlen, "KVM_CREATE_PIT2: %s", strerror(e));
 		return -e;
 	}
 	if (vm->cfg.dirty_backend == KVM_DIRTY_AUTO) {
@@ -314,11 +303,11 @@ int kvm_vm_create(const struct kvm_vm_config *cfg, const struct kvm_vm_callbacks
 		  struct kvm_vm **out, char *err, size_t errlen)
 {
 	if (cfg->dirty_backend > KVM_DIRTY_AUTO) {
-		kvm_set_err(err, errlen, "unknown dirty tracking backend %d", (int)cfg->dirty_backend);
+		kmig_set_err(err, errlen, "unknown dirty tracking backend %d", (int)cfg->dirty_backend);
 		return -EINVAL;
 	}
 	if (cfg->nr_vcpus < 1 || cfg->nr_vcpus > KVM_MAX_VCPUS) {
-		kvm_set_err(err, errlen, "vcpus must be between 1 and %d", KVM_MAX_VCPUS);
+		kmig_set_err(err, errlen, "vcpus must be between 1 and %d", KVM_MAX_VCPUS);
 		return -EINVAL;
 	}
 	/* checked before /dev/kvm is opened, as the other values are */
@@ -504,14 +493,6 @@ static bool handle_exit(struct kvm_vcpu *v)
 	}
 }
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static bool throttled(struct kvm_vcpu *v, uint64_t now)
 {
 	return __atomic_load_n(&v->throttle_until_ns, __ATOMIC_ACQUIRE) > now;
@@ -522,11 +503,11 @@ static bool throttled(struct kvm_vcpu *v, uint64_t now)
  * a pause does not wait for it. */
 static void throttle_wait(struct kvm_vm *vm, struct kvm_vcpu *v)
 {
-	uint64_t t0 = mono_ns(), until = __atomic_load_n(&v->throttle_until_ns, __ATOMIC_ACQUIRE);
+	uint64_t t0 = kmig_now_ns(), until = __atomic_load_n(&v->throttle_until_ns, __ATOMIC_ACQUIRE);
 	struct timespec ts = { .tv_sec = (time_t)(until / 1000000000u), .tv_nsec = (long)(until % 1000000000u) };
 
 	pthread_cond_timedwait(&vm->cond, &vm->lock, &ts);
-	__atomic_add_fetch(&v->throttled_ns, mono_ns() - t0, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&v->throttled_ns, kmig_now_ns() - t0, __ATOMIC_RELAXED);
 }
 
 /* Park outside KVM_RUN while a pause is requested or the vCPU is
@@ -534,13 +515,13 @@ static void throttle_wait(struct kvm_vm *vm, struct kvm_vcpu *v)
 static bool wait_runnable(struct kvm_vm *vm, struct kvm_vcpu *v)
 {
 	pthread_mutex_lock(&vm->lock);
-	if (vm->pause_req || vm->quit_req || throttled(v, mono_ns())) {
+	if (vm->pause_req || vm->quit_req || throttled(v, kmig_now_ns())) {
 		vm->nr_outside++;
 		pthread_cond_broadcast(&vm->cond);
 		while (!vm->quit_req) {
 			if (vm->pause_req)
 				pthread_cond_wait(&vm->cond, &vm->lock);
-			else if (throttled(v, mono_ns()))
+			else if (throttled(v, kmig_now_ns()))
 				throttle_wait(vm, v);
 			else
 				break;
@@ -652,7 +633,7 @@ void kvm_vcpu_throttle(struct kvm_vm *vm, unsigned int idx, uint64_t until_ns)
 	__atomic_store_n(&v->throttle_until_ns, until_ns, __ATOMIC_RELEASE);
 	/* out of KVM_RUN now (as a pause does); a lifted or shortened
 	 * throttle wakes the sleeper */
-	if (until_ns > mono_ns() && v->thread_started && !vm->pause_req) {
+	if (until_ns > kmig_now_ns() && v->thread_started && !vm->pause_req) {
 		v->run->immediate_exit = 1;
 		pthread_kill(v->thread, SIGUSR1);
 	}

@@ -35,6 +35,8 @@
 
 #include <gio/gio.h>
 
+#include "common/util.h"
+
 struct pending_event {
 	enum machine_event ev;
 	int64_t arg;
@@ -80,19 +82,6 @@ struct qmp_server {
 	int reserve_fd;
 	bool said_emfile;	/* reported once per shortage */
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 struct qmp_server_state *qmp_server_state(struct qmp_server *s)
 {
@@ -735,11 +724,11 @@ static int clear_path(const char *path, char *err, size_t errlen)
 		if (errno == ENOENT)
 			return 0;
 		r = -errno;
-		set_err(err, errlen, "%s: %s", path, g_strerror(errno));
+		kmig_set_err(err, errlen, "%s: %s", path, g_strerror(errno));
 		return r;
 	}
 	if (!S_ISSOCK(st.st_mode)) {
-		set_err(err, errlen, "%s exists and is not a socket", path);
+		kmig_set_err(err, errlen, "%s exists and is not a socket", path);
 		return -EEXIST;
 	}
 	/* someone listening there? then it is not stale */
@@ -751,14 +740,14 @@ static int clear_path(const char *path, char *err, size_t errlen)
 		r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
 		if (r == 0 || errno == EAGAIN || errno == EINPROGRESS) {
 			close(fd);
-			set_err(err, errlen, "%s is in use by a running server", path);
+			kmig_set_err(err, errlen, "%s is in use by a running server", path);
 			return -EADDRINUSE;
 		}
 		close(fd);
 	}
 	if (unlink(path) < 0 && errno != ENOENT) {
 		r = -errno;
-		set_err(err, errlen, "cannot remove stale socket %s: %s", path, g_strerror(errno));
+		kmig_set_err(err, errlen, "cannot remove stale socket %s: %s", path, g_strerror(errno));
 		return r;
 	}
 	return 0;
@@ -772,7 +761,7 @@ static int listen_unix(const char *path, struct stat *st, char *err, size_t errl
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
 		r = -errno;
-		set_err(err, errlen, "socket: %s", g_strerror(errno));
+		kmig_set_err(err, errlen, "socket: %s", g_strerror(errno));
 		return r;
 	}
 	memset(&sa, 0, sizeof(sa));
@@ -780,7 +769,7 @@ static int listen_unix(const char *path, struct stat *st, char *err, size_t errl
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		r = -errno;
-		set_err(err, errlen, "bind %s: %s", path, g_strerror(errno));
+		kmig_set_err(err, errlen, "bind %s: %s", path, g_strerror(errno));
 		close(fd);
 		return r;
 	}
@@ -788,12 +777,12 @@ static int listen_unix(const char *path, struct stat *st, char *err, size_t errl
 	 * the socket is reachable with the umask's mode */
 	if (chmod(path, 0600) < 0 || lstat(path, st) < 0) {
 		r = -errno;
-		set_err(err, errlen, "chmod %s: %s", path, g_strerror(errno));
+		kmig_set_err(err, errlen, "chmod %s: %s", path, g_strerror(errno));
 		goto fail;
 	}
 	if (listen(fd, 64) < 0) {
 		r = -errno;
-		set_err(err, errlen, "listen %s: %s", path, g_strerror(errno));
+		kmig_set_err(err, errlen, "listen %s: %s", path, g_strerror(errno));
 		goto fail;
 	}
 	return fd;
@@ -813,12 +802,12 @@ int qmp_server_start(struct machine *m, const char *socket_path, struct qmp_serv
 	int fd, r;
 
 	if (!m || !socket_path || !*socket_path || !out) {
-		set_err(err, errlen, "qmp_server_start: invalid argument");
+		kmig_set_err(err, errlen, "qmp_server_start: invalid argument");
 		return -EINVAL;
 	}
 	if (strlen(socket_path) >= sizeof(sa.sun_path)) {
-		set_err(err, errlen, "socket path too long (at most %zu bytes): %s", sizeof(sa.sun_path) - 1,
-			socket_path);
+		kmig_set_err(err, errlen, "socket path too long (at most %zu bytes): %s", sizeof(sa.sun_path) - 1,
+			     socket_path);
 		return -ENAMETOOLONG;
 	}
 	r = clear_path(socket_path, err, errlen);
@@ -829,7 +818,7 @@ int qmp_server_start(struct machine *m, const char *socket_path, struct qmp_serv
 		return fd;
 	ls = g_socket_new_from_fd(fd, NULL);
 	if (!ls) {
-		set_err(err, errlen, "cannot use the socket of %s", socket_path);
+		kmig_set_err(err, errlen, "cannot use the socket of %s", socket_path);
 		unlink(socket_path);
 		close(fd);
 		return -EIO;

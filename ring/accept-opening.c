@@ -105,7 +105,7 @@ static int ring_candidate_check(struct ring_candidates *cs, unsigned int i, bool
 		return -1;
 	}
 	if (n > 0)
-		c->retry_at = ring_now_ms() + RING_PARTIAL_RETRY_MS;
+		c->retry_at = kmig_now_ms() + RING_PARTIAL_RETRY_MS;
 	return 0;
 }
 
@@ -121,7 +121,7 @@ static void ring_candidates_close(struct ring_candidates *cs, int except)
  * it; the index of one that sent its whole opening, or -1. */
 static int ring_candidates_due(struct ring_candidates *cs)
 {
-	int64_t now = ring_now_ms();
+	int64_t now = kmig_now_ms();
 
 	for (unsigned int i = 0; i < cs->nr;) {
 		struct ring_candidate *c = &cs->c[i];
@@ -198,7 +198,7 @@ static int ring_candidates_add(struct ring_listener *l, struct ring_candidates *
 	if (cs->nr == RING_MAX_CANDIDATES)	/* the oldest has waited longest */
 		ring_candidate_drop(cs, 0, "more than %u connections were waiting", RING_MAX_CANDIDATES);
 	cs->c[cs->nr++] = (struct ring_candidate){
-		.fd = fd, .deadline = cs->o->idle_ms > 0 ? ring_now_ms() + cs->o->idle_ms : -1 };
+		.fd = fd, .deadline = cs->o->idle_ms > 0 ? kmig_now_ms() + cs->o->idle_ms : -1 };
 	return 0;
 }
 
@@ -233,7 +233,7 @@ int ring_accept_opening(struct ring_listener *l, const struct ring_opening *o, s
 		r = n < 0 ? -errno : pfd[1].revents ? -ECANCELED : 0;
 		if (!r && (won = ring_candidates_ready(&cs, pfd, npfd)) >= 0)
 			return ring_candidates_take(&cs, won, out);
-		if (!r && deadline >= 0 && ring_now_ms() >= deadline)
+		if (!r && deadline >= 0 && kmig_now_ms() >= deadline)
 			r = -ETIMEDOUT;
 		if (!r && (pfd[0].revents & POLLIN))
 			r = ring_candidates_add(l, &cs);

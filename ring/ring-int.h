@@ -15,6 +15,7 @@
 
 #include <liburing.h>
 
+#include "common/util.h"
 #include "ring/ring.h"
 
 /* Every operation is synchronous (one SQE in flight), but a zero-copy send
@@ -95,17 +96,9 @@ struct ring_listener {
 
 /* ---------------------------------------------------------------- time */
 
-static inline int64_t ring_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static inline int64_t ring_deadline(int timeout_ms)
 {
-	return timeout_ms < 0 ? -1 : ring_now_ms() + timeout_ms;
+	return timeout_ms < 0 ? -1 : kmig_now_ms() + timeout_ms;
 }
 
 /* Milliseconds left before deadline, as a poll(2) timeout (-1 = forever). */
@@ -115,7 +108,7 @@ static inline int ring_left_ms(int64_t deadline)
 
 	if (deadline < 0)
 		return -1;
-	left = deadline - ring_now_ms();
+	left = deadline - kmig_now_ms();
 	if (left <= 0)
 		return 0;
 	return left > INT32_MAX ? INT32_MAX : (int)left;

@@ -17,18 +17,6 @@
 
 /* ----------------------------------------------------------------- URIs */
 
-static void __attribute__((format(printf, 3, 4)))
-ring_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Strict decimal 0..65535: digits only, no sign, no spaces, no junk. */
 int ring_parse_port(const char *s, unsigned *port)
 {
@@ -86,17 +74,17 @@ static int ring_parse_tcp(const char *text, const char *rest, struct ring_uri *u
 		host = rest + 1;
 		hend = strchr(host, ']');
 		if (!hend) {
-			ring_seterr(err, errlen, "unterminated '[' in '%s' (%s)", text,
-				    RING_URI_EXPECTED);
+			kmig_set_err(err, errlen, "unterminated '[' in '%s' (%s)", text,
+				     RING_URI_EXPECTED);
 			return -EINVAL;
 		}
 		if (hend[1] != ':') {
 			if (hend[1])
-				ring_seterr(err, errlen, "unexpected '%c' after ']' in '%s' (%s)",
-					    hend[1], text, RING_URI_EXPECTED);
+				kmig_set_err(err, errlen, "unexpected '%c' after ']' in '%s' (%s)",
+					     hend[1], text, RING_URI_EXPECTED);
 			else
-				ring_seterr(err, errlen, "missing port in '%s' (%s)", text,
-					    RING_URI_EXPECTED);
+				kmig_set_err(err, errlen, "missing port in '%s' (%s)", text,
+					     RING_URI_EXPECTED);
 			return -EINVAL;
 		}
 		port = hend + 2;
@@ -104,27 +92,27 @@ static int ring_parse_tcp(const char *text, const char *rest, struct ring_uri *u
 		host = rest;
 		hend = strchr(host, ':');
 		if (!hend) {
-			ring_seterr(err, errlen, "missing port in '%s' (%s)", text,
-				    RING_URI_EXPECTED);
+			kmig_set_err(err, errlen, "missing port in '%s' (%s)", text,
+				     RING_URI_EXPECTED);
 			return -EINVAL;
 		}
 		port = hend + 1;
 		if (strchr(port, ':')) {
-			ring_seterr(err, errlen,
-				    "too many ':' in '%s' (write IPv6 addresses in brackets: tcp:[::1]:PORT)",
-				    text);
+			kmig_set_err(err, errlen,
+				     "too many ':' in '%s' (write IPv6 addresses in brackets: tcp:[::1]:PORT)",
+				     text);
 			return -EINVAL;
 		}
 	}
 
 	hlen = (size_t)(hend - host);
 	if (!hlen) {
-		ring_seterr(err, errlen, "empty host in '%s' (%s)", text, RING_URI_EXPECTED);
+		kmig_set_err(err, errlen, "empty host in '%s' (%s)", text, RING_URI_EXPECTED);
 		return -EINVAL;
 	}
 	if (hlen >= sizeof(u->host)) {
-		ring_seterr(err, errlen, "host too long in '%s' (%zu bytes, at most %zu)", text,
-			    hlen, sizeof(u->host) - 1);
+		kmig_set_err(err, errlen, "host too long in '%s' (%zu bytes, at most %zu)", text,
+			     hlen, sizeof(u->host) - 1);
 		return -EINVAL;
 	}
 	memcpy(u->host, host, hlen);
@@ -132,22 +120,22 @@ static int ring_parse_tcp(const char *text, const char *rest, struct ring_uri *u
 
 	if (*rest == '[') {
 		if (!ring_v6_literal_ok(u->host)) {
-			ring_seterr(err, errlen, "bad IPv6 address '[%s]' in '%s'", u->host, text);
+			kmig_set_err(err, errlen, "bad IPv6 address '[%s]' in '%s'", u->host, text);
 			return -EINVAL;
 		}
 	} else {
 		for (size_t i = 0; i < hlen; i++) {
 			if (!ring_host_char_ok(u->host[i])) {
-				ring_seterr(err, errlen, "bad character '%c' in host '%s' of '%s'",
-					    u->host[i], u->host, text);
+				kmig_set_err(err, errlen, "bad character '%c' in host '%s' of '%s'",
+					     u->host[i], u->host, text);
 				return -EINVAL;
 			}
 		}
 	}
 
 	if (ring_parse_port(port, &portnum)) {
-		ring_seterr(err, errlen, "bad port '%s' in '%s' (expected a decimal number 0..65535)",
-			    port, text);
+		kmig_set_err(err, errlen, "bad port '%s' in '%s' (expected a decimal number 0..65535)",
+			     port, text);
 		return -EINVAL;
 	}
 	/* canonical form: "04444" and "4444" are the same port */
@@ -162,14 +150,14 @@ static int ring_parse_unix(const char *text, const char *path, struct ring_uri *
 	size_t len = strlen(path);
 
 	if (!len) {
-		ring_seterr(err, errlen, "empty socket path in '%s' (expected unix:PATH)", text);
+		kmig_set_err(err, errlen, "empty socket path in '%s' (expected unix:PATH)", text);
 		return -EINVAL;
 	}
 	/* sun_path must also hold the terminating NUL */
 	if (len >= sizeof(u->path)) {
-		ring_seterr(err, errlen,
-			    "unix socket path too long (%zu bytes, at most %zu): '%s' (%s)",
-			    len, sizeof(u->path) - 1, path, strerror(ENAMETOOLONG));
+		kmig_set_err(err, errlen,
+			     "unix socket path too long (%zu bytes, at most %zu): '%s' (%s)",
+			     len, sizeof(u->path) - 1, path, strerror(ENAMETOOLONG));
 		return -EINVAL;
 	}
 	memcpy(u->path, path, len + 1);
@@ -187,16 +175,16 @@ int ring_uri_parse(const char *text, struct ring_uri *uri, char *err, size_t err
 	if (err && errlen)
 		err[0] = '\0';
 	if (!uri) {
-		ring_seterr(err, errlen, "no URI to parse into");
+		kmig_set_err(err, errlen, "no URI to parse into");
 		return -EINVAL;
 	}
 	if (!text || !*text) {
-		ring_seterr(err, errlen, "empty migration URI (%s)", RING_URI_EXPECTED);
+		kmig_set_err(err, errlen, "empty migration URI (%s)", RING_URI_EXPECTED);
 		return -EINVAL;
 	}
 	colon = strchr(text, ':');
 	if (!colon) {
-		ring_seterr(err, errlen, "missing scheme in URI '%s' (%s)", text, RING_URI_EXPECTED);
+		kmig_set_err(err, errlen, "missing scheme in URI '%s' (%s)", text, RING_URI_EXPECTED);
 		return -EINVAL;
 	}
 
@@ -207,13 +195,13 @@ int ring_uri_parse(const char *text, struct ring_uri *uri, char *err, size_t err
 	} else if (slen == 4 && !memcmp(text, "unix", 4)) {
 		ret = ring_parse_unix(text, colon + 1, &u, err, errlen);
 	} else if ((slen == 4 && !memcmp(text, "exec", 4)) || (slen == 2 && !memcmp(text, "fd", 2))) {
-		ring_seterr(err, errlen,
-			    "'%.*s:' migration URIs are not supported by kmig (%s)",
-			    (int)slen, text, RING_URI_EXPECTED);
+		kmig_set_err(err, errlen,
+			     "'%.*s:' migration URIs are not supported by kmig (%s)",
+			     (int)slen, text, RING_URI_EXPECTED);
 		ret = -EINVAL;
 	} else {
-		ring_seterr(err, errlen, "unsupported URI scheme '%.*s' (%s)",
-			    slen > 32 ? 32 : (int)slen, text, RING_URI_EXPECTED);
+		kmig_set_err(err, errlen, "unsupported URI scheme '%.*s' (%s)",
+			     slen > 32 ? 32 : (int)slen, text, RING_URI_EXPECTED);
 		ret = -EINVAL;
 	}
 	if (ret)

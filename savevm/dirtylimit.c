@@ -84,7 +84,7 @@ static void *controller(void *arg)
 {
 	struct machine *m = arg;
 	struct dirtylimit_state *dl = &m->dl;
-	uint64_t last = migration_now_ns();
+	uint64_t last = kmig_now_ns();
 
 	pthread_mutex_lock(&dl->lock);
 	while (!dl->stop) {
@@ -94,7 +94,7 @@ static void *controller(void *arg)
 		pthread_cond_timedwait(&dl->cond, &dl->lock, &ts);
 		if (dl->stop)
 			break;
-		uint64_t now = migration_now_ns();
+		uint64_t now = kmig_now_ns();
 		double dt = (double)(now - last) / 1e9;
 
 		last = now;
@@ -122,7 +122,7 @@ static int reconcile(struct machine *m, char *err, size_t errlen)
 		if (r)
 			return r;
 		dl->tracking = true;
-		uint64_t now = migration_now_ns();
+		uint64_t now = kmig_now_ns();
 
 		for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm); i++) {
 			dl->v[i].last_pages = telemetry_vcpu_pages(m, i);

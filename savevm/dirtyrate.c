@@ -45,7 +45,7 @@ struct job {
 static bool sleep_window(struct machine *m, uint64_t until_ns)
 {
 	for (;;) {
-		uint64_t now = migration_now_ns();
+		uint64_t now = kmig_now_ns();
 
 		if (m->dr.stop)
 			return false;
@@ -84,11 +84,11 @@ static int measure_sampling(struct job *j, uint64_t until, double *mib_s)
 		uint64_t r;
 
 		if (getrandom(&r, sizeof(r), 0) != sizeof(r))
-			r = migration_now_ns() * 6364136223846793005ull + i;
+			r = kmig_now_ns() * 6364136223846793005ull + i;
 		s[i].page = r % pages;
 		s[i].hash = hash_page(fd, s[i].page);
 	}
-	uint64_t t0 = migration_now_ns();
+	uint64_t t0 = kmig_now_ns();
 	bool done = sleep_window(j->m, until);
 	uint64_t changed = 0;
 
@@ -98,7 +98,7 @@ static int measure_sampling(struct job *j, uint64_t until, double *mib_s)
 	if (!done)
 		return -ECANCELED;
 	/* the share of RAM that changed, over the window */
-	double secs = (double)(migration_now_ns() - t0) / 1e9;
+	double secs = (double)(kmig_now_ns() - t0) / 1e9;
 	*mib_s = (double)changed / (double)n * (double)kvm_vm_ram_size(vm) / (1 << 20) / secs;
 	return 0;
 }
@@ -119,12 +119,12 @@ static int measure_distinct(struct job *j, uint64_t until, double *mib_s, int64_
 		r = kvm_dirty_observe_begin(m->vm);
 	if (r)
 		return r;
-	uint64_t t0 = migration_now_ns();
+	uint64_t t0 = kmig_now_ns();
 	bool done = sleep_window(m, until);
 
 	if (done)
 		r = kvm_dirty_sync(m->vm, false);
-	double secs = (double)(migration_now_ns() - t0) / 1e9;
+	double secs = (double)(kmig_now_ns() - t0) / 1e9;
 	uint64_t total = kvm_dirty_observe_end(m->vm, pages, DIRTYRATE_MAX_VCPUS);
 
 	if (!done)
@@ -150,12 +150,12 @@ static void ring_pushes_begin(struct machine *m, struct ring_pushes *p)
 {
 	for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm) && i < DIRTYRATE_MAX_VCPUS; i++)
 		p->c0[i] = telemetry_vcpu_pages(m, i);
-	p->t0 = migration_now_ns();
+	p->t0 = kmig_now_ns();
 }
 
 static double ring_pushes_end(struct machine *m, const struct ring_pushes *p)
 {
-	double secs = (double)(migration_now_ns() - p->t0) / 1e9, sum = 0;
+	double secs = (double)(kmig_now_ns() - p->t0) / 1e9, sum = 0;
 
 	for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm) && i < DIRTYRATE_MAX_VCPUS; i++)
 		sum += (double)(telemetry_vcpu_pages(m, i) - p->c0[i]);
@@ -169,7 +169,7 @@ static void *measure_thread(void *arg)
 	char err[160];
 	double rate = 0;
 	int64_t vcpu[DIRTYRATE_MAX_VCPUS] = { 0 };
-	uint64_t until = migration_now_ns() + (uint64_t)j->calc_ms * 1000000;
+	uint64_t until = kmig_now_ns() + (uint64_t)j->calc_ms * 1000000;
 	bool tracking = j->mode != DIRTYRATE_PAGE_SAMPLING;
 	int r = tracking ? kvm_dirty_start(m->vm, err, sizeof(err)) : 0;
 

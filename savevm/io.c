@@ -7,16 +7,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/util.h"
 #include "ring/ring.h"
 #include "savevm/savevm.h"
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------ pacing */
 
@@ -44,7 +37,7 @@ void savevm_rate_pay(struct savevm_rate *r, size_t len, atomic_bool *cancel)
 	if (!bw)
 		return;
 	pthread_mutex_lock(&r->lock);
-	uint64_t now = now_ns();
+	uint64_t now = kmig_now_ns();
 
 	/* idle time is not credit: a link unused for a second does not
 	 * earn a second's worth of burst */
@@ -54,7 +47,7 @@ void savevm_rate_pay(struct savevm_rate *r, size_t len, atomic_bool *cancel)
 	uint64_t until = r->vt_ns > RATE_SLACK_NS ? r->vt_ns - RATE_SLACK_NS : 0;
 	pthread_mutex_unlock(&r->lock);
 
-	while ((now = now_ns()) < until && !(cancel && *cancel)) {
+	while ((now = kmig_now_ns()) < until && !(cancel && *cancel)) {
 		uint64_t d = until - now > 5000000 ? 5000000 : until - now;
 		struct timespec ts = { 0, (long)d };
 
@@ -104,14 +97,14 @@ static enum savevm_send_mode probe_mode(struct savevm_sendpath *p)
 int savevm_sendpath_send(struct savevm_sendpath *p, const struct iovec *iov, int iovcnt, size_t prefix)
 {
 	enum savevm_send_mode mode = p->chosen == SAVEVM_SEND_AUTO ? probe_mode(p) : p->chosen;
-	uint64_t t0 = p->chosen == SAVEVM_SEND_AUTO ? now_ns() : 0;
+	uint64_t t0 = p->chosen == SAVEVM_SEND_AUTO ? kmig_now_ns() : 0;
 	int r = mode == SAVEVM_SEND_ZC ? ring_sendv_zc(p->ch, iov, iovcnt, prefix)
 				       : ring_sendv(p->ch, iov, iovcnt);
 
 	if (!r && t0) {
 		for (int i = 0; i < iovcnt; i++)
 			p->probe_bytes[mode] += iov[i].iov_len;
-		p->probe_ns[mode] += now_ns() - t0;
+		p->probe_ns[mode] += kmig_now_ns() - t0;
 	}
 	return r;
 }

@@ -6,16 +6,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/util.h"
 #include "kvm/kvm.h"
 #include "savevm/load.h"
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 struct load_ctx {
 	const struct savevm_load_env *env;
@@ -328,10 +321,10 @@ int savevm_load_apply_devices(struct savevm_registry *reg, char *err, size_t err
 
 		if (e->iterable)
 			continue;
-		uint64_t t0 = now_ns();
+		uint64_t t0 = kmig_now_ns();
 		int r = e->ops->load_state(e->opaque, e->pending_blob, e->pending_len, err, errlen);
 
-		e->load_time_us = (now_ns() - t0) / 1000;
+		e->load_time_us = (kmig_now_ns() - t0) / 1000;
 		if (r)
 			return r;
 	}

@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "bpf/telemetry.h"
+#include "common/util.h"
 #include "kvm/kvm.h"
 #include "ring/ring.h"
 #include "savevm/blob.h"
@@ -145,7 +146,6 @@ void machine_emit(struct machine *m, enum machine_event ev, int64_t arg);
 /* Called with m->lock held. */
 void machine_set_runstate_locked(struct machine *m, enum machine_runstate s);
 void migration_set_status(struct machine *m, enum migration_status s);
-uint64_t migration_now_ns(void);
 
 /* Abort every connection of the migration (cancel, quit); m->lock held. */
 void migration_abort_channels_locked(struct machine *m);

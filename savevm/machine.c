@@ -710,7 +710,7 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 	pthread_mutex_lock(&m->lock);
 	const struct migration *g = &m->mig;
 	enum migration_status s = g->status;
-	uint64_t now = migration_now_ns();
+	uint64_t now = kmig_now_ns();
 	bool done = s == MIGRATION_STATUS_COMPLETED || s == MIGRATION_STATUS_FAILED ||
 		    s == MIGRATION_STATUS_CANCELLED;
 

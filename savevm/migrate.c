@@ -25,14 +25,6 @@
 
 #define CONNECT_TIMEOUT_MS 5000
 
-uint64_t migration_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* The first error of a migration is the one reported. */
 static void __attribute__((format(printf, 2, 3))) set_error(struct machine *m, const char *fmt, ...)
 {
@@ -141,7 +133,7 @@ static int open_channels(struct machine *m, struct savevm_out *out, const struct
 
 	/* the cookie only binds connections to this stream; not a secret */
 	if (getrandom(&sc.cookie, sizeof(sc.cookie), 0) != sizeof(sc.cookie))
-		sc.cookie = migration_now_ns();
+		sc.cookie = kmig_now_ns();
 	stream_encode_channels(buf, &sc);
 	int r = savevm_out_send(out, buf, sizeof(buf));
 
@@ -242,7 +234,7 @@ static int end_of_pass(struct machine *m, struct savevm_out *out, uint64_t pass_
 		       uint64_t pass_bytes, uint64_t pages_before, uint64_t *prev_pending)
 {
 	uint64_t pending = total_pending(m, true);
-	uint64_t now = migration_now_ns();
+	uint64_t now = kmig_now_ns();
 	uint64_t dt = now - pass_start ? now - pass_start : 1;
 	uint64_t bw = pass_bytes * 1000000000ull / dt;
 	struct ram_stats rs;
@@ -288,7 +280,7 @@ static int precopy(struct machine *m, struct savevm_out *out)
 
 	for (;;) {
 		struct ram_stats rs;
-		uint64_t start = migration_now_ns(), bytes0 = out->bytes;
+		uint64_t start = kmig_now_ns(), bytes0 = out->bytes;
 
 		ram_handler_stats(m->ram, &rs);
 		pthread_mutex_lock(&m->lock);
@@ -313,7 +305,7 @@ static int save_devices(struct machine *m, struct savevm_out *out)
 	struct savevm_entry *e;
 
 	FOR_EACH_ENTRY(m, e, false) {
-		uint64_t t0 = migration_now_ns();
+		uint64_t t0 = kmig_now_ns();
 		int n = e->ops->save_state(e->opaque, buf + STREAM_BLOB_HDR_SIZE, KVM_STATE_MAX_SIZE);
 
 		if (n < 0) {
@@ -323,7 +315,7 @@ static int save_devices(struct machine *m, struct savevm_out *out)
 		stream_encode_blob_hdr(buf, STREAM_REC_DEVICE, (uint32_t)_i + 1, (uint32_t)n);
 		int r = savevm_out_send(out, buf, STREAM_BLOB_HDR_SIZE + (size_t)n);
 
-		e->save_time_us = (migration_now_ns() - t0) / 1000;
+		e->save_time_us = (kmig_now_ns() - t0) / 1000;
 		if (r)
 			return r;
 	}
@@ -364,7 +356,7 @@ static void fetch_refusal(struct machine *m, struct ring_channel *ch)
 
 static int stop_and_copy(struct machine *m, struct savevm_out *out)
 {
-	uint64_t t0 = migration_now_ns();
+	uint64_t t0 = kmig_now_ns();
 
 	/* One step: a 'stop' racing with the switchover either happened
 	 * before (the guest stays paused on failure) or finds finish-migrate
@@ -380,25 +372,25 @@ static int stop_and_copy(struct machine *m, struct savevm_out *out)
 		machine_emit(m, MACHINE_EVENT_STOP, 0);
 	struct migration_phases ph = { .valid = true };
 
-	ph.vcpus_stopped_us = (migration_now_ns() - t0) / 1000;
+	ph.vcpus_stopped_us = (kmig_now_ns() - t0) / 1000;
 	uint64_t bytes0 = out->bytes;
 	struct savevm_entry *e;
 	int r = sync_all(m, true);
 
 	FOR_EACH_ENTRY(m, e, true) {
-		uint64_t t1 = migration_now_ns();
+		uint64_t t1 = kmig_now_ns();
 
 		if (!r)
 			r = e->ops->save_complete(e->opaque, out);
-		e->save_time_us = (migration_now_ns() - t1) / 1000;
+		e->save_time_us = (kmig_now_ns() - t1) / 1000;
 	}
-	ph.iterable_saved_us = (migration_now_ns() - t0) / 1000;
+	ph.iterable_saved_us = (kmig_now_ns() - t0) / 1000;
 	if (!r)
 		r = save_devices(m, out);
 	/* RAM channels drained (sent while the devices were saved) */
 	if (!r && out->mf)
 		r = multifd_send_finish(out->mf);
-	ph.devices_saved_us = (migration_now_ns() - t0) / 1000;
+	ph.devices_saved_us = (kmig_now_ns() - t0) / 1000;
 	if (!r) {
 		struct ram_stats rs;
 		uint8_t buf[STREAM_EOF_SIZE];
@@ -409,7 +401,7 @@ static int stop_and_copy(struct machine *m, struct savevm_out *out)
 		stream_encode_eof(buf, &eof);
 		r = savevm_out_send(out, buf, sizeof(buf));
 	}
-	ph.eof_us = (migration_now_ns() - t0) / 1000;
+	ph.eof_us = (kmig_now_ns() - t0) / 1000;
 	pthread_mutex_lock(&m->lock);
 	m->mig.downtime_bytes = out->bytes - bytes0;
 	pthread_mutex_unlock(&m->lock);
@@ -419,7 +411,7 @@ static int stop_and_copy(struct machine *m, struct savevm_out *out)
 	}
 	r = wait_ack(m, out->ch);
 	/* the downtime, measured by the caller, ends here too */
-	ph.end_us = (migration_now_ns() - t0) / 1000;
+	ph.end_us = (kmig_now_ns() - t0) / 1000;
 	pthread_mutex_lock(&m->lock);
 	m->mig.phases = ph;
 	pthread_mutex_unlock(&m->lock);
@@ -535,7 +527,7 @@ static void *source_main(void *arg)
 	if (nr_channels && (r = open_channels(m, &out, &uri, nr_channels, mode)))
 		goto fail;
 	pthread_mutex_lock(&m->lock);
-	m->mig.setup_ns = migration_now_ns() - m->mig.start_ns;
+	m->mig.setup_ns = kmig_now_ns() - m->mig.start_ns;
 	pthread_mutex_unlock(&m->lock);
 	migration_set_status(m, MIGRATION_STATUS_ACTIVE);
 	if ((r = precopy(m, &out)) || (r = stop_and_copy(m, &out))) {
@@ -571,7 +563,7 @@ fail:
 			e->ops->save_cleanup(e->opaque);
 	release_dirty_limit(m);
 	pthread_mutex_lock(&m->lock);
-	m->mig.end_ns = migration_now_ns();
+	m->mig.end_ns = kmig_now_ns();
 	m->mig.ch = NULL;
 	pthread_mutex_unlock(&m->lock);
 	source_fail(m, r, ring_channel_timeout(ch));
@@ -592,7 +584,7 @@ int migration_source_start(struct machine *m, const char *uri, char *err, size_t
 	ram_handler_reset_stats(m->ram);
 	memset(&m->mig, 0, sizeof(m->mig));
 	snprintf(m->mig.uri, sizeof(m->mig.uri), "%s", uri);
-	m->mig.start_ns = migration_now_ns();
+	m->mig.start_ns = kmig_now_ns();
 	m->mig.status = MIGRATION_STATUS_NONE;
 	for (size_t i = 0; i < savevm_registry_count(m->reg); i++) {
 		savevm_registry_at(m->reg, i)->save_time_us = 0;
@@ -716,14 +708,14 @@ static void *incoming_main(void *arg)
 	}
 	pthread_mutex_lock(&m->lock);
 	m->mig.ch = ch;
-	m->mig.start_ns = migration_now_ns();
+	m->mig.start_ns = kmig_now_ns();
 	/* a source gone silent must not keep this side waiting for ever; the
 	 * RAM channels inherit it (multifd.c) */
 	ring_channel_set_timeout(ch, (int)m->params.io_timeout_ms);
 	pthread_mutex_unlock(&m->lock);
 	migration_set_status(m, MIGRATION_STATUS_ACTIVE);
 	r = load_incoming(m, ch, err, sizeof(err));
-	uint64_t eof_ns = migration_now_ns();
+	uint64_t eof_ns = kmig_now_ns();
 
 	if (!r)
 		r = savevm_load_apply_devices(m->reg, err, sizeof(err));
@@ -739,7 +731,7 @@ static void *incoming_main(void *arg)
 		send_ack(ch, r, err);
 		goto fail;
 	}
-	uint64_t loaded_ns = migration_now_ns();
+	uint64_t loaded_ns = kmig_now_ns();
 
 	close_listener(m);
 	send_ack(ch, 0, "loaded");
@@ -750,7 +742,7 @@ static void *incoming_main(void *arg)
 		goto fail;
 	}
 	pthread_mutex_lock(&m->lock);
-	m->mig.end_ns = migration_now_ns();
+	m->mig.end_ns = kmig_now_ns();
 	m->mig.phases = (struct migration_phases){ .valid = true, .loaded_us = (loaded_ns - eof_ns) / 1000,
 						   .started_us = (m->mig.end_ns - eof_ns) / 1000 };
 	m->mig.ch = NULL;
@@ -764,7 +756,7 @@ static void *incoming_main(void *arg)
 fail:
 	close_listener(m);
 	pthread_mutex_lock(&m->lock);
-	m->mig.end_ns = migration_now_ns();
+	m->mig.end_ns = kmig_now_ns();
 	m->mig.ch = NULL;
 	pthread_mutex_unlock(&m->lock);
 	if (ch)

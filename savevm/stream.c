@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/util.h"
+
 /* The largest errno value the kernel ever returns (MAX_ERRNO). */
 #define STREAM_MAX_ERRNO 4095
 /* stream header, version 1: the only page size */
@@ -47,18 +49,6 @@ static uint32_t get_le32(const uint8_t *p)
 static uint64_t get_le64(const uint8_t *p)
 {
 	return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
-
-static void __attribute__((format(printf, 3, 4)))
-set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 static void clear_err(char *err, size_t errlen)
@@ -110,7 +100,7 @@ static int read_exact(const struct stream_source *src, void *buf, size_t len, co
 	int r;
 
 	if (!src || !src->read) {
-		set_err(err, errlen, "no stream source to read %s from", what);
+		kmig_set_err(err, errlen, "no stream source to read %s from", what);
 		return -EINVAL;
 	}
 	if (!len)
@@ -119,15 +109,15 @@ static int read_exact(const struct stream_source *src, void *buf, size_t len, co
 	if (r == 0)
 		return 0;
 	if (r == -EPIPE) {
-		set_err(err, errlen, "stream truncated while reading %s", what);
+		kmig_set_err(err, errlen, "stream truncated while reading %s", what);
 		return -EPIPE;
 	}
 	if (r < 0) {
-		set_err(err, errlen, "read error while reading %s: %s (errno %d)", what, strerror(-r), -r);
+		kmig_set_err(err, errlen, "read error while reading %s: %s (errno %d)", what, strerror(-r), -r);
 		return r;
 	}
-	set_err(err, errlen, "stream source returned %d (not 0 or -errno) while reading %s", r,
-		what);
+	kmig_set_err(err, errlen, "stream source returned %d (not 0 or -errno) while reading %s", r,
+		     what);
 	return -EIO;
 }
 
@@ -135,8 +125,8 @@ static int check_section_id(const char *rec, uint32_t id, char *err, size_t errl
 {
 	if (id < STREAM_MAX_SECTIONS)
 		return 0;
-	set_err(err, errlen, "%s record section id %" PRIu32 " is out of range (must be below %u)",
-		rec, id, STREAM_MAX_SECTIONS);
+	kmig_set_err(err, errlen, "%s record section id %" PRIu32 " is out of range (must be below %u)",
+		     rec, id, STREAM_MAX_SECTIONS);
 	return -EPROTO;
 }
 
@@ -284,7 +274,7 @@ int stream_read_header(const struct stream_source *src, struct stream_header *h,
 
 	clear_err(err, errlen);
 	if (!h) {
-		set_err(err, errlen, "no stream header to read into");
+		kmig_set_err(err, errlen, "no stream header to read into");
 		return -EINVAL;
 	}
 	r = read_exact(src, b, sizeof(b), "the stream header", err, errlen);
@@ -292,7 +282,7 @@ int stream_read_header(const struct stream_source *src, struct stream_header *h,
 		return r;
 	if (memcmp(b, STREAM_MAGIC, 8)) {
 		escape_bytes(shown, b, 8);
-		set_err(err, errlen, "bad stream magic '%s' (expected %s)", shown, STREAM_MAGIC);
+		kmig_set_err(err, errlen, "bad stream magic '%s' (expected %s)", shown, STREAM_MAGIC);
 		return -EPROTO;
 	}
 	v.version = get_le32(b + 8);
@@ -301,33 +291,33 @@ int stream_read_header(const struct stream_source *src, struct stream_header *h,
 	v.nr_vcpus = get_le32(b + 24);
 	v.flags = get_le32(b + 28);
 	if (v.version != STREAM_VERSION) {
-		set_err(err, errlen, "unsupported stream version %" PRIu32
-			" (this kmig reads version %u)", v.version, STREAM_VERSION);
+		kmig_set_err(err, errlen, "unsupported stream version %" PRIu32
+			     " (this kmig reads version %u)", v.version, STREAM_VERSION);
 		return -EPROTO;
 	}
 	if (v.page_size != STREAM_PAGE_SIZE) {
-		set_err(err, errlen, "unsupported page size %" PRIu32
-			" in the stream header (version %u requires %u)",
-			v.page_size, STREAM_VERSION, STREAM_PAGE_SIZE);
+		kmig_set_err(err, errlen, "unsupported page size %" PRIu32
+			     " in the stream header (version %u requires %u)",
+			     v.page_size, STREAM_VERSION, STREAM_PAGE_SIZE);
 		return -EPROTO;
 	}
 	if (v.flags) {
-		set_err(err, errlen, "stream header has unknown flags 0x%" PRIx32 " (must be 0)",
-			v.flags);
+		kmig_set_err(err, errlen, "stream header has unknown flags 0x%" PRIx32 " (must be 0)",
+			     v.flags);
 		return -EPROTO;
 	}
 	if (!v.ram_size) {
-		set_err(err, errlen, "stream header RAM size is 0");
+		kmig_set_err(err, errlen, "stream header RAM size is 0");
 		return -EPROTO;
 	}
 	if (v.ram_size % v.page_size) {
-		set_err(err, errlen, "stream header RAM size %" PRIu64
-			" is not a multiple of the page size %" PRIu32, v.ram_size, v.page_size);
+		kmig_set_err(err, errlen, "stream header RAM size %" PRIu64
+			     " is not a multiple of the page size %" PRIu32, v.ram_size, v.page_size);
 		return -EPROTO;
 	}
 	if (v.nr_vcpus < 1 || v.nr_vcpus > STREAM_MAX_VCPUS) {
-		set_err(err, errlen, "stream header vCPU count %" PRIu32 " is outside 1..%u",
-			v.nr_vcpus, STREAM_MAX_VCPUS);
+		kmig_set_err(err, errlen, "stream header vCPU count %" PRIu32 " is outside 1..%u",
+			     v.nr_vcpus, STREAM_MAX_VCPUS);
 		return -EPROTO;
 	}
 	*h = v;
@@ -343,7 +333,7 @@ int stream_read_type(const struct stream_source *src, enum stream_rec_type *type
 
 	clear_err(err, errlen);
 	if (!type) {
-		set_err(err, errlen, "no record type to read into");
+		kmig_set_err(err, errlen, "no record type to read into");
 		return -EINVAL;
 	}
 	r = read_exact(src, b, sizeof(b), "the record type", err, errlen);
@@ -361,7 +351,7 @@ int stream_read_type(const struct stream_source *src, enum stream_rec_type *type
 		*type = (enum stream_rec_type)t;
 		return 0;
 	default:
-		set_err(err, errlen, "unknown record type %" PRIu32 " (0x%" PRIx32 ")", t, t);
+		kmig_set_err(err, errlen, "unknown record type %" PRIu32 " (0x%" PRIx32 ")", t, t);
 		return -EPROTO;
 	}
 }
@@ -379,7 +369,7 @@ int stream_read_section(const struct stream_source *src, struct stream_section *
 
 	clear_err(err, errlen);
 	if (!s) {
-		set_err(err, errlen, "no section to read into");
+		kmig_set_err(err, errlen, "no section to read into");
 		return -EINVAL;
 	}
 	r = read_exact(src, b, sizeof(b), "a SECTION record", err, errlen);
@@ -392,8 +382,8 @@ int stream_read_section(const struct stream_source *src, struct stream_section *
 	v.kind = get_le32(b + 12);
 	name_len = get_le32(b + 16);
 	if (name_len < 1 || name_len > STREAM_MAX_NAME) {
-		set_err(err, errlen, "SECTION record name length %" PRIu32 " is outside 1..%u",
-			name_len, STREAM_MAX_NAME);
+		kmig_set_err(err, errlen, "SECTION record name length %" PRIu32 " is outside 1..%u",
+			     name_len, STREAM_MAX_NAME);
 		return -EPROTO;
 	}
 	r = read_exact(src, name, name_len, "a SECTION record name", err, errlen);
@@ -402,22 +392,22 @@ int stream_read_section(const struct stream_source *src, struct stream_section *
 	bad = name_bad_char(name, name_len);
 	if (bad != name_len) {
 		escape_bytes(shown, name, name_len);
-		set_err(err, errlen, "SECTION record name '%s' has an invalid character 0x%02x"
-			" at offset %zu (allowed: a-z 0-9 _ . -)", shown, name[bad], bad);
+		kmig_set_err(err, errlen, "SECTION record name '%s' has an invalid character 0x%02x"
+			     " at offset %zu (allowed: a-z 0-9 _ . -)", shown, name[bad], bad);
 		return -EPROTO;
 	}
 	memcpy(v.name, name, name_len);
 	v.name[name_len] = '\0';
 	if (v.kind != STREAM_SECTION_ITERABLE && v.kind != STREAM_SECTION_DEVICE) {
-		set_err(err, errlen, "SECTION record '%s' has unknown kind %" PRIu32
-			" (expected %d = iterable or %d = device)", v.name, v.kind,
-			STREAM_SECTION_ITERABLE, STREAM_SECTION_DEVICE);
+		kmig_set_err(err, errlen, "SECTION record '%s' has unknown kind %" PRIu32
+			     " (expected %d = iterable or %d = device)", v.name, v.kind,
+			     STREAM_SECTION_ITERABLE, STREAM_SECTION_DEVICE);
 		return -EPROTO;
 	}
 	/* 0 names no section: the records that follow could not refer to it */
 	if (v.section_id == 0) {
-		set_err(err, errlen, "SECTION record '%s' has section id 0 (ids run from 1 to %u)", v.name,
-			STREAM_MAX_SECTIONS - 1);
+		kmig_set_err(err, errlen, "SECTION record '%s' has section id 0 (ids run from 1 to %u)", v.name,
+			     STREAM_MAX_SECTIONS - 1);
 		return -EPROTO;
 	}
 	r = check_section_id("SECTION", v.section_id, err, errlen);
@@ -437,13 +427,13 @@ int stream_read_ram(const struct stream_source *src, uint32_t page_size, uint32_
 
 	clear_err(err, errlen);
 	if (!section_id || !hdrs || !count) {
-		set_err(err, errlen, "no RAM record fields to read into");
+		kmig_set_err(err, errlen, "no RAM record fields to read into");
 		return -EINVAL;
 	}
 	if (page_size != STREAM_PAGE_SIZE) {
-		set_err(err, errlen, "cannot read RAM records with page size %" PRIu32
-			" (stream version %u uses %u)", page_size, STREAM_VERSION,
-			STREAM_PAGE_SIZE);
+		kmig_set_err(err, errlen, "cannot read RAM records with page size %" PRIu32
+			     " (stream version %u uses %u)", page_size, STREAM_VERSION,
+			     STREAM_PAGE_SIZE);
 		return -EINVAL;
 	}
 	mask = (uint64_t)page_size - 1;
@@ -453,13 +443,13 @@ int stream_read_ram(const struct stream_source *src, uint32_t page_size, uint32_
 	id = get_le32(b);
 	n = get_le32(b + 4);
 	if (n == 0) {
-		set_err(err, errlen, "RAM record with 0 pages");
+		kmig_set_err(err, errlen, "RAM record with 0 pages");
 		return -EPROTO;
 	}
 	if (n > STREAM_MAX_PAGES_PER_REC) {
-		set_err(err, errlen, "RAM record with %" PRIu32
-			" pages exceeds the limit of %u pages per record",
-			n, STREAM_MAX_PAGES_PER_REC);
+		kmig_set_err(err, errlen, "RAM record with %" PRIu32
+			     " pages exceeds the limit of %u pages per record",
+			     n, STREAM_MAX_PAGES_PER_REC);
 		return -EPROTO;
 	}
 	r = check_section_id("RAM", id, err, errlen);
@@ -473,16 +463,16 @@ int stream_read_ram(const struct stream_source *src, uint32_t page_size, uint32_
 		uint64_t unknown = h & mask & ~STREAM_PAGE_ZERO;
 
 		if (unknown) {
-			set_err(err, errlen, "page header 0x%" PRIx64 " has unknown flags 0x%"
-				PRIx64, h, unknown);
+			kmig_set_err(err, errlen, "page header 0x%" PRIx64 " has unknown flags 0x%"
+				     PRIx64, h, unknown);
 			return -EPROTO;
 		}
 		/* gpa + page_size must not wrap, so the loader's range
 		 * check (gpa + page_size <= ram_size) cannot be fooled */
 		if ((h & ~mask) > UINT64_MAX - page_size) {
-			set_err(err, errlen, "page header 0x%" PRIx64
-				" addresses a page that runs past the end of the 64-bit"
-				" address space", h);
+			kmig_set_err(err, errlen, "page header 0x%" PRIx64
+				     " addresses a page that runs past the end of the 64-bit"
+				     " address space", h);
 			return -EPROTO;
 		}
 		hdrs[i] = h;
@@ -514,7 +504,7 @@ int stream_read_blob_hdr(const struct stream_source *src, uint32_t max, uint32_t
 
 	clear_err(err, errlen);
 	if (!section_id || !len) {
-		set_err(err, errlen, "no %s record fields to read into", what);
+		kmig_set_err(err, errlen, "no %s record fields to read into", what);
 		return -EINVAL;
 	}
 	/* no blob of either kind may exceed the larger format limit */
@@ -527,8 +517,8 @@ int stream_read_blob_hdr(const struct stream_source *src, uint32_t max, uint32_t
 	id = get_le32(b);
 	n = get_le32(b + 4);
 	if (n > max) {
-		set_err(err, errlen, "%s record length %" PRIu32
-			" exceeds the limit of %" PRIu32 " bytes", what, n, max);
+		kmig_set_err(err, errlen, "%s record length %" PRIu32
+			     " exceeds the limit of %" PRIu32 " bytes", what, n, max);
 		return -EPROTO;
 	}
 	r = check_section_id(what, id, err, errlen);
@@ -547,7 +537,7 @@ int stream_read_pass_end(const struct stream_source *src, uint32_t *pass, char *
 
 	clear_err(err, errlen);
 	if (!pass) {
-		set_err(err, errlen, "no pass number to read into");
+		kmig_set_err(err, errlen, "no pass number to read into");
 		return -EINVAL;
 	}
 	r = read_exact(src, b, sizeof(b), "a PASS_END record", err, errlen);
@@ -555,7 +545,7 @@ int stream_read_pass_end(const struct stream_source *src, uint32_t *pass, char *
 		return r;
 	p = get_le32(b);
 	if (p == 0) {
-		set_err(err, errlen, "PASS_END record with pass number 0 (passes count from 1)");
+		kmig_set_err(err, errlen, "PASS_END record with pass number 0 (passes count from 1)");
 		return -EPROTO;
 	}
 	*pass = p;
@@ -571,7 +561,7 @@ int stream_read_channels(const struct stream_source *src, struct stream_channels
 
 	clear_err(err, errlen);
 	if (!c) {
-		set_err(err, errlen, "no CHANNELS record to read into");
+		kmig_set_err(err, errlen, "no CHANNELS record to read into");
 		return -EINVAL;
 	}
 	r = read_exact(src, b, sizeof(b), "a CHANNELS record", err, errlen);
@@ -580,12 +570,12 @@ int stream_read_channels(const struct stream_source *src, struct stream_channels
 	nr = get_le32(b);
 	reserved = get_le32(b + 4);
 	if (reserved) {
-		set_err(err, errlen, "CHANNELS record reserved field is 0x%" PRIx32 " (must be 0)", reserved);
+		kmig_set_err(err, errlen, "CHANNELS record reserved field is 0x%" PRIx32 " (must be 0)", reserved);
 		return -EPROTO;
 	}
 	if (nr == 0 || nr > STREAM_MAX_CHANNELS) {
-		set_err(err, errlen, "CHANNELS record announces %" PRIu32 " channels (1..%u allowed)", nr,
-			STREAM_MAX_CHANNELS);
+		kmig_set_err(err, errlen, "CHANNELS record announces %" PRIu32 " channels (1..%u allowed)", nr,
+			     STREAM_MAX_CHANNELS);
 		return -EPROTO;
 	}
 	c->nr = nr;
@@ -602,7 +592,7 @@ int stream_read_chan_hello(const struct stream_source *src, struct stream_chan_h
 
 	clear_err(err, errlen);
 	if (!h) {
-		set_err(err, errlen, "no channel hello to read into");
+		kmig_set_err(err, errlen, "no channel hello to read into");
 		return -EINVAL;
 	}
 	r = read_exact(src, b, sizeof(b), "a channel hello", err, errlen);
@@ -610,14 +600,14 @@ int stream_read_chan_hello(const struct stream_source *src, struct stream_chan_h
 		return r;
 	if (memcmp(b, STREAM_CHAN_MAGIC, 8)) {
 		escape_bytes(shown, b, 8);
-		set_err(err, errlen, "bad channel magic '%s' (expected %s)", shown, STREAM_CHAN_MAGIC);
+		kmig_set_err(err, errlen, "bad channel magic '%s' (expected %s)", shown, STREAM_CHAN_MAGIC);
 		return -EPROTO;
 	}
 	h->index = get_le32(b + 8);
 	h->nr = get_le32(b + 12);
 	h->cookie = get_le64(b + 16);
 	if (h->nr == 0 || h->nr > STREAM_MAX_CHANNELS || h->index >= h->nr) {
-		set_err(err, errlen, "channel hello says channel %" PRIu32 " of %" PRIu32, h->index, h->nr);
+		kmig_set_err(err, errlen, "channel hello says channel %" PRIu32 " of %" PRIu32, h->index, h->nr);
 		return -EPROTO;
 	}
 	return 0;
@@ -631,7 +621,7 @@ int stream_read_eof(const struct stream_source *src, struct stream_eof *e, char 
 
 	clear_err(err, errlen);
 	if (!e) {
-		set_err(err, errlen, "no EOF record to read into");
+		kmig_set_err(err, errlen, "no EOF record to read into");
 		return -EINVAL;
 	}
 	r = read_exact(src, b, sizeof(b), "an EOF record", err, errlen);
@@ -640,13 +630,13 @@ int stream_read_eof(const struct stream_source *src, struct stream_eof *e, char 
 	nr_sections = get_le32(b);
 	reserved = get_le32(b + 4);
 	if (reserved) {
-		set_err(err, errlen, "EOF record reserved field is 0x%" PRIx32 " (must be 0)",
-			reserved);
+		kmig_set_err(err, errlen, "EOF record reserved field is 0x%" PRIx32 " (must be 0)",
+			     reserved);
 		return -EPROTO;
 	}
 	if (nr_sections > STREAM_MAX_SECTIONS) {
-		set_err(err, errlen, "EOF record section count %" PRIu32
-			" exceeds the limit of %u sections", nr_sections, STREAM_MAX_SECTIONS);
+		kmig_set_err(err, errlen, "EOF record section count %" PRIu32
+			     " exceeds the limit of %u sections", nr_sections, STREAM_MAX_SECTIONS);
 		return -EPROTO;
 	}
 	e->nr_sections = nr_sections;
@@ -666,7 +656,7 @@ int stream_read_ack(const struct stream_source *src, int32_t *status, char *msg,
 
 	clear_err(err, errlen);
 	if (!status) {
-		set_err(err, errlen, "no ACK status to read into");
+		kmig_set_err(err, errlen, "no ACK status to read into");
 		return -EINVAL;
 	}
 	r = read_exact(src, b, sizeof(b), "the ACK", err, errlen);
@@ -674,18 +664,18 @@ int stream_read_ack(const struct stream_source *src, int32_t *status, char *msg,
 		return r;
 	if (memcmp(b, STREAM_ACK_MAGIC, 8)) {
 		escape_bytes(shown, b, 8);
-		set_err(err, errlen, "bad ACK magic '%s' (expected %s)", shown, STREAM_ACK_MAGIC);
+		kmig_set_err(err, errlen, "bad ACK magic '%s' (expected %s)", shown, STREAM_ACK_MAGIC);
 		return -EPROTO;
 	}
 	st = (int32_t)get_le32(b + 8);
 	msg_len = get_le32(b + 12);
 	if (st > 0 || st < -STREAM_MAX_ERRNO) {
-		set_err(err, errlen, "ACK status %" PRId32 " is neither 0 nor a negative errno", st);
+		kmig_set_err(err, errlen, "ACK status %" PRId32 " is neither 0 nor a negative errno", st);
 		return -EPROTO;
 	}
 	if (msg_len > STREAM_MAX_ACK_MSG) {
-		set_err(err, errlen, "ACK message length %" PRIu32
-			" exceeds the limit of %u bytes", msg_len, STREAM_MAX_ACK_MSG);
+		kmig_set_err(err, errlen, "ACK message length %" PRIu32
+			     " exceeds the limit of %u bytes", msg_len, STREAM_MAX_ACK_MSG);
 		return -EPROTO;
 	}
 	r = read_exact(src, text, msg_len, "the ACK message", err, errlen);

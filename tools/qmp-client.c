@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/util.h"
 #include "qapi/qmp-json.h"
 #include "tools/qmp-client.h"
 
@@ -49,14 +50,6 @@ static int connect_unix(const char *path, int timeout_ms)
 			return -e;
 		usleep(20000);
 	}
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void set_bad(struct qmp_client *c, const char *what)
@@ -101,7 +94,7 @@ static JsonNode *read_message(struct qmp_client *c, int64_t deadline, int *why)
 			return g_queue_pop_head(&c->messages);
 
 		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - kmig_now_ms();
 		int n = left > 0 ? poll(&pfd, 1, (int)left) : 0;
 
 		if (n < 0 && errno == EINTR) {
@@ -201,7 +194,7 @@ int qmp_client_exec(struct qmp_client *c, const char *cmd, JsonNode *args, JsonN
 		    char *err, size_t errlen)
 {
 	unsigned int id = ++c->next_id;
-	int64_t deadline = now_ms() + QMP_CLIENT_REPLY_TIMEOUT_MS;
+	int64_t deadline = kmig_now_ms() + QMP_CLIENT_REPLY_TIMEOUT_MS;
 	char what[96];
 	int r = send_cmd(c, cmd, args, id);
 
@@ -240,7 +233,7 @@ int qmp_client_exec(struct qmp_client *c, const char *cmd, JsonNode *args, JsonN
 static int read_greeting(struct qmp_client *c, const char *path, char *err, size_t errlen)
 {
 	int why = 0;
-	JsonNode *g = read_message(c, now_ms() + QMP_CLIENT_GREETING_TIMEOUT_MS, &why);
+	JsonNode *g = read_message(c, kmig_now_ms() + QMP_CLIENT_GREETING_TIMEOUT_MS, &why);
 	char what[160];
 
 	snprintf(what, sizeof(what), "'%s' did not greet like a QMP server", path);
