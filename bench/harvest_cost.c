@@ -40,7 +40,7 @@
 struct opts {
 	unsigned int sizes_gib[MAX_LIST], nr_sizes;
 	unsigned int rates[MAX_LIST], nr_rates;		/* MiB/s per vCPU, 0 = max */
-	enum kvm_dirty_backend backends[3];
+	enum kmig_dirty_tracking backends[3];
 	unsigned int nr_backends;
 	unsigned int ws_mib, vcpus, ring_entries;
 	unsigned int secs_ms, period_ms, warmup_ms;
@@ -183,7 +183,7 @@ static bool guest_stopped(struct guest_out *g, char *why, size_t len)
 	return s;
 }
 
-static int measure(const struct opts *o, enum kvm_dirty_backend be, unsigned int size_gib,
+static int measure(const struct opts *o, enum kmig_dirty_tracking be, unsigned int size_gib,
 		   unsigned int rate, struct result *res)
 {
 	struct guest_out g = { .lock = PTHREAD_MUTEX_INITIALIZER };
@@ -332,7 +332,7 @@ static int measure(const struct opts *o, enum kvm_dirty_backend be, unsigned int
 		.final_us_max = max_us(final_ns, o->final_reps),
 		.ring_full_exits = s1.ring_full_exits, .overflows = s1.overflows, .resyncs = s1.resyncs,
 	};
-	if (be == KVM_DIRTY_AUTO)
+	if (be == KMIG_DIRTY_AUTO)
 		snprintf(res->backend, sizeof(res->backend), "auto (%s)", name);
 	else
 		snprintf(res->backend, sizeof(res->backend), "%s", name);
@@ -446,7 +446,7 @@ static int parse_list(const char *s, unsigned int *out, unsigned int *n, bool al
 static int parse_backends(const char *s, struct opts *o)
 {
 	static const char *const names[] = {
-		[KVM_DIRTY_RING] = "ring", [KVM_DIRTY_BITMAP] = "bitmap", [KVM_DIRTY_AUTO] = "auto",
+		[KMIG_DIRTY_RING] = "ring", [KMIG_DIRTY_BITMAP] = "bitmap", [KMIG_DIRTY_AUTO] = "auto",
 	};
 	char buf[64], *save, *tok;
 
@@ -461,7 +461,7 @@ static int parse_backends(const char *s, struct opts *o)
 			i++;
 		if (i == 3 || o->nr_backends == 3)
 			return -EINVAL;
-		o->backends[o->nr_backends++] = (enum kvm_dirty_backend)i;
+		o->backends[o->nr_backends++] = (enum kmig_dirty_tracking)i;
 	}
 	return o->nr_backends ? 0 : -EINVAL;
 }
@@ -519,7 +519,7 @@ int main(int argc, char **argv)
 	struct opts o = {
 		.sizes_gib = { 1, 4, 16, 64, 256 }, .nr_sizes = 5,
 		.rates = { 1, 16, 256, 0 }, .nr_rates = 4,
-		.backends = { KVM_DIRTY_RING, KVM_DIRTY_BITMAP }, .nr_backends = 2,
+		.backends = { KMIG_DIRTY_RING, KMIG_DIRTY_BITMAP }, .nr_backends = 2,
 		.ws_mib = 64, .vcpus = 1, .ring_entries = 4096,
 		.secs_ms = 2000, .period_ms = 50, .warmup_ms = 300,
 		.final_reps = 10, .final_gap_ms = 20,
@@ -535,7 +535,7 @@ int main(int argc, char **argv)
 		case 'r': bad = parse_list(optarg, o.rates, &o.nr_rates, true); break;
 		case 'b': bad = parse_backends(optarg, &o); break;
 		case 'w': bad = parse_uint(optarg, 1, 2048, &o.ws_mib); break;
-		case 'c': bad = parse_uint(optarg, 1, KVM_MAX_VCPUS, &o.vcpus); break;
+		case 'c': bad = parse_uint(optarg, 1, KMIG_MAX_VCPUS, &o.vcpus); break;
 		case 'R': bad = parse_uint(optarg, 256, 65536, &o.ring_entries); break;
 		case 'S': bad = parse_uint(optarg, 100, 600000, &o.secs_ms); break;
 		case 'p': bad = parse_uint(optarg, 1, 10000, &o.period_ms); break;
@@ -572,8 +572,8 @@ int main(int argc, char **argv)
 
 				print_rate(rate, sizeof(rate), o.rates[ri]);
 				fprintf(stderr, "harvest_cost: %s %u GiB rate %s ...\n",
-					o.backends[bi] == KVM_DIRTY_RING ? "ring" :
-					o.backends[bi] == KVM_DIRTY_BITMAP ? "bitmap" : "auto",
+					o.backends[bi] == KMIG_DIRTY_RING ? "ring" :
+					o.backends[bi] == KMIG_DIRTY_BITMAP ? "bitmap" : "auto",
 					o.sizes_gib[si], rate);
 				/* a size this host cannot create is left out, not fatal */
 				if (measure(&o, o.backends[bi], o.sizes_gib[si], o.rates[ri], &res[n]))

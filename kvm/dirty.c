@@ -464,8 +464,8 @@ static void bitmap_stop(struct kvm_vm *vm)
 }
 
 static const struct dirty_backend backends[] = {
-	[KVM_DIRTY_RING] = { "dirty-ring", ring_start, ring_sync, ring_stop },
-	[KVM_DIRTY_BITMAP] = { "dirty-bitmap", bitmap_start, bitmap_sync, bitmap_stop },
+	[KMIG_DIRTY_RING] = { "dirty-ring", ring_start, ring_sync, ring_stop },
+	[KMIG_DIRTY_BITMAP] = { "dirty-bitmap", bitmap_start, bitmap_sync, bitmap_stop },
 };
 
 static const struct dirty_backend *backend(const struct kvm_vm *vm)
@@ -478,7 +478,7 @@ const char *kvm_dirty_backend_name(const struct kvm_vm *vm)
 	return backend(vm)->name;
 }
 
-/* KVM_DIRTY_AUTO: the bitmap below KVM_DIRTY_AUTO_RING_MIN_BYTES (256 GiB),
+/* KMIG_DIRTY_AUTO: the bitmap below KMIG_DIRTY_AUTO_RING_MIN_BYTES (256 GiB),
  * rings from there up.  Measured on this host with bench/harvest_cost.c
  * (defaults: 1 vCPU, dirty guest ws=64 MiB, a sync every 50 ms; host CPU
  * of all harvesting, the ring's background thread included):
@@ -507,16 +507,16 @@ const char *kvm_dirty_backend_name(const struct kvm_vm *vm)
  * vCPUs are not in the rule: with 2 the ring's floor rose (2.3-3.2%), so
  * more vCPUs only move the crossover up, and the dirty rate, the other
  * axis, is not known when the VM is created. */
-enum kvm_dirty_backend kvm_dirty_backend_auto(uint64_t mem_bytes, unsigned int nr_vcpus)
+enum kmig_dirty_tracking kvm_dirty_backend_auto(uint64_t mem_bytes, unsigned int nr_vcpus)
 {
 	(void)nr_vcpus;
-	return mem_bytes >= KVM_DIRTY_AUTO_RING_MIN_BYTES ? KVM_DIRTY_RING : KVM_DIRTY_BITMAP;
+	return mem_bytes >= KMIG_DIRTY_AUTO_RING_MIN_BYTES ? KMIG_DIRTY_RING : KMIG_DIRTY_BITMAP;
 }
 
 int kvm_dirty_init(struct kvm_vm *vm, char *err, size_t errlen)
 {
 	vm->dirty = kvm_mem_dirty(vm->mem);
-	if (vm->cfg.dirty_backend == KVM_DIRTY_RING) {
+	if (vm->cfg.dirty_backend == KMIG_DIRTY_RING) {
 		/* room for a full ring, a repaired hole and a second lap */
 		vm->harvest_cap = 2 * (size_t)vm->cfg.ring_entries;
 		vm->harvest_buf = calloc(vm->harvest_cap, sizeof(struct dirty_gfn));
@@ -602,14 +602,14 @@ bool kvm_dirty_active(struct kvm_vm *vm)
 	return a;
 }
 
-enum kvm_dirty_backend kvm_dirty_backend(const struct kvm_vm *vm)
+enum kmig_dirty_tracking kvm_dirty_backend(const struct kvm_vm *vm)
 {
 	return vm->cfg.dirty_backend;
 }
 
 uint32_t kvm_ring_entries(const struct kvm_vm *vm)
 {
-	return vm->cfg.dirty_backend == KVM_DIRTY_RING ? vm->cfg.ring_entries : 0;
+	return vm->cfg.dirty_backend == KMIG_DIRTY_RING ? vm->cfg.ring_entries : 0;
 }
 
 uint64_t kvm_vcpu_ring_pages(struct kvm_vm *vm, unsigned int idx)

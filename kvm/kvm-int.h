@@ -56,7 +56,7 @@ struct kvm_vm {
 	struct kvm_slot slots[KVM_MAX_SLOTS];
 	unsigned int nr_slots;
 
-	struct kvm_vcpu vcpus[KVM_MAX_VCPUS];
+	struct kvm_vcpu vcpus[KMIG_MAX_VCPUS];
 	unsigned int nr_vcpus;
 	struct kvm_cpuid2 *cpuid;
 	uint32_t *msr_list;		/* MSRs that can be read and written back */

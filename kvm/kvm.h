@@ -14,21 +14,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/vm-types.h"
 #include "kvm/mem.h"
-
-#define KVM_MAX_VCPUS 64
 
 struct kvm_vm;
 
-/* KVM_DIRTY_AUTO: the backend kvm_dirty_backend_auto() picks for the VM's
- * RAM size (the rule and its measurements are in dirty.c), resolved by
- * kvm_vm_create; kvm_dirty_backend_name() then names the one in use. */
-enum kvm_dirty_backend { KVM_DIRTY_RING, KVM_DIRTY_BITMAP, KVM_DIRTY_AUTO };
+/* enum kmig_dirty_tracking (common/vm-types.h): KMIG_DIRTY_AUTO is the
+ * backend kvm_dirty_backend_auto() picks for the VM's RAM size (the rule
+ * and its measurements are in dirty.c), resolved by kvm_vm_create;
+ * kvm_dirty_backend_name() then names the one in use. */
 
 struct kvm_vm_config {
 	uint64_t mem_bytes;
 	unsigned int nr_vcpus;
-	enum kvm_dirty_backend dirty_backend;
+	enum kmig_dirty_tracking dirty_backend;
 	uint32_t ring_entries;		/* per vCPU, power of two */
 	/* fault every page of RAM in at creation (QEMU's -mem-prealloc):
 	 * refused when the host has less memory available than RAM */
@@ -102,7 +101,7 @@ int kvm_dirty_start(struct kvm_vm *vm, char *err, size_t errlen);
  * dirty limit may each hold tracking on; the first start resets the
  * statistics, the last stop turns logging off and clears the bitmap. */
 bool kvm_dirty_active(struct kvm_vm *vm);
-enum kvm_dirty_backend kvm_dirty_backend(const struct kvm_vm *vm);
+enum kmig_dirty_tracking kvm_dirty_backend(const struct kvm_vm *vm);
 /* Dirty pages vCPU idx's ring delivered so far (dirty-ring backend; the
  * harvester's count, monotonic). */
 uint64_t kvm_vcpu_ring_pages(struct kvm_vm *vm, unsigned int idx);
@@ -145,12 +144,10 @@ bool kvm_dirty_test_and_clear(struct kvm_vm *vm, uint64_t pg);
 uint64_t kvm_dirty_find_next(struct kvm_vm *vm, uint64_t pg);
 uint64_t kvm_dirty_count(struct kvm_vm *vm);
 const char *kvm_dirty_backend_name(const struct kvm_vm *vm);
-/* KVM_DIRTY_AUTO's rule: from this much guest RAM up, the dirty ring */
-#define KVM_DIRTY_AUTO_RING_MIN_BYTES (256ull << 30)
 /* The backend that costs least for a VM with this much RAM (RING or
  * BITMAP; the dirty rate is not known when the VM is created).  Pure: it
  * does not ask the kernel whether it has dirty rings. */
-enum kvm_dirty_backend kvm_dirty_backend_auto(uint64_t mem_bytes, unsigned int nr_vcpus);
+enum kmig_dirty_tracking kvm_dirty_backend_auto(uint64_t mem_bytes, unsigned int nr_vcpus);
 
 struct kvm_dirty_stats {
 	uint64_t harvested;		/* GFNs collected from rings / bitmaps */

@@ -185,7 +185,7 @@ static int create_vcpu(struct kvm_vm *vm, unsigned int idx, char *err, size_t er
 		kmig_set_err(err, errlen, "mmap kvm_run: %s", strerror(errno));
 		return -ENOMEM;
 	}
-	if (vm->cfg.dirty_backend == KVM_DIRTY_RING) {
+	if (vm->cfg.dirty_backend == KMIG_DIRTY_RING) {
 		size_t bytes = vm->cfg.ring_entries * sizeof(struct kvm_dirty_gfn);
 		void *g = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd,
 			       KVM_DIRTY_LOG_PAGE_OFFSET * (off_t)getpagesize());
@@ -281,17 +281,17 @@ static int setup_vm(struct kvm_vm *vm, char *err, size_t errlen)
 		kmig_set_err(err, errlen, "KVM_CREATE_PIT2: %s", strerror(e));
 		return -e;
 	}
-	if (vm->cfg.dirty_backend == KVM_DIRTY_AUTO) {
+	if (vm->cfg.dirty_backend == KMIG_DIRTY_AUTO) {
 		vm->cfg.dirty_backend = kvm_dirty_backend_auto(vm->cfg.mem_bytes, vm->cfg.nr_vcpus);
 		/* auto asks for the cheaper backend, not for rings: a kernel
 		 * without them gets the bitmap rather than an error */
-		if (vm->cfg.dirty_backend == KVM_DIRTY_RING &&
+		if (vm->cfg.dirty_backend == KMIG_DIRTY_RING &&
 		    ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL) <= 0)
-			vm->cfg.dirty_backend = KVM_DIRTY_BITMAP;
+			vm->cfg.dirty_backend = KMIG_DIRTY_BITMAP;
 		if (!vm->cfg.ring_entries)
 			vm->cfg.ring_entries = 4096;
 	}
-	int r = vm->cfg.dirty_backend == KVM_DIRTY_RING ? enable_dirty_ring(vm, err, errlen)
+	int r = vm->cfg.dirty_backend == KMIG_DIRTY_RING ? enable_dirty_ring(vm, err, errlen)
 							 : enable_manual_protect(vm, err, errlen);
 	if (r)
 		return r;
@@ -302,12 +302,12 @@ static int setup_vm(struct kvm_vm *vm, char *err, size_t errlen)
 int kvm_vm_create(const struct kvm_vm_config *cfg, const struct kvm_vm_callbacks *cb,
 		  struct kvm_vm **out, char *err, size_t errlen)
 {
-	if (cfg->dirty_backend > KVM_DIRTY_AUTO) {
+	if (cfg->dirty_backend > KMIG_DIRTY_AUTO) {
 		kmig_set_err(err, errlen, "unknown dirty tracking backend %d", (int)cfg->dirty_backend);
 		return -EINVAL;
 	}
-	if (cfg->nr_vcpus < 1 || cfg->nr_vcpus > KVM_MAX_VCPUS) {
-		kmig_set_err(err, errlen, "vcpus must be between 1 and %d", KVM_MAX_VCPUS);
+	if (cfg->nr_vcpus < 1 || cfg->nr_vcpus > KMIG_MAX_VCPUS) {
+		kmig_set_err(err, errlen, "vcpus must be between 1 and %d", KMIG_MAX_VCPUS);
 		return -EINVAL;
 	}
 	/* checked before /dev/kvm is opened, as the other values are */
@@ -335,7 +335,7 @@ int kvm_vm_create(const struct kvm_vm_config *cfg, const struct kvm_vm_callbacks
 	pthread_mutex_init(&vm->serial_lock, NULL);
 	pthread_mutex_init(&vm->dirty_lock, NULL);
 	serial_reset(&vm->serial);
-	for (unsigned int i = 0; i < KVM_MAX_VCPUS; i++)
+	for (unsigned int i = 0; i < KMIG_MAX_VCPUS; i++)
 		vm->vcpus[i].fd = -1;
 
 	int r = setup_vm(vm, err, errlen);
@@ -365,7 +365,7 @@ void kvm_vm_destroy(struct kvm_vm *vm)
 		return;
 	kvm_vm_shutdown(vm);
 	kvm_dirty_stop(vm);
-	for (unsigned int i = 0; i < KVM_MAX_VCPUS; i++) {
+	for (unsigned int i = 0; i < KMIG_MAX_VCPUS; i++) {
 		struct kvm_vcpu *v = &vm->vcpus[i];
 
 		if (v->ring.gfns)

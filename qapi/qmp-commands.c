@@ -840,7 +840,7 @@ static const struct qmp_arg_spec query_dirty_rate_args[] = {
 
 static void add_vcpu_dirty_rates(JsonBuilder *b, const struct dirtyrate_info *info)
 {
-	unsigned int i, n = MIN(info->nr_vcpus, DIRTYRATE_MAX_VCPUS);
+	unsigned int i, n = MIN(info->nr_vcpus, KMIG_MAX_VCPUS);
 
 	json_builder_set_member_name(b, "vcpu-dirty-rate");
 	json_builder_begin_array(b);
@@ -967,12 +967,12 @@ static JsonNode *cmd_cancel_vcpu_dirty_limit(struct qmp_server *s, struct qmp_co
 static JsonNode *cmd_query_vcpu_dirty_limit(struct qmp_server *s, struct qmp_conn *c, JsonObject *args,
 					    GError **err)
 {
-	struct dirtylimit_vcpu *v = g_new0(struct dirtylimit_vcpu, DIRTYRATE_MAX_VCPUS);
-	unsigned int i, n = machine_query_vcpu_dirty_limit(qmp_server_state(s)->machine, v, DIRTYRATE_MAX_VCPUS);
+	struct dirtylimit_vcpu *v = g_new0(struct dirtylimit_vcpu, KMIG_MAX_VCPUS);
+	unsigned int i, n = machine_query_vcpu_dirty_limit(qmp_server_state(s)->machine, v, KMIG_MAX_VCPUS);
 	JsonBuilder *b = json_builder_new();
 
 	json_builder_begin_array(b);
-	for (i = 0; i < MIN(n, DIRTYRATE_MAX_VCPUS); i++) {
+	for (i = 0; i < MIN(n, KMIG_MAX_VCPUS); i++) {
 		json_builder_begin_object(b);
 		qmp_builder_add_int(b, "cpu-index", v[i].cpu_index);
 		qmp_builder_add_uint(b, "limit-rate", v[i].limit_rate);

@@ -157,7 +157,7 @@ static int reconcile(struct machine *m, char *err, size_t errlen)
 
 static int check_vcpu(struct machine *m, int cpu_index, char *err, size_t errlen)
 {
-	if (kvm_dirty_backend(m->vm) != KVM_DIRTY_RING) {
+	if (kvm_dirty_backend(m->vm) != KMIG_DIRTY_RING) {
 		snprintf(err, errlen, "dirty page limit feature requires KVM with accelerator property "
 			 "'dirty-ring-size' set (kmig run --dirty-tracking ring)");
 		return -ENOTSUP;

@@ -112,7 +112,7 @@ static int measure_distinct(struct job *j, uint64_t until, double *mib_s, int64_
 {
 	struct machine *m = j->m;
 	unsigned int n = kvm_vm_nr_vcpus(m->vm);
-	uint64_t pages[DIRTYRATE_MAX_VCPUS] = { 0 };
+	uint64_t pages[KMIG_MAX_VCPUS] = { 0 };
 	int r = kvm_dirty_sync(m->vm, false);
 
 	if (!r)
@@ -125,13 +125,13 @@ static int measure_distinct(struct job *j, uint64_t until, double *mib_s, int64_
 	if (done)
 		r = kvm_dirty_sync(m->vm, false);
 	double secs = (double)(kmig_now_ns() - t0) / 1e9;
-	uint64_t total = kvm_dirty_observe_end(m->vm, pages, DIRTYRATE_MAX_VCPUS);
+	uint64_t total = kvm_dirty_observe_end(m->vm, pages, KMIG_MAX_VCPUS);
 
 	if (!done)
 		return -ECANCELED;
 	if (r)
 		return r;
-	for (unsigned int i = 0; i < n && i < DIRTYRATE_MAX_VCPUS; i++)
+	for (unsigned int i = 0; i < n && i < KMIG_MAX_VCPUS; i++)
 		vcpu[i] = (int64_t)((double)pages[i] * KVM_PAGE_SIZE / (1 << 20) / secs + 0.5);
 	*mib_s = (double)total * KVM_PAGE_SIZE / (1 << 20) / secs;
 	return 0;
@@ -142,13 +142,13 @@ static int measure_distinct(struct job *j, uint64_t until, double *mib_s, int64_
  * being re-protected, so this is the write-fault traffic the dirty-limit
  * controller acts on, not the dirty rate. */
 struct ring_pushes {
-	uint64_t c0[DIRTYRATE_MAX_VCPUS];
+	uint64_t c0[KMIG_MAX_VCPUS];
 	uint64_t t0;
 };
 
 static void ring_pushes_begin(struct machine *m, struct ring_pushes *p)
 {
-	for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm) && i < DIRTYRATE_MAX_VCPUS; i++)
+	for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm) && i < KMIG_MAX_VCPUS; i++)
 		p->c0[i] = telemetry_vcpu_pages(m, i);
 	p->t0 = kmig_now_ns();
 }
@@ -157,7 +157,7 @@ static double ring_pushes_end(struct machine *m, const struct ring_pushes *p)
 {
 	double secs = (double)(kmig_now_ns() - p->t0) / 1e9, sum = 0;
 
-	for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm) && i < DIRTYRATE_MAX_VCPUS; i++)
+	for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm) && i < KMIG_MAX_VCPUS; i++)
 		sum += (double)(telemetry_vcpu_pages(m, i) - p->c0[i]);
 	return secs > 0 ? sum * KVM_PAGE_SIZE / (1 << 20) / secs : 0;
 }
@@ -168,7 +168,7 @@ static void *measure_thread(void *arg)
 	struct machine *m = j->m;
 	char err[160];
 	double rate = 0;
-	int64_t vcpu[DIRTYRATE_MAX_VCPUS] = { 0 };
+	int64_t vcpu[KMIG_MAX_VCPUS] = { 0 };
 	uint64_t until = kmig_now_ns() + (uint64_t)j->calc_ms * 1000000;
 	bool tracking = j->mode != DIRTYRATE_PAGE_SAMPLING;
 	int r = tracking ? kvm_dirty_start(m->vm, err, sizeof(err)) : 0;
@@ -206,10 +206,10 @@ static void *measure_thread(void *arg)
 
 static int mode_available(struct machine *m, enum dirtyrate_mode mode, char *err, size_t errlen)
 {
-	enum kvm_dirty_backend b = kvm_dirty_backend(m->vm);
+	enum kmig_dirty_tracking b = kvm_dirty_backend(m->vm);
 
-	if ((mode == DIRTYRATE_DIRTY_RING && b != KVM_DIRTY_RING) ||
-	    (mode == DIRTYRATE_DIRTY_BITMAP && b != KVM_DIRTY_BITMAP)) {
+	if ((mode == DIRTYRATE_DIRTY_RING && b != KMIG_DIRTY_RING) ||
+	    (mode == DIRTYRATE_DIRTY_BITMAP && b != KMIG_DIRTY_BITMAP)) {
 		snprintf(err, errlen, "mode %s is not enabled, use other method instead.", mode_names[mode]);
 		return -ENOTSUP;
 	}

@@ -41,7 +41,7 @@ struct dirtylimit_state {
 	bool thread_running, stop;
 	bool tracking;			/* holds dirty tracking on */
 	uint64_t period_start_ns;
-	struct dirtylimit_vcpu_state v[DIRTYRATE_MAX_VCPUS];
+	struct dirtylimit_vcpu_state v[KMIG_MAX_VCPUS];
 };
 
 struct migration {

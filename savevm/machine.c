@@ -333,6 +333,16 @@ static int check_outputs(const struct machine_config *c, char *err, size_t errle
 	return output_path_check("serial output", c->serial_path, err, errlen);
 }
 
+size_t machine_builtin_guests(struct machine_guest_info *out, size_t max)
+{
+	size_t n;
+	const struct kvm_builtin_guest *g = kvm_builtin_guests(&n);
+
+	for (size_t i = 0; i < n && i < max; i++)
+		out[i] = (struct machine_guest_info){ g[i].name, g[i].summary, g[i].params_help };
+	return n;
+}
+
 int machine_config_check(const struct machine_config *c, char *err, size_t errlen)
 {
 	uint64_t host_mib = host_ram_mib();
@@ -348,8 +358,8 @@ int machine_config_check(const struct machine_config *c, char *err, size_t errle
 			 (unsigned long long)c->mem_mib, (unsigned long long)host_mib);
 		return -E2BIG;
 	}
-	if (c->vcpus < 1 || c->vcpus > MACHINE_MAX_VCPUS) {
-		snprintf(err, errlen, "--vcpus: 1 to %d", MACHINE_MAX_VCPUS);
+	if (c->vcpus < 1 || c->vcpus > KMIG_MAX_VCPUS) {
+		snprintf(err, errlen, "--vcpus: 1 to %d", KMIG_MAX_VCPUS);
 		return -EINVAL;
 	}
 	if ((r = check_guest(c, err, errlen)) || (r = check_devices(c, err, errlen)) ||
@@ -384,9 +394,7 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 
 	struct kvm_vm_config vc = {
 		.mem_bytes = cfg->mem_mib << 20, .nr_vcpus = cfg->vcpus,
-		.dirty_backend = cfg->dirty_mode == DIRTY_MODE_BITMAP ? KVM_DIRTY_BITMAP
-				 : cfg->dirty_mode == DIRTY_MODE_AUTO	? KVM_DIRTY_AUTO
-									: KVM_DIRTY_RING,
+		.dirty_backend = cfg->dirty_mode,
 		.ring_entries = cfg->dirty_ring_entries ? cfg->dirty_ring_entries : 4096,
 		.prealloc = cfg->mem_prealloc,
 	};
@@ -394,7 +402,7 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 	r = kvm_vm_create(&vc, &cb, &m->vm, err, errlen);
 	if (!r) {
 		telemetry_open(m);
-		if (kvm_dirty_backend(m->vm) == KVM_DIRTY_RING)
+		if (kvm_dirty_backend(m->vm) == KMIG_DIRTY_RING)
 			fprintf(stderr, "kmig: dirty telemetry: %s%s%s%s\n", m->telemetry,
 				m->telemetry_why[0] ? " (" : "", m->telemetry_why, m->telemetry_why[0] ? ")" : "");
 		r = load_guest(m, err, errlen);
@@ -839,7 +847,7 @@ int machine_set_params(struct machine *m, const struct migration_params *p, unsi
 		snprintf(err, errlen, "Parameter 'x-vcpu-dirty-limit-period' expects a value between 1 and 1000");
 		return -EINVAL;
 	}
-	if ((mask & MIGRATION_PARAM_DIRTY_LIMIT) && p->dirty_limit && kvm_dirty_backend(m->vm) != KVM_DIRTY_RING) {
+	if ((mask & MIGRATION_PARAM_DIRTY_LIMIT) && p->dirty_limit && kvm_dirty_backend(m->vm) != KMIG_DIRTY_RING) {
 		snprintf(err, errlen, "dirty-limit requires KVM with accelerator property 'dirty-ring-size' set "
 			 "(kmig run --dirty-tracking ring)");
 		return -ENOTSUP;

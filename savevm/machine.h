@@ -13,19 +13,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/vm-types.h"
 #include "savevm/savevm.h"
 
 struct machine;
 
-#define MACHINE_MAX_VCPUS 64
 /* guest RAM: at least this, in multiples of 2 MiB (the KVM layer's rule) */
 #define MACHINE_MIN_MEM_MIB 16
 /* --device options of one machine */
 #define MACHINE_MAX_DEVICES 8
 
-/* AUTO: kvm's rule (kvm_dirty_backend_auto: the bitmap below 256 GiB of
- * RAM, the ring from there; measured in bench/harvest_cost.c) */
-enum dirty_mode { DIRTY_MODE_RING, DIRTY_MODE_BITMAP, DIRTY_MODE_AUTO };
 
 struct machine_config {
 	const char *kernel_path;	/* multiboot ELF or flat binary file */
@@ -37,7 +34,7 @@ struct machine_config {
 	bool mem_prealloc;		/* fault all RAM in at start (-mem-prealloc) */
 	unsigned int vcpus;
 	const char *serial_path;	/* NULL = stdout */
-	enum dirty_mode dirty_mode;
+	enum kmig_dirty_tracking dirty_mode;
 	uint32_t dirty_ring_entries;	/* per vCPU; power of two */
 	const char *incoming;		/* NULL, "defer" or a URI */
 	/* devices: "blob,id=NAME,size=SIZE[,dirty-rate=B/S][,stop-copy=SIZE]"
@@ -259,6 +256,15 @@ typedef void (*machine_event_fn)(void *opaque, enum machine_event ev, int64_t ar
  * reason in err.  A run checks everything here before it touches anything. */
 int machine_config_check(const struct machine_config *cfg, char *err, size_t errlen);
 
+/* The built-in guests, for listings: fills up to max entries, returns how
+ * many there are. */
+struct machine_guest_info {
+	const char *name;		/* "idle", "dirty", "verify" */
+	const char *summary;		/* one line */
+	const char *params_help;	/* "key=value" parameters with defaults */
+};
+size_t machine_builtin_guests(struct machine_guest_info *out, size_t max);
+
 /* Whether the run could open PATH for writing, checked without opening,
  * creating or truncating it; the error reads "cannot open WHAT 'PATH': ...". */
 int output_path_check(const char *what, const char *path, char *err, size_t errlen);
@@ -340,7 +346,6 @@ enum dirtyrate_status { DIRTYRATE_UNSTARTED, DIRTYRATE_MEASURING, DIRTYRATE_MEAS
 #define DIRTYRATE_MIN_SAMPLE_PAGES 128
 #define DIRTYRATE_MAX_SAMPLE_PAGES 4096
 #define DIRTYRATE_DEFAULT_SAMPLE_PAGES 512
-#define DIRTYRATE_MAX_VCPUS 256
 struct dirtyrate_info {
 	enum dirtyrate_status status;
 	enum dirtyrate_mode mode;
@@ -351,7 +356,7 @@ struct dirtyrate_info {
 	int64_t dirty_rate;
 	/* dirty-ring mode, once measured: one rate per vCPU */
 	unsigned int nr_vcpus;
-	int64_t vcpu_dirty_rate[DIRTYRATE_MAX_VCPUS];
+	int64_t vcpu_dirty_rate[KMIG_MAX_VCPUS];
 	/* extension: what counted ("ring", "bitmap", "sampling") */
 	const char *counted_by;
 	/* extension, dirty-ring mode once measured: MiB/s of dirty-ring

@@ -18,12 +18,14 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "common/vm-types.h"
 
 /* The largest errno value the kernel ever returns (MAX_ERRNO). */
 #define STREAM_MAX_ERRNO 4095
 /* stream header, version 1: the only page size */
 #define STREAM_PAGE_SIZE 4096u
 #define STREAM_MAX_VCPUS 1024u
+_Static_assert(KMIG_MAX_VCPUS <= STREAM_MAX_VCPUS, "every VM kmig runs fits the stream format");
 
 /* ---------------------------------------------------------------- helpers */
 

@@ -32,7 +32,7 @@ static int drain_lost(void *opaque, kvm_lost_fn fn, void *ctx, bool *incomplete)
 void telemetry_open(struct machine *m)
 {
 	m->telemetry = "none";
-	if (kvm_dirty_backend(m->vm) != KVM_DIRTY_RING) {
+	if (kvm_dirty_backend(m->vm) != KMIG_DIRTY_RING) {
 		snprintf(m->telemetry_why, sizeof(m->telemetry_why),
 			 "dirty bitmap backend: no dirty rings to count");
 		return;

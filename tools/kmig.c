@@ -10,8 +10,6 @@
 
 #include <glib-unix.h>
 
-#include "kvm/guests/builtin.h"
-#include "kvm/kvm.h"
 #include "qapi/qmp.h"
 #include "savevm/machine.h"
 #include "tools/kmig.h"
@@ -64,13 +62,13 @@ static void run_usage(FILE *f)
 		"Exit status: the code the guest wrote to port 0xf4, 0 after quit or SIGINT,\n"
 		"SIGTERM or SIGHUP (the QMP socket file is removed), 1 when an incoming\n"
 		"migration failed, 2 on a KVM error.\n"
-		"\nBuilt-in guests:\n", MACHINE_MAX_VCPUS, KVM_DIRTY_AUTO_RING_MIN_BYTES >> 30,
+		"\nBuilt-in guests:\n", KMIG_MAX_VCPUS, KMIG_DIRTY_AUTO_RING_MIN_BYTES >> 30,
 		STATS_PERIOD_MIN_MS, STATS_PERIOD_MAX_MS,
 		STATS_PERIOD_DEFAULT_MS);
-	size_t n;
-	const struct kvm_builtin_guest *g = kvm_builtin_guests(&n);
+	struct machine_guest_info g[16];
+	size_t n = machine_builtin_guests(g, 16);
 
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n && i < 16; i++)
 		fprintf(f, "  %-8s %s\n           parameters: %s\n", g[i].name, g[i].summary, g[i].params_help);
 }
 
@@ -147,9 +145,9 @@ static int run_main(int argc, char **argv, struct guest_strings *gs)
 		{ "stats-file", required_argument, NULL, 'S' }, { "stats-period", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' }, { 0 },
 	};
-	struct machine_config cfg = { .mem_mib = 256, .vcpus = 1, .dirty_mode = DIRTY_MODE_RING,
+	struct machine_config cfg = { .mem_mib = 256, .vcpus = 1, .dirty_mode = KMIG_DIRTY_RING,
 				      .dirty_ring_entries = 4096 };
-	enum kvm_dirty_backend tracking = KVM_DIRTY_AUTO;
+	enum kmig_dirty_tracking tracking = KMIG_DIRTY_AUTO;
 	const char *qmp_path = NULL, *append = NULL, *stats_path = NULL;
 	uint64_t stats_period = STATS_PERIOD_DEFAULT_MS;
 	bool has_stats_period = false;
@@ -185,7 +183,7 @@ static int run_main(int argc, char **argv, struct guest_strings *gs)
 			break;
 		case 'p': cfg.mem_prealloc = true; break;
 		case 'c':
-			if (parse_u64(optarg, MACHINE_MAX_VCPUS, &v) || !v)
+			if (parse_u64(optarg, KMIG_MAX_VCPUS, &v) || !v)
 				return bad_arg("--vcpus count", optarg);
 			cfg.vcpus = (unsigned int)v;
 			break;
@@ -196,16 +194,16 @@ static int run_main(int argc, char **argv, struct guest_strings *gs)
 			if (parse_u64(optarg, 65536, &v) || v < 256 || (v & (v - 1)))
 				return bad_arg("--dirty-ring size (a power of two, 256..65536)", optarg);
 			cfg.dirty_ring_entries = (uint32_t)v;
-			tracking = KVM_DIRTY_RING;
+			tracking = KMIG_DIRTY_RING;
 			break;
-		case 'b': tracking = KVM_DIRTY_BITMAP; break;
+		case 'b': tracking = KMIG_DIRTY_BITMAP; break;
 		case 'T':
 			if (!strcmp(optarg, "ring"))
-				tracking = KVM_DIRTY_RING;
+				tracking = KMIG_DIRTY_RING;
 			else if (!strcmp(optarg, "bitmap"))
-				tracking = KVM_DIRTY_BITMAP;
+				tracking = KMIG_DIRTY_BITMAP;
 			else if (!strcmp(optarg, "auto"))
-				tracking = KVM_DIRTY_AUTO;
+				tracking = KMIG_DIRTY_AUTO;
 			else
 				return bad_arg("--dirty-tracking (ring, bitmap or auto)", optarg);
 			break;
@@ -244,9 +242,7 @@ static int run_main(int argc, char **argv, struct guest_strings *gs)
 		fprintf(stderr, "kmig run: --stats-period needs --stats-file\n");
 		return 2;
 	}
-	cfg.dirty_mode = tracking == KVM_DIRTY_RING	? DIRTY_MODE_RING
-			 : tracking == KVM_DIRTY_BITMAP ? DIRTY_MODE_BITMAP
-							: DIRTY_MODE_AUTO;
+	cfg.dirty_mode = tracking;
 	cfg.guest_name = gs->name;
 	cfg.devices = devices;
 	cfg.nr_devices = nr_devices;

@@ -37,7 +37,7 @@ struct machine {
 	GPtrArray *threads;
 	/* dirty rate and dirty limit: scripted answers, last arguments */
 	struct dirtyrate_info dirtyrate;
-	struct dirtylimit_vcpu limits[DIRTYRATE_MAX_VCPUS];
+	struct dirtylimit_vcpu limits[KMIG_MAX_VCPUS];
 	unsigned int nr_limits;
 	struct fake_dirty_args dirty_args;
 };
@@ -264,7 +264,7 @@ void fake_machine_set_dirty_rate(struct machine *m, const struct dirtyrate_info 
 
 void fake_machine_set_dirty_limits(struct machine *m, const struct dirtylimit_vcpu *v, unsigned int n)
 {
-	g_assert(n <= DIRTYRATE_MAX_VCPUS);
+	g_assert(n <= KMIG_MAX_VCPUS);
 	g_mutex_lock(&m->lock);
 	memcpy(m->limits, v, n * sizeof(*v));
 	m->nr_limits = n;

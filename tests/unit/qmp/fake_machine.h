@@ -46,7 +46,7 @@ void fake_machine_get_handler(struct machine *m, machine_event_fn *fn, void **op
 void fake_machine_join_threads(struct machine *m);
 
 /* what machine_query_dirty_rate() and machine_query_vcpu_dirty_limit()
- * report from now on (n at most DIRTYRATE_MAX_VCPUS) */
+ * report from now on (n at most KMIG_MAX_VCPUS) */
 void fake_machine_set_dirty_rate(struct machine *m, const struct dirtyrate_info *info);
 void fake_machine_set_dirty_limits(struct machine *m, const struct dirtylimit_vcpu *v, unsigned int n);
 /* the arguments of the last call of each dirty rate / dirty limit function */

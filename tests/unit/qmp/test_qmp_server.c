@@ -1890,7 +1890,7 @@ static void test_query_vcpu_dirty_limit(void **state)
 	r = cmd(c, "{\"execute\": \"query-vcpu-dirty-limit\"}");
 	assert_int_equal(json_array_get_length(ret_array(r)), 0);
 	json_node_unref(r);
-	assert_int_equal(dirty_args(f).query_limit_max, DIRTYRATE_MAX_VCPUS);
+	assert_int_equal(dirty_args(f).query_limit_max, KMIG_MAX_VCPUS);
 
 	fake_machine_set_dirty_limits(f->m, v, G_N_ELEMENTS(v));
 	r = cmd(c, "{\"execute\": \"query-vcpu-dirty-limit\", \"arguments\": {}}");
