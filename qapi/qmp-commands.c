@@ -12,8 +12,6 @@
 #include <string.h>
 
 /* QEMU's MAX_MIGRATE_DOWNTIME, in ms */
-#define QMP_MAX_DOWNTIME_MS 2000000u
-
 /* ------------------------------------------------------------- helpers */
 
 static JsonNode *empty_object(void)
@@ -199,61 +197,18 @@ int qmp_migration_cap_lookup(const char *name)
 	return -1;
 }
 
-/* QEMU's MigrationParameters members (the reference schema's, plus those
- * QEMU 7.2 still had), their argument type, and the machine parameter each
- * one sets: 0 = known but not supported by kmig yet. */
-#define QMP_MIGRATION_PARAMETERS(X)                                          \
-	X("announce-initial", ANY, 0)                                        \
-	X("announce-max", ANY, 0)                                            \
-	X("announce-rounds", ANY, 0)                                         \
-	X("announce-step", ANY, 0)                                           \
-	X("throttle-trigger-threshold", ANY, 0)                              \
-	X("cpu-throttle-initial", ANY, 0)                                    \
-	X("cpu-throttle-increment", ANY, 0)                                  \
-	X("cpu-throttle-tailslow", ANY, 0)                                   \
-	X("tls-creds", ANY, 0)                                               \
-	X("tls-hostname", ANY, 0)                                            \
-	X("tls-authz", ANY, 0)                                               \
-	X("max-bandwidth", UINT64, MIGRATION_PARAM_MAX_BANDWIDTH)            \
-	X("avail-switchover-bandwidth", UINT64, MIGRATION_PARAM_AVAIL_SWITCHOVER_BANDWIDTH) \
-	X("downtime-limit", UINT64, MIGRATION_PARAM_DOWNTIME_LIMIT)          \
-	X("x-checkpoint-delay", ANY, 0)                                      \
-	X("multifd-channels", UINT64, MIGRATION_PARAM_MULTIFD_CHANNELS)      \
-	X("xbzrle-cache-size", ANY, 0)                                       \
-	X("max-postcopy-bandwidth", ANY, 0)                                  \
-	X("max-cpu-throttle", ANY, 0)                                        \
-	X("multifd-compression", ANY, 0)                                     \
-	X("multifd-zlib-level", ANY, 0)                                      \
-	X("multifd-qatzip-level", ANY, 0)                                    \
-	X("multifd-zstd-level", ANY, 0)                                      \
-	X("block-bitmap-mapping", ANY, 0)                                    \
-	X("x-vcpu-dirty-limit-period", UINT64, MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD) \
-	X("vcpu-dirty-limit", UINT64, MIGRATION_PARAM_VCPU_DIRTY_LIMIT)      \
-	X("mode", ANY, 0)                                                    \
-	X("zero-page-detection", ANY, 0)                                     \
-	X("direct-io", ANY, 0)                                               \
-	X("cpr-exec-command", ANY, 0)                                        \
-	/* QEMU 7.2 only */                                                  \
-	X("compress-level", ANY, 0)                                          \
-	X("compress-threads", ANY, 0)                                        \
-	X("compress-wait-thread", ANY, 0)                                    \
-	X("decompress-threads", ANY, 0)                                      \
-	X("block-incremental", ANY, 0)                                       \
-	/* kmig's own: the stall window (docs/qmp.md) */                     \
-	X("x-kmig-stall-iterations", UINT64, MIGRATION_PARAM_STALL_ITERATIONS) \
-	X("x-kmig-stall-ms", UINT64, MIGRATION_PARAM_STALL_MS)              \
-	X("x-kmig-io-timeout", UINT64, MIGRATION_PARAM_IO_TIMEOUT)          \
-	X("x-kmig-send-mode", STR, MIGRATION_PARAM_SEND_MODE)
-
-struct param_info {
-	const char *name;
-	unsigned int mask;
-};
-
-static const struct param_info migration_params[] = {
-#define QMP_PARAM_INFO(name, type, mask) { name, mask },
-	QMP_MIGRATION_PARAMETERS(QMP_PARAM_INFO)
-#undef QMP_PARAM_INFO
+/* QEMU's MigrationParameters members kmig does not take (the reference
+ * schema's, plus those QEMU 7.2 still had): refused as not supported yet.
+ * Those kmig takes are rows of savevm/params.h's table. */
+static const char *const unsupported_params[] = {
+	"announce-initial", "announce-max", "announce-rounds", "announce-step",
+	"throttle-trigger-threshold", "cpu-throttle-initial", "cpu-throttle-increment", "cpu-throttle-tailslow",
+	"tls-creds", "tls-hostname", "tls-authz", "x-checkpoint-delay", "xbzrle-cache-size",
+	"max-postcopy-bandwidth", "max-cpu-throttle", "multifd-compression", "multifd-zlib-level",
+	"multifd-qatzip-level", "multifd-zstd-level", "block-bitmap-mapping", "mode", "zero-page-detection",
+	"direct-io", "cpr-exec-command",
+	/* QEMU 7.2 only */
+	"compress-level", "compress-threads", "compress-wait-thread", "decompress-threads", "block-incremental",
 };
 
 /* ------------------------------------------------------------ commands */
@@ -442,21 +397,43 @@ static JsonNode *cmd_query_migrate(struct qmp_server *s, struct qmp_conn *c, Jso
 	return qapi_migration_info_to_json(&info);
 }
 
-static const struct qmp_arg_spec set_params_args[] = {
-#define QMP_PARAM_SPEC(name, type, mask) { name, QMP_ARG_##type, false },
-	QMP_MIGRATION_PARAMETERS(QMP_PARAM_SPEC)
-#undef QMP_PARAM_SPEC
-	{ NULL, 0, false },
-};
+/* migrate-set-parameters' argument types: the table's rows (a uint64 or a
+ * string), then QEMU's other members (any type: refused by name).  Filled
+ * from the table before main() runs. */
+static struct qmp_arg_spec set_params_args[64];
 
-static bool parse_send_mode(const char *s, enum savevm_send_mode *mode)
+static void __attribute__((constructor)) fill_set_params_args(void)
 {
-	for (enum savevm_send_mode m = SAVEVM_SEND_AUTO; m <= SAVEVM_SEND_ZC; m++) {
-		if (s && !strcmp(s, savevm_send_mode_name(m))) {
-			*mode = m;
-			return true;
-		}
+	size_t n = 0;
+
+	for (size_t i = 0; i < migration_param_count; i++) {
+		const struct migration_param *d = &migration_param_table[i];
+
+		if (!d->capability)
+			set_params_args[n++] = (struct qmp_arg_spec){
+				d->name, d->type == MIGRATION_PARAM_UINT64 ? QMP_ARG_UINT64 : QMP_ARG_STR, false };
 	}
+	for (size_t i = 0; i < G_N_ELEMENTS(unsupported_params); i++)
+		set_params_args[n++] = (struct qmp_arg_spec){ unsupported_params[i], QMP_ARG_ANY, false };
+	g_assert(n < G_N_ELEMENTS(set_params_args));	/* the last stays the terminator */
+}
+
+/* One member's value: the table's check, in QEMU's words. */
+static bool parse_param(const struct migration_param *d, JsonNode *n, uint64_t *v, GError **err)
+{
+	char e[256];
+
+	if (d->type == MIGRATION_PARAM_SEND_MODE_ENUM) {
+		if (migration_param_parse_enum(d, json_node_get_string(n), v))
+			return true;
+		g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s' does not accept value '%s' "
+			    "(auto, copy or zero-copy)", d->name, json_node_get_string(n));
+		return false;
+	}
+	*v = node_uint64(n);
+	if (!migration_param_check(d, *v, e, sizeof(e)))
+		return true;
+	g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "%s", e);
 	return false;
 }
 
@@ -466,74 +443,28 @@ static JsonNode *cmd_migrate_set_parameters(struct qmp_server *s, struct qmp_con
 	struct migration_params p;
 	unsigned int mask = 0;
 	char e[512] = "";
-	size_t i;
 
 	memset(&p, 0, sizeof(p));
-	/* validate everything before changing anything */
-	for (i = 0; i < G_N_ELEMENTS(migration_params); i++) {
-		const struct param_info *pi = &migration_params[i];
-		JsonNode *n = json_object_get_member(args, pi->name);
+	for (size_t i = 0; i < G_N_ELEMENTS(unsupported_params); i++) {
+		if (json_object_has_member(args, unsupported_params[i])) {
+			g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s' is not supported by kmig yet",
+				    unsupported_params[i]);
+			return NULL;
+		}
+	}
+	/* everything checked before anything changes, in the table's order
+	 * (QEMU's), so that the first wrong member named is QEMU's */
+	for (size_t i = 0; i < migration_param_count; i++) {
+		const struct migration_param *d = &migration_param_table[i];
+		JsonNode *n = d->capability ? NULL : json_object_get_member(args, d->name);
+		uint64_t v;
 
 		if (!n)
 			continue;
-		switch (pi->mask) {
-		case MIGRATION_PARAM_DOWNTIME_LIMIT:
-			p.downtime_limit_ms = node_uint64(n);
-			if (p.downtime_limit_ms > QMP_MAX_DOWNTIME_MS) {
-				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
-					    "Parameter 'downtime-limit' expects an integer in the range of 0 to %u ms",
-					    QMP_MAX_DOWNTIME_MS);
-				return NULL;
-			}
-			break;
-		case MIGRATION_PARAM_MAX_BANDWIDTH:
-			p.max_bandwidth = node_uint64(n);
-			break;
-		case MIGRATION_PARAM_STALL_ITERATIONS:
-			p.stall_iterations = node_uint64(n);
-			break;
-		case MIGRATION_PARAM_STALL_MS:
-			p.stall_ms = node_uint64(n);
-			break;
-		case MIGRATION_PARAM_IO_TIMEOUT:
-			p.io_timeout_ms = node_uint64(n);
-			break;
-		case MIGRATION_PARAM_AVAIL_SWITCHOVER_BANDWIDTH:
-			p.avail_switchover_bandwidth = node_uint64(n);
-			break;
-		case MIGRATION_PARAM_MULTIFD_CHANNELS:
-			p.multifd_channels = node_uint64(n);
-			break;
-		case MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD:
-			p.vcpu_dirty_limit_period_ms = node_uint64(n);
-			if (p.vcpu_dirty_limit_period_ms < 1 || p.vcpu_dirty_limit_period_ms > 1000) {
-				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
-					    "Parameter 'x-vcpu-dirty-limit-period' expects a value between 1 and 1000");
-				return NULL;
-			}
-			break;
-		case MIGRATION_PARAM_VCPU_DIRTY_LIMIT:
-			p.vcpu_dirty_limit = node_uint64(n);
-			if (p.vcpu_dirty_limit < 1) {
-				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
-					    "Parameter 'vcpu_dirty_limit' must be greater than 1 MB/s");
-				return NULL;
-			}
-			break;
-		case MIGRATION_PARAM_SEND_MODE:
-			if (!parse_send_mode(json_node_get_string(n), &p.send_mode)) {
-				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC,
-					    "Parameter 'x-kmig-send-mode' does not accept value '%s' "
-					    "(auto, copy or zero-copy)", json_node_get_string(n));
-				return NULL;
-			}
-			break;
-		default:
-			g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s' is not supported by kmig yet",
-				    pi->name);
+		if (!parse_param(d, n, &v, err))
 			return NULL;
-		}
-		mask |= pi->mask;
+		migration_param_put(&p, d, v);
+		mask |= d->mask;
 	}
 	if (!mask)
 		return empty_object();
@@ -550,17 +481,18 @@ static JsonNode *cmd_query_migrate_parameters(struct qmp_server *s, struct qmp_c
 	memset(&p, 0, sizeof(p));
 	machine_get_params(qmp_server_state(s)->machine, &p);
 	json_builder_begin_object(b);
-	qmp_builder_add_uint(b, "downtime-limit", p.downtime_limit_ms);
-	qmp_builder_add_uint(b, "max-bandwidth", p.max_bandwidth);
-	qmp_builder_add_uint(b, "avail-switchover-bandwidth", p.avail_switchover_bandwidth);
-	qmp_builder_add_uint(b, "multifd-channels", p.multifd_channels);
-	qmp_builder_add_uint(b, "x-vcpu-dirty-limit-period", p.vcpu_dirty_limit_period_ms);
-	qmp_builder_add_uint(b, "vcpu-dirty-limit", p.vcpu_dirty_limit);
-	qmp_builder_add_uint(b, "x-kmig-stall-iterations", p.stall_iterations);
-	qmp_builder_add_uint(b, "x-kmig-stall-ms", p.stall_ms);
-	qmp_builder_add_uint(b, "x-kmig-io-timeout", p.io_timeout_ms);
-	json_builder_set_member_name(b, "x-kmig-send-mode");
-	json_builder_add_string_value(b, savevm_send_mode_name(p.send_mode));
+	for (size_t i = 0; i < migration_param_count; i++) {
+		const struct migration_param *d = &migration_param_table[i];
+
+		if (d->capability)
+			continue;
+		if (d->type == MIGRATION_PARAM_SEND_MODE_ENUM) {
+			json_builder_set_member_name(b, d->name);
+			json_builder_add_string_value(b, migration_param_enum_name(d, migration_param_get(&p, d)));
+		} else {
+			qmp_builder_add_uint(b, d->name, migration_param_get(&p, d));
+		}
+	}
 	json_builder_end_object(b);
 	return builder_finish(b);
 }
@@ -595,6 +527,21 @@ static bool migration_running(struct machine *m)
 	}
 }
 
+/* Every capability's state: the machine's for those that are rows of the
+ * parameter table, the server's for the rest (events). */
+static void current_caps(struct qmp_server_state *st, bool caps[QMP_MIGCAP__MAX])
+{
+	struct migration_params p;
+
+	memset(&p, 0, sizeof(p));
+	machine_get_params(st->machine, &p);
+	for (int i = 0; i < QMP_MIGCAP__MAX; i++) {
+		const struct migration_param *d = migration_param_find(qmp_migration_caps[i].name, true);
+
+		caps[i] = d ? migration_param_get(&p, d) != 0 : st->caps[i];
+	}
+}
+
 static JsonNode *cmd_migrate_set_capabilities(struct qmp_server *s, struct qmp_conn *c,
 					      JsonObject *args, GError **err)
 {
@@ -603,7 +550,7 @@ static JsonNode *cmd_migrate_set_capabilities(struct qmp_server *s, struct qmp_c
 	guint i, n = json_array_get_length(a);
 	bool caps[QMP_MIGCAP__MAX];
 
-	memcpy(caps, st->caps, sizeof(caps));
+	current_caps(st, caps);
 	for (i = 0; i < n; i++) {
 		JsonNode *e = json_array_get_element(a, i);
 		char prefix[48];
@@ -640,13 +587,22 @@ static JsonNode *cmd_migrate_set_capabilities(struct qmp_server *s, struct qmp_c
 			return NULL;
 		}
 	}
-	/* the machine acts on the capabilities that shape the RAM path, and
-	 * on dirty-limit (it may refuse it: no dirty ring) */
-	struct migration_params p = { .multifd = caps[QMP_MIGCAP_MULTIFD],
-				      .zero_copy_send = caps[QMP_MIGCAP_ZERO_COPY_SEND],
-				      .dirty_limit = caps[QMP_MIGCAP_DIRTY_LIMIT] };
-	unsigned int mask = MIGRATION_PARAM_MULTIFD | MIGRATION_PARAM_ZERO_COPY_SEND | MIGRATION_PARAM_DIRTY_LIMIT;
+	/* the capabilities that are rows of the parameter table (those that
+	 * shape the RAM path, and dirty-limit) live in the machine, which may
+	 * refuse one (dirty-limit without a dirty ring); the rest here */
+	struct migration_params p;
+	unsigned int mask = 0;
 	char e[256] = "";
+
+	memset(&p, 0, sizeof(p));
+	for (i = 0; i < QMP_MIGCAP__MAX; i++) {
+		const struct migration_param *d = migration_param_find(qmp_migration_caps[i].name, true);
+
+		if (d) {
+			migration_param_put(&p, d, caps[i]);
+			mask |= d->mask;
+		}
+	}
 
 	int r = machine_set_params(st->machine, &p, mask, e, sizeof(e));
 
@@ -665,13 +621,16 @@ static JsonNode *cmd_query_migrate_capabilities(struct qmp_server *s, struct qmp
 	JsonBuilder *b = json_builder_new();
 	int i;
 
+	bool caps[QMP_MIGCAP__MAX];
+
+	current_caps(st, caps);
 	json_builder_begin_array(b);
 	for (i = 0; i < QMP_MIGCAP__MAX; i++) {
 		json_builder_begin_object(b);
 		json_builder_set_member_name(b, "capability");
 		json_builder_add_string_value(b, qmp_migration_caps[i].name);
 		json_builder_set_member_name(b, "state");
-		json_builder_add_boolean_value(b, st->caps[i]);
+		json_builder_add_boolean_value(b, caps[i]);
 		json_builder_end_object(b);
 	}
 	json_builder_end_array(b);

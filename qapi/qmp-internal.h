@@ -58,8 +58,8 @@ JsonNode *qmp_json_sanitized_copy(JsonNode *node);
 /* ------------------------------------------------------ migration tables */
 
 /* QEMU's MigrationCapability, in its schema order, and whether kmig
- * implements it.  Turning a capability on = flipping its flag here and
- * acting on qmp_server->caps[] where it matters. */
+ * implements it.  One the machine acts on is also a row of the parameter
+ * table (savevm/params.h), where its state lives. */
 #define QMP_MIGRATION_CAPABILITIES(X)                                \
 	X(XBZRLE, "xbzrle", false)                                   \
 	X(RDMA_PIN_ALL, "rdma-pin-all", false)                       \
@@ -150,7 +150,9 @@ bool qmp_check_args(const struct qmp_arg_spec *spec, JsonObject *args, GError **
 
 struct qmp_server_state {
 	struct machine *machine;
-	bool caps[QMP_MIGCAP__MAX];	/* migration capabilities */
+	/* migration capabilities the machine does not hold (events); those
+	 * it holds (rows of savevm/params.h's table) are read from it */
+	bool caps[QMP_MIGCAP__MAX];
 	bool quit_pending;		/* quit answered; request it once sent */
 	bool quit_requested;		/* machine_request_quit() done by QMP */
 };

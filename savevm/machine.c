@@ -11,10 +11,6 @@
 #include "kvm/guests/builtin.h"
 #include "savevm/machine-int.h"
 
-#define DEFAULT_DOWNTIME_LIMIT_MS 300
-#define MAX_DOWNTIME_LIMIT_MS 2000000	/* QEMU's bound */
-#define DEFAULT_STALL_ITERATIONS 5
-#define DEFAULT_STALL_MS 5000
 #define MAX_KERNEL_SIZE (64u << 20)
 
 static const char *const runstate_names[] = {
@@ -382,13 +378,7 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_mutex_init(&m->ev_lock, NULL);
 	pthread_cond_init(&m->cond, NULL);
-	m->params.downtime_limit_ms = DEFAULT_DOWNTIME_LIMIT_MS;
-	m->params.stall_iterations = DEFAULT_STALL_ITERATIONS;
-	m->params.stall_ms = DEFAULT_STALL_MS;
-	m->params.io_timeout_ms = MIGRATION_IO_TIMEOUT_DEFAULT_MS;
-	m->params.multifd_channels = 2;	/* QEMU's default */
-	m->params.vcpu_dirty_limit = 1;	/* QEMU's defaults */
-	m->params.vcpu_dirty_limit_period_ms = 1000;
+	migration_params_default(&m->params);
 	dirtylimit_init(m);
 	m->runstate = RUNSTATE_PRELAUNCH;
 
@@ -809,76 +799,17 @@ void machine_get_params(struct machine *m, struct migration_params *p)
 int machine_set_params(struct machine *m, const struct migration_params *p, unsigned int mask,
 		       char *err, size_t errlen)
 {
-	if ((mask & MIGRATION_PARAM_DOWNTIME_LIMIT) && p->downtime_limit_ms > MAX_DOWNTIME_LIMIT_MS) {
-		snprintf(err, errlen, "Parameter 'downtime_limit' expects an integer in the range of 0 to %u ms",
-			 MAX_DOWNTIME_LIMIT_MS);
-		return -EINVAL;
-	}
-	if ((mask & MIGRATION_PARAM_MAX_BANDWIDTH) && p->max_bandwidth > (uint64_t)SIZE_MAX / 2) {
-		snprintf(err, errlen, "Parameter 'max_bandwidth' expects an integer in the range of 0 to %zu bytes/second",
-			 (size_t)SIZE_MAX / 2);
-		return -EINVAL;
-	}
-	if ((mask & MIGRATION_PARAM_MULTIFD_CHANNELS) &&
-	    (p->multifd_channels < 1 || p->multifd_channels > 255)) {
-		snprintf(err, errlen, "Parameter 'multifd_channels' expects a value between 1 and 255");
-		return -EINVAL;
-	}
-	if ((mask & MIGRATION_PARAM_SEND_MODE) && p->send_mode > SAVEVM_SEND_ZC) {
-		snprintf(err, errlen, "Parameter 'x-kmig-send-mode' expects auto, copy or zero-copy");
-		return -EINVAL;
-	}
-	if (((mask & MIGRATION_PARAM_STALL_ITERATIONS) && !p->stall_iterations) ||
-	    ((mask & MIGRATION_PARAM_STALL_MS) && p->stall_ms > 3600000)) {
-		snprintf(err, errlen, "the stall window needs at least 1 iteration and at most 3600000 ms");
-		return -EINVAL;
-	}
-	if ((mask & MIGRATION_PARAM_IO_TIMEOUT) && p->io_timeout_ms > MIGRATION_IO_TIMEOUT_MAX_MS) {
-		snprintf(err, errlen, "Parameter 'x-kmig-io-timeout' expects an integer in the range of 0 to %u ms",
-			 MIGRATION_IO_TIMEOUT_MAX_MS);
-		return -EINVAL;
-	}
-	if ((mask & MIGRATION_PARAM_VCPU_DIRTY_LIMIT) && p->vcpu_dirty_limit < 1) {
-		snprintf(err, errlen, "Parameter 'vcpu_dirty_limit' must be greater than 1 MB/s");
-		return -EINVAL;
-	}
-	if ((mask & MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD) &&
-	    (p->vcpu_dirty_limit_period_ms < 1 || p->vcpu_dirty_limit_period_ms > 1000)) {
-		snprintf(err, errlen, "Parameter 'x-vcpu-dirty-limit-period' expects a value between 1 and 1000");
-		return -EINVAL;
-	}
+	int r = migration_params_check(p, mask, err, errlen);
+
+	if (r)
+		return r;
 	if ((mask & MIGRATION_PARAM_DIRTY_LIMIT) && p->dirty_limit && kvm_dirty_backend(m->vm) != KMIG_DIRTY_RING) {
 		snprintf(err, errlen, "dirty-limit requires KVM with accelerator property 'dirty-ring-size' set "
 			 "(kmig run --dirty-tracking ring)");
 		return -ENOTSUP;
 	}
 	pthread_mutex_lock(&m->lock);
-	if (mask & MIGRATION_PARAM_DIRTY_LIMIT)
-		m->params.dirty_limit = p->dirty_limit;
-	if (mask & MIGRATION_PARAM_VCPU_DIRTY_LIMIT)
-		m->params.vcpu_dirty_limit = p->vcpu_dirty_limit;
-	if (mask & MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD)
-		m->params.vcpu_dirty_limit_period_ms = p->vcpu_dirty_limit_period_ms;
-	if (mask & MIGRATION_PARAM_STALL_ITERATIONS)
-		m->params.stall_iterations = p->stall_iterations;
-	if (mask & MIGRATION_PARAM_STALL_MS)
-		m->params.stall_ms = p->stall_ms;
-	if (mask & MIGRATION_PARAM_IO_TIMEOUT)
-		m->params.io_timeout_ms = p->io_timeout_ms;
-	if (mask & MIGRATION_PARAM_AVAIL_SWITCHOVER_BANDWIDTH)
-		m->params.avail_switchover_bandwidth = p->avail_switchover_bandwidth;
-	if (mask & MIGRATION_PARAM_MULTIFD_CHANNELS)
-		m->params.multifd_channels = p->multifd_channels;
-	if (mask & MIGRATION_PARAM_MULTIFD)
-		m->params.multifd = p->multifd;
-	if (mask & MIGRATION_PARAM_ZERO_COPY_SEND)
-		m->params.zero_copy_send = p->zero_copy_send;
-	if (mask & MIGRATION_PARAM_SEND_MODE)
-		m->params.send_mode = p->send_mode;
-	if (mask & MIGRATION_PARAM_DOWNTIME_LIMIT)
-		m->params.downtime_limit_ms = p->downtime_limit_ms;
-	if (mask & MIGRATION_PARAM_MAX_BANDWIDTH)
-		m->params.max_bandwidth = p->max_bandwidth;
+	migration_params_copy(&m->params, p, mask);
 	pthread_mutex_unlock(&m->lock);
 	return 0;
 }

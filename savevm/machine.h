@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "common/vm-types.h"
+#include "savevm/params.h"
 #include "savevm/savevm.h"
 
 struct machine;
@@ -22,7 +23,6 @@ struct machine;
 #define MACHINE_MIN_MEM_MIB 16
 /* --device options of one machine */
 #define MACHINE_MAX_DEVICES 8
-
 
 struct machine_config {
 	const char *kernel_path;	/* multiboot ELF or flat binary file */
@@ -201,41 +201,6 @@ struct migration_info {
 	struct { char name[65]; uint32_t instance_id; uint64_t bytes; } pending[16];
 };
 
-struct migration_params {
-	uint64_t downtime_limit_ms;	/* default 300 */
-	uint64_t max_bandwidth;		/* bytes/s; 0 = unlimited */
-	/* stall window: stalled when remaining has not fallen for this many
-	 * passes AND this many ms (extensions, defaults 5 and 5000) */
-	uint64_t stall_iterations;
-	uint64_t stall_ms;
-	/* extension x-kmig-io-timeout: a migration connection on which nothing
-	 * at all is sent or received for this long (a peer gone silent
-	 * without closing) fails the migration; also bounds the wait for the
-	 * destination's acknowledgement.  ms, 0 = wait for ever, default
-	 * 30000, at most 3600000. */
-	uint64_t io_timeout_ms;
-	/* QEMU's: bytes/s the switchover decision assumes instead of the
-	 * measured bandwidth (0 = use the measured one) */
-	uint64_t avail_switchover_bandwidth;
-	/* QEMU's: RAM channels when the multifd capability is on (1..255,
-	 * default 2) */
-	uint64_t multifd_channels;
-	/* QEMU's capabilities multifd and zero-copy-send (the latter forces
-	 * zero-copy sends, on the main channel too) */
-	bool multifd;
-	bool zero_copy_send;
-	/* extension x-kmig-send-mode: auto (default: measure, keep the
-	 * faster), copy, zero-copy */
-	enum savevm_send_mode send_mode;
-	/* QEMU's dirty-limit capability, vcpu-dirty-limit (MB/s, >= 1,
-	 * default 1) and x-vcpu-dirty-limit-period (ms, 1..1000, default
-	 * 1000): throttle each vCPU that dirties faster than the limit once
-	 * the migration does not converge */
-	bool dirty_limit;
-	uint64_t vcpu_dirty_limit;
-	uint64_t vcpu_dirty_limit_period_ms;
-};
-
 enum machine_event {
 	MACHINE_EVENT_STOP,
 	MACHINE_EVENT_RESUME,
@@ -297,22 +262,10 @@ int machine_migrate_incoming(struct machine *m, const char *uri, char *err, size
 int machine_migrate_cancel(struct machine *m, char *err, size_t errlen);
 void machine_query_migrate(struct machine *m, struct migration_info *info);
 void machine_get_params(struct machine *m, struct migration_params *p);
-/* Only the fields flagged in the mask change; validated as a whole first. */
-#define MIGRATION_PARAM_DOWNTIME_LIMIT (1u << 0)
-#define MIGRATION_PARAM_MAX_BANDWIDTH (1u << 1)
-#define MIGRATION_PARAM_STALL_ITERATIONS (1u << 2)
-#define MIGRATION_PARAM_STALL_MS (1u << 3)
-#define MIGRATION_PARAM_AVAIL_SWITCHOVER_BANDWIDTH (1u << 4)
-#define MIGRATION_PARAM_MULTIFD_CHANNELS (1u << 5)
-#define MIGRATION_PARAM_MULTIFD (1u << 6)
-#define MIGRATION_PARAM_ZERO_COPY_SEND (1u << 7)
-#define MIGRATION_PARAM_SEND_MODE (1u << 8)
-#define MIGRATION_PARAM_DIRTY_LIMIT (1u << 9)
-#define MIGRATION_PARAM_VCPU_DIRTY_LIMIT (1u << 10)
-#define MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD (1u << 11)
-#define MIGRATION_PARAM_IO_TIMEOUT (1u << 12)
-#define MIGRATION_IO_TIMEOUT_DEFAULT_MS 30000u
-#define MIGRATION_IO_TIMEOUT_MAX_MS 3600000u
+/* Only the members flagged in mask (MIGRATION_PARAM_*, savevm/params.h)
+ * change; checked as a whole first (migration_params_check: one check,
+ * QEMU's words), then what depends on this VM (dirty-limit needs the dirty
+ * ring: -ENOTSUP). */
 int machine_set_params(struct machine *m, const struct migration_params *p, unsigned int mask,
 		       char *err, size_t errlen);
 

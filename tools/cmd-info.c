@@ -208,6 +208,34 @@ static const struct field xbzrle_fields[] = {
 	{ "overflow", "xbzrle overflow", U_NONE, false },
 };
 
+/* "parameters:" with every member the server reports, named and in the
+ * order of the parameter table (savevm/params.h), with its unit. */
+static void print_parameters(JsonObject *p)
+{
+	GString *line = g_string_new(NULL);
+
+	for (size_t i = 0; p && i < migration_param_count; i++) {
+		const struct migration_param *d = &migration_param_table[i];
+		uint64_t v;
+
+		if (d->capability)
+			continue;
+		if (d->type == MIGRATION_PARAM_SEND_MODE_ENUM) {
+			const char *mode = json_str_member(p, d->name);
+			char *shown = mode ? qmp_printable(mode) : NULL;
+
+			if (shown)
+				g_string_append_printf(line, " %s: %s", d->name, shown);
+			g_free(shown);
+		} else if (kmig_json_u64(p, d->name, &v)) {
+			g_string_append_printf(line, " %s: %" PRIu64 "%s%s", d->name, v, d->unit[0] ? " " : "", d->unit);
+		}
+	}
+	if (line->len)
+		printf("parameters:%s\n", line->str);
+	g_string_free(line, TRUE);
+}
+
 /* Capabilities that are on, and the parameters kmig has, on two lines;
  * nothing if the server refuses the commands. */
 static void print_caps_params(struct qmp_client *c)
@@ -238,22 +266,9 @@ static void print_caps_params(struct qmp_client *c)
 		json_node_unref(ret);
 	}
 	ret = NULL;
-	if (!qmp_client_exec(c, "query-migrate-parameters", NULL, &ret, err, sizeof(err))) {
-		JsonObject *p = JSON_NODE_HOLDS_OBJECT(ret) ? json_node_get_object(ret) : NULL;
-		uint64_t dl, bw;
-		bool has_dl = kmig_json_u64(p, "downtime-limit", &dl);
-		bool has_bw = kmig_json_u64(p, "max-bandwidth", &bw);
-
-		if (has_dl || has_bw) {
-			printf("parameters:");
-			if (has_dl)
-				printf(" downtime-limit: %" PRIu64 " ms", dl);
-			if (has_bw)
-				printf(" max-bandwidth: %" PRIu64 " bytes/second", bw);
-			printf("\n");
-		}
-		json_node_unref(ret);
-	}
+	if (!qmp_client_exec(c, "query-migrate-parameters", NULL, &ret, err, sizeof(err)))
+		print_parameters(JSON_NODE_HOLDS_OBJECT(ret) ? json_node_get_object(ret) : NULL);
+	json_node_unref(ret);
 }
 
 struct dev_time {

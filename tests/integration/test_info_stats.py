@@ -130,12 +130,17 @@ def fake_server_checks(tmp):
         "query-migrate": info,
         "query-migrate-capabilities": [{"capability": "events", "state": True},
                                        {"capability": "xbzrle", "state": False}, 7],
-        "query-migrate-parameters": {"downtime-limit": 300, "max-bandwidth": 0, "tls-creds": ""},
+        "query-migrate-parameters": {"downtime-limit": 300, "max-bandwidth": 0, "tls-creds": "",
+                                     "x-kmig-send-mode": "copy\u001b[2J"},
     })
     try:
         p = kmig(["info", "--qmp", path])
         assert p.returncode == 0, p
         out = p.stdout
+        # every parameter kmig has, in the table's order and units; one
+        # it does not know (tls-creds) is not shown, escapes are replaced
+        assert "parameters: max-bandwidth: 0 bytes/second downtime-limit: 300 ms" in out, out
+        assert "tls-creds" not in out and "x-kmig-send-mode: copy" in out and "\x1b" not in out, out
         for want in ("capabilities: events: on", "downtime-limit: 300 ms",
                      "Migration status: active", "total time: 412 ms", "expected downtime: 38 ms",
                      "setup: 3 ms", "Remaining (bytes): 40000000", "transferred ram: 51258 kbytes",

@@ -289,10 +289,7 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 	g_mutex_init(&m->handler_lock);
 	m->incoming = g_strdup(cfg->incoming);
 	m->runstate = cfg->incoming ? RUNSTATE_INMIGRATE : RUNSTATE_PRELAUNCH;
-	m->params.downtime_limit_ms = 300;
-	m->params.max_bandwidth = 0;
-	m->params.vcpu_dirty_limit = 1;
-	m->params.vcpu_dirty_limit_period_ms = 1000;
+	migration_params_default(&m->params);
 	m->dirty_args.limit_cpu = m->dirty_args.cancel_cpu = -2;	/* never called */
 	m->calls = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	m->threads = g_ptr_array_new();
@@ -519,23 +516,10 @@ int machine_set_params(struct machine *m, const struct migration_params *p, unsi
 	g_mutex_lock(&m->lock);
 	if (record(m, "machine_set_params", &ret, err, errlen))
 		goto out;
-	if ((mask & MIGRATION_PARAM_DOWNTIME_LIMIT) && p->downtime_limit_ms > 2000000) {
-		set_err(err, errlen, "downtime-limit out of range");
-		ret = -EINVAL;
-		goto out;
-	}
-	if (mask & MIGRATION_PARAM_DOWNTIME_LIMIT)
-		m->params.downtime_limit_ms = p->downtime_limit_ms;
-	if (mask & MIGRATION_PARAM_MAX_BANDWIDTH)
-		m->params.max_bandwidth = p->max_bandwidth;
-	if (mask & MIGRATION_PARAM_DIRTY_LIMIT)
-		m->params.dirty_limit = p->dirty_limit;
-	if (mask & MIGRATION_PARAM_VCPU_DIRTY_LIMIT)
-		m->params.vcpu_dirty_limit = p->vcpu_dirty_limit;
-	if (mask & MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD)
-		m->params.vcpu_dirty_limit_period_ms = p->vcpu_dirty_limit_period_ms;
-	if (mask & MIGRATION_PARAM_IO_TIMEOUT)
-		m->params.io_timeout_ms = p->io_timeout_ms;
+	/* the same one check as the real machine */
+	ret = migration_params_check(p, mask, err, errlen);
+	if (!ret)
+		migration_params_copy(&m->params, p, mask);
 out:
 	g_mutex_unlock(&m->lock);
 	return ret;
