@@ -21,14 +21,50 @@
 
 /* ------------------------------------------------------------- channels */
 
+/* The socket transport's ops (ring-int.h: struct ring_transport); the
+ * zero-copy and splice ops are in zerocopy.c and splice.c. */
+static int sock_sendv(void *self, const struct iovec *iov, int iovcnt);
+static int sock_recvv(void *self, const struct iovec *iov, int iovcnt);
+static int sock_recv(void *self, void *buf, size_t len);
+static int sock_poll_readable(void *self, int timeout_ms);
+static void sock_set_timeout(void *self, int timeout_ms);
+static int sock_timeout(const void *self);
+static void sock_abort(void *self);
+static void sock_stop_reading(void *self);
+static void sock_close(void *self);
+static uint64_t sock_bytes_sent(const void *self);
+static uint64_t sock_bytes_received(const void *self);
+
+static const struct ring_transport sock_transport = {
+	.name = "socket",
+	.caps = RING_CAP_ZEROCOPY | RING_CAP_SPLICE,
+	.sendv = sock_sendv,
+	.sendv_zc = ring_sock_sendv_zc,
+	.zc_flush = ring_sock_zc_flush,
+	.zc_stats = ring_sock_zc_stats,
+	.recv = sock_recv,
+	.recvv = sock_recvv,
+	.recv_splice = ring_sock_recv_splice,
+	.poll_readable = sock_poll_readable,
+	.set_timeout = sock_set_timeout,
+	.timeout = sock_timeout,
+	.abort = sock_abort,
+	.stop_reading = sock_stop_reading,
+	.close = sock_close,
+	.bytes_sent = sock_bytes_sent,
+	.bytes_received = sock_bytes_received,
+};
+
+/* A channel of the socket transport around a connected socket; takes fd
+ * on success. */
 int ring_channel_new(int fd, struct ring_channel **out)
 {
-	struct ring_channel *ch;
-	int ret;
+	struct ring_channel *c = calloc(1, sizeof(*c));
+	struct ring_sock *ch = calloc(1, sizeof(*ch));
+	int ret = -ENOMEM;
 
-	ch = calloc(1, sizeof(*ch));
-	if (!ch)
-		return -ENOMEM;
+	if (!c || !ch)
+		goto err_free;
 	/* COOP_TASKRUN: completions are only ever reaped inside our own
 	 * io_uring_enter(), so the kernel need not IPI the task to run task
 	 * work.  No SINGLE_ISSUER/DEFER_TASKRUN: a channel may be set up by
@@ -40,15 +76,17 @@ int ring_channel_new(int fd, struct ring_channel **out)
 		goto err_free;
 	ch->fd = fd;
 	ch->pipe[0] = ch->pipe[1] = -1;
-	*out = ch;
+	*c = (struct ring_channel){ .t = &sock_transport, .impl = ch };
+	*out = c;
 	return 0;
 
 err_free:
 	free(ch);
+	free(c);
 	return ret;
 }
 
-int ring_check(const struct ring_channel *ch)
+int ring_check(const struct ring_sock *ch)
 {
 	if (__atomic_load_n(&ch->aborted, __ATOMIC_SEQ_CST))
 		return -ECANCELED;
@@ -56,7 +94,7 @@ int ring_check(const struct ring_channel *ch)
 }
 
 /* Map a failed or truncated transfer to what the caller should see. */
-int ring_io_error(const struct ring_channel *ch, int res)
+int ring_io_error(const struct ring_sock *ch, int res)
 {
 	/* Whatever the socket said after our own shutdown, the cause is the
 	 * abort. */
@@ -72,7 +110,7 @@ int ring_io_error(const struct ring_channel *ch, int res)
 
 /* A zero-copy send's notification: the kernel no longer references the
  * memory of that send, so its prefix slot may be reused. */
-static void ring_zc_notified(struct ring_channel *ch, const struct io_uring_cqe *cqe)
+static void ring_zc_notified(struct ring_sock *ch, const struct io_uring_cqe *cqe)
 {
 	unsigned int slot = (unsigned int)(cqe->user_data - RING_UD_ZC_BASE);
 
@@ -88,7 +126,7 @@ static void ring_zc_notified(struct ring_channel *ch, const struct io_uring_cqe 
 /* Reap one CQE (waiting if submit is set or none is ready).  Returns 1 with
  * *res for the operation's own completion, 0 for a notification (consumed
  * here), -errno if the ring broke. */
-int ring_reap(struct ring_channel *ch, bool submit, int *res, unsigned int *flags)
+int ring_reap(struct ring_sock *ch, bool submit, int *res, unsigned int *flags)
 {
 	struct io_uring_cqe *cqe;
 	int ret;
@@ -137,7 +175,7 @@ broken:
 
 /* Submit the single prepared SQE and wait for its completion, consuming
  * any zero-copy notifications that arrive meanwhile. */
-static int ring_run(struct ring_channel *ch, int *res)
+static int ring_run(struct ring_sock *ch, int *res)
 {
 	bool submit = true;
 	int ret;
@@ -147,7 +185,7 @@ static int ring_run(struct ring_channel *ch, int *res)
 	return ret < 0 ? ret : 0;
 }
 
-void ring_account(struct ring_channel *ch, bool send, int n)
+void ring_account(struct ring_sock *ch, bool send, int n)
 {
 	__atomic_fetch_add(send ? &ch->bytes_sent : &ch->bytes_received, (uint64_t)n,
 			   __ATOMIC_RELAXED);
@@ -157,7 +195,7 @@ void ring_account(struct ring_channel *ch, bool send, int n)
  * RING_IOV_BATCH iovecs.  MSG_WAITALL makes the kernel itself retry short
  * transfers on stream sockets; the loop covers what it still returns short
  * (signals, errors after partial progress, MAX_RW_COUNT). */
-int ring_xfer(struct ring_channel *ch, bool send, const struct iovec *iov, int iovcnt)
+int ring_xfer(struct ring_sock *ch, bool send, const struct iovec *iov, int iovcnt)
 {
 	struct io_uring_sqe *sqe;
 	struct msghdr msg;
@@ -231,27 +269,24 @@ int ring_xfer(struct ring_channel *ch, bool send, const struct iovec *iov, int i
 	}
 }
 
-int ring_sendv(struct ring_channel *ch, const struct iovec *iov, int iovcnt)
+static int sock_sendv(void *self, const struct iovec *iov, int iovcnt)
 {
+	struct ring_sock *ch = self;
+
 	return ring_xfer(ch, true, iov, iovcnt);
 }
 
-int ring_send(struct ring_channel *ch, const void *buf, size_t len)
+static int sock_recvv(void *self, const struct iovec *iov, int iovcnt)
 {
-	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct ring_sock *ch = self;
 
-	if (len && !buf)
-		return -EINVAL;
-	return ring_xfer(ch, true, &iov, 1);
-}
-
-int ring_recvv(struct ring_channel *ch, const struct iovec *iov, int iovcnt)
-{
 	return ring_xfer(ch, false, iov, iovcnt);
 }
 
-int ring_recv(struct ring_channel *ch, void *buf, size_t len)
+static int sock_recv(void *self, void *buf, size_t len)
 {
+	struct ring_sock *ch = self;
+
 	struct io_uring_sqe *sqe;
 	size_t done = 0;
 	int res, ret;
@@ -284,8 +319,10 @@ int ring_recv(struct ring_channel *ch, void *buf, size_t len)
 	return 0;
 }
 
-int ring_poll_readable(struct ring_channel *ch, int timeout_ms)
+static int sock_poll_readable(void *self, int timeout_ms)
 {
+	struct ring_sock *ch = self;
+
 	int64_t deadline = ring_deadline(timeout_ms);
 	struct pollfd pfd;
 	int n, ret;
@@ -314,8 +351,10 @@ int ring_poll_readable(struct ring_channel *ch, int timeout_ms)
 	}
 }
 
-void ring_channel_set_timeout(struct ring_channel *ch, int timeout_ms)
+static void sock_set_timeout(void *self, int timeout_ms)
 {
+	struct ring_sock *ch = self;
+
 	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
 
 	if (!ch || timeout_ms < 0)
@@ -325,13 +364,17 @@ void ring_channel_set_timeout(struct ring_channel *ch, int timeout_ms)
 	setsockopt(ch->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
-int ring_channel_timeout(const struct ring_channel *ch)
+static int sock_timeout(const void *self)
 {
+	const struct ring_sock *ch = self;
+
 	return ch ? ch->timeout_ms : 0;
 }
 
-void ring_channel_abort(struct ring_channel *ch)
+static void sock_abort(void *self)
 {
+	struct ring_sock *ch = self;
+
 	if (!ch)
 		return;
 	/* Flag first, so the thread our shutdown wakes reports -ECANCELED
@@ -342,14 +385,18 @@ void ring_channel_abort(struct ring_channel *ch)
 	shutdown(ch->fd, SHUT_RDWR);
 }
 
-void ring_channel_stop_reading(struct ring_channel *ch)
+static void sock_stop_reading(void *self)
 {
+	struct ring_sock *ch = self;
+
 	if (ch)
 		shutdown(ch->fd, SHUT_RD);
 }
 
-void ring_channel_close(struct ring_channel *ch)
+static void sock_close(void *self)
 {
+	struct ring_sock *ch = self;
+
 	if (!ch)
 		return;
 	/* Outstanding zero-copy notifications die with the ring; the memory
@@ -364,12 +411,16 @@ void ring_channel_close(struct ring_channel *ch)
 	free(ch);
 }
 
-uint64_t ring_channel_bytes_sent(const struct ring_channel *ch)
+static uint64_t sock_bytes_sent(const void *self)
 {
+	const struct ring_sock *ch = self;
+
 	return ch ? __atomic_load_n(&ch->bytes_sent, __ATOMIC_RELAXED) : 0;
 }
 
-uint64_t ring_channel_bytes_received(const struct ring_channel *ch)
+static uint64_t sock_bytes_received(const void *self)
 {
+	const struct ring_sock *ch = self;
+
 	return ch ? __atomic_load_n(&ch->bytes_received, __ATOMIC_RELAXED) : 0;
 }

@@ -102,11 +102,9 @@ err_close:
 
 /* The peer behind beside has closed (or sent something, which a peer
  * being connected to does not do): it will not accept us either. */
-static bool ring_beside_gone(const struct ring_channel *beside)
+static bool ring_beside_gone(struct ring_channel *beside)
 {
-	struct pollfd pfd = { .fd = beside ? beside->fd : -1, .events = POLLIN };
-
-	return beside && poll(&pfd, 1, 0) > 0;
+	return beside && ring_poll_readable(beside, 0) != 0;
 }
 
 int ring_connect(const struct ring_uri *uri, int timeout_ms, struct ring_channel **out)
@@ -114,7 +112,7 @@ int ring_connect(const struct ring_uri *uri, int timeout_ms, struct ring_channel
 	return ring_connect_beside(uri, timeout_ms, NULL, out);
 }
 
-int ring_connect_beside(const struct ring_uri *uri, int timeout_ms, const struct ring_channel *beside,
+int ring_connect_beside(const struct ring_uri *uri, int timeout_ms, struct ring_channel *beside,
 			struct ring_channel **out)
 {
 	int64_t deadline = ring_deadline(timeout_ms);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 
@@ -67,9 +68,12 @@
 
 #define RING_URI_EXPECTED "expected tcp:HOST:PORT or unix:PATH"
 
-struct ring_channel {
+/* The socket transport's channel: a connected TCP or unix socket and its
+ * io_uring (channel.c), zero-copy slots (zerocopy.c), splice pipe
+ * (splice.c). */
+struct ring_sock {
 	int fd;
-	int aborted;		/* __atomic: set by ring_channel_abort() */
+	int aborted;		/* __atomic: set by the abort op */
 	int broken;		/* sticky -errno after an io_uring failure */
 	uint64_t bytes_sent;	/* __atomic: may be read by another thread */
 	uint64_t bytes_received;
@@ -82,6 +86,40 @@ struct ring_channel {
 	int pipe[2];			/* splice receive, created on first use */
 	size_t pipe_size;
 	int timeout_ms;			/* no completion for this long: -ETIMEDOUT; 0 = none */
+};
+
+/* ---------------------------------------------------------- the seam */
+
+/* A transport: how a channel's bytes move.  Every public channel function
+ * (ring.h) dispatches to its channel's transport; the socket transport
+ * (channel.c, zerocopy.c, splice.c) is the first, and a second (TLS) adds
+ * a table and a constructor, not edits inside the first.  An op left NULL
+ * is a capability the transport lacks: ring.h's functions then fall back
+ * (a copying send for sendv_zc) or refuse (-EOPNOTSUPP for recv_splice),
+ * and RING_CAP_* in caps says so up front. */
+struct ring_transport {
+	const char *name;
+	unsigned int caps;		/* RING_CAP_* */
+	int (*sendv)(void *impl, const struct iovec *iov, int iovcnt);
+	int (*sendv_zc)(void *impl, const struct iovec *iov, int iovcnt, size_t prefix);
+	int (*zc_flush)(void *impl);
+	void (*zc_stats)(const void *impl, uint64_t *sends, uint64_t *copied);
+	int (*recv)(void *impl, void *buf, size_t len);
+	int (*recvv)(void *impl, const struct iovec *iov, int iovcnt);
+	int (*recv_splice)(void *impl, int fd, uint64_t off, size_t len);
+	int (*poll_readable)(void *impl, int timeout_ms);
+	void (*set_timeout)(void *impl, int timeout_ms);
+	int (*timeout)(const void *impl);
+	void (*abort)(void *impl);
+	void (*stop_reading)(void *impl);
+	void (*close)(void *impl);
+	uint64_t (*bytes_sent)(const void *impl);
+	uint64_t (*bytes_received)(const void *impl);
+};
+
+struct ring_channel {
+	const struct ring_transport *t;
+	void *impl;			/* the transport's own state */
 };
 
 struct ring_listener {
@@ -134,20 +172,26 @@ int ring_resolve(const struct ring_uri *uri, bool passive, struct addrinfo **res
 /* socket.c: a sockaddr_un for path (-EINVAL if empty, -ENAMETOOLONG if it
  * does not fit) */
 int ring_unix_addr(const char *path, size_t pathmax, struct sockaddr_un *sa, socklen_t *salen);
-/* channel.c: a channel around a connected socket (takes fd on success) */
+/* channel.c: a socket-transport channel around a connected socket (takes
+ * fd on success) */
 int ring_channel_new(int fd, struct ring_channel **out);
+/* zerocopy.c, splice.c: the socket transport's zero-copy and splice ops */
+int ring_sock_sendv_zc(void *self, const struct iovec *iov, int iovcnt, size_t prefix);
+int ring_sock_zc_flush(void *self);
+void ring_sock_zc_stats(const void *self, uint64_t *sends, uint64_t *copied);
+int ring_sock_recv_splice(void *self, int fd, uint64_t off, size_t len);
 /* channel.c: 0, -ECANCELED once aborted, or the channel's sticky error */
-int ring_check(const struct ring_channel *ch);
+int ring_check(const struct ring_sock *ch);
 /* channel.c: an io_uring result turned into the channel's error */
-int ring_io_error(const struct ring_channel *ch, int res);
+int ring_io_error(const struct ring_sock *ch, int res);
 /* channel.c: reap one CQE (waiting if submit is set or none is ready): 1
  * with *res for the operation's own completion, 0 for a zero-copy
  * notification (consumed there), -errno if the ring broke */
-int ring_reap(struct ring_channel *ch, bool submit, int *res, unsigned int *flags);
+int ring_reap(struct ring_sock *ch, bool submit, int *res, unsigned int *flags);
 /* channel.c: count n bytes sent or received */
-void ring_account(struct ring_channel *ch, bool send, int n);
+void ring_account(struct ring_sock *ch, bool send, int n);
 /* channel.c: move every byte of the iovecs, one SQE at a time */
-int ring_xfer(struct ring_channel *ch, bool send, const struct iovec *iov, int iovcnt);
+int ring_xfer(struct ring_sock *ch, bool send, const struct iovec *iov, int iovcnt);
 /* listen.c: accept one pending connection; -EAGAIN when there was none */
 int ring_accept_fd(struct ring_listener *l, int *fdp);
 /* listen.c: ring_channel_new(), closing fd on failure */

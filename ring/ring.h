@@ -92,8 +92,17 @@ int ring_connect(const struct ring_uri *uri, int timeout_ms, struct ring_channel
  * while beside stays open and quiet; once the peer has closed it (a
  * destination killed before it accepted us), -ECONNRESET at once instead of
  * retrying until timeout_ms. */
-int ring_connect_beside(const struct ring_uri *uri, int timeout_ms, const struct ring_channel *beside,
+int ring_connect_beside(const struct ring_uri *uri, int timeout_ms, struct ring_channel *beside,
 			struct ring_channel **out);
+
+/* What a channel's transport can do: RING_CAP_ZEROCOPY (ring_sendv_zc sends
+ * from the caller's memory; without it, it copies), RING_CAP_SPLICE
+ * (ring_recv_splice works; without it, -EOPNOTSUPP). */
+#define RING_CAP_ZEROCOPY (1u << 0)
+#define RING_CAP_SPLICE (1u << 1)
+unsigned int ring_channel_caps(const struct ring_channel *ch);
+/* "socket" (TCP or unix, io_uring), or a later transport's name */
+const char *ring_channel_transport(const struct ring_channel *ch);
 
 /* Send every byte of the iovecs (partial sends are resubmitted). */
 int ring_sendv(struct ring_channel *ch, const struct iovec *iov, int iovcnt);

@@ -15,7 +15,7 @@
 
 /* ------------------------------------------------------ splice receive */
 
-static int ring_pipe_open(struct ring_channel *ch)
+static int ring_pipe_open(struct ring_sock *ch)
 {
 	int size;
 
@@ -35,8 +35,10 @@ static int ring_pipe_open(struct ring_channel *ch)
  * into the pipe by reference, and from the pipe into fd's page cache with
  * the one copy the data needs.  Plain splice(2) calls: both ends block in
  * the kernel (an abort's shutdown() wakes the socket side). */
-int ring_recv_splice(struct ring_channel *ch, int fd, uint64_t off, size_t len)
+int ring_sock_recv_splice(void *self, int fd, uint64_t off, size_t len)
 {
+	struct ring_sock *ch = self;
+
 	int ret = ch ? ring_check(ch) : -EINVAL;
 
 	if (ret)

@@ -18,7 +18,7 @@
 /* ------------------------------------------------------ zero-copy send */
 
 /* Wait for one notification, so that a slot frees up. */
-static int ring_zc_wait_one(struct ring_channel *ch)
+static int ring_zc_wait_one(struct ring_sock *ch)
 {
 	unsigned int before = ch->zc_inflight;
 	int res, ret;
@@ -33,7 +33,7 @@ static int ring_zc_wait_one(struct ring_channel *ch)
 	return 0;
 }
 
-static int ring_zc_slot(struct ring_channel *ch)
+static int ring_zc_slot(struct ring_sock *ch)
 {
 	int ret;
 
@@ -54,7 +54,7 @@ static int ring_zc_slot(struct ring_channel *ch)
 }
 
 /* One SENDMSG_ZC of iov[0..n): 0 with *sent, or -errno. */
-static int ring_zc_submit(struct ring_channel *ch, int slot, struct msghdr *msg, int *sent)
+static int ring_zc_submit(struct ring_sock *ch, int slot, struct msghdr *msg, int *sent)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&ch->ring);
 	unsigned int flags = 0;
@@ -82,8 +82,10 @@ static int ring_zc_submit(struct ring_channel *ch, int slot, struct msghdr *msg,
 	return 0;
 }
 
-int ring_sendv_zc(struct ring_channel *ch, const struct iovec *iov, int iovcnt, size_t prefix)
+int ring_sock_sendv_zc(void *self, const struct iovec *iov, int iovcnt, size_t prefix)
 {
+	struct ring_sock *ch = self;
+
 	struct iovec v[RING_IOV_BATCH];
 	struct msghdr msg;
 	size_t copied = 0, total = 0;
@@ -147,8 +149,10 @@ int ring_sendv_zc(struct ring_channel *ch, const struct iovec *iov, int iovcnt, 
 	return ring_xfer(ch, true, &v[i], n - i);
 }
 
-int ring_zc_flush(struct ring_channel *ch)
+int ring_sock_zc_flush(void *self)
 {
+	struct ring_sock *ch = self;
+
 	int ret;
 
 	if (!ch)
@@ -161,8 +165,10 @@ int ring_zc_flush(struct ring_channel *ch)
 	return 0;
 }
 
-void ring_zc_stats(const struct ring_channel *ch, uint64_t *sends, uint64_t *copied)
+void ring_sock_zc_stats(const void *self, uint64_t *sends, uint64_t *copied)
 {
+	const struct ring_sock *ch = self;
+
 	*sends = ch ? __atomic_load_n(&ch->zc_sends, __ATOMIC_RELAXED) : 0;
 	*copied = ch ? __atomic_load_n(&ch->zc_copied, __ATOMIC_RELAXED) : 0;
 }

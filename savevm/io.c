@@ -72,6 +72,10 @@ size_t savevm_rate_chunk(struct savevm_rate *r)
 
 void savevm_sendpath_init(struct savevm_sendpath *p, struct ring_channel *ch, enum savevm_send_mode asked)
 {
+	/* a transport without zero-copy (ring_channel_caps) copies, whatever
+	 * was asked: nothing to measure */
+	if (ch && !(ring_channel_caps(ch) & RING_CAP_ZEROCOPY))
+		asked = SAVEVM_SEND_COPY;
 	*p = (struct savevm_sendpath){ .ch = ch, .asked = asked, .chosen = asked };
 }
 

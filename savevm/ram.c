@@ -471,12 +471,17 @@ static int load_written(struct ram_handler *h, struct savevm_in *in, const uint6
 /* AUTO's choice (see ram.h): splice, which neither copies twice nor
  * zeroes a page it fills whole, even for RAM channels that queue on the
  * memfd's inode lock (measured: docs/transport.md); a preallocated RAM is
- * mapped already, so reading into it costs no fault. */
-static enum ram_recv_path recv_path_for(const struct ram_handler *h)
+ * mapped already, so reading into it costs no fault.  A transport that
+ * cannot splice (ring_channel_caps) reads into the mapping. */
+static enum ram_recv_path recv_path_for(const struct ram_handler *h, const struct savevm_in *in)
 {
+	bool can_splice = !in->ch || (ring_channel_caps(in->ch) & RING_CAP_SPLICE);
+
+	if (h->recv_path == RAM_RECV_SPLICE && !can_splice)
+		return RAM_RECV_MAPPING;
 	if (h->recv_path != RAM_RECV_AUTO)
 		return h->recv_path;
-	return kvm_mem_prealloc(h->mem) ? RAM_RECV_MAPPING : RAM_RECV_SPLICE;
+	return kvm_mem_prealloc(h->mem) || !can_splice ? RAM_RECV_MAPPING : RAM_RECV_SPLICE;
 }
 
 static int ram_load(void *opaque, struct savevm_in *in, const uint64_t *hdrs, uint32_t count,
@@ -497,7 +502,7 @@ static int ram_load(void *opaque, struct savevm_in *in, const uint64_t *hdrs, ui
 		pgs[i] = off / KVM_PAGE_SIZE;
 	}
 	atomic_fetch_add(&h->received, count);
-	enum ram_recv_path path = recv_path_for(h);
+	enum ram_recv_path path = recv_path_for(h, in);
 
 	if (!(atomic_load_explicit(&h->recv_used, memory_order_relaxed) & (1u << path)))
 		atomic_fetch_or(&h->recv_used, 1u << path);
