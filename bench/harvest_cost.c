@@ -42,7 +42,7 @@ struct opts {
 	unsigned int rates[MAX_LIST], nr_rates;		/* MiB/s per vCPU, 0 = max */
 	enum kmig_dirty_tracking backends[3];
 	unsigned int nr_backends;
-	unsigned int ws_mib, vcpus, ring_entries;
+	unsigned int ws_mib, vcpus, dirty_ring_entries;
 	unsigned int secs_ms, period_ms, warmup_ms;
 	unsigned int final_reps, final_gap_ms;
 	const char *json;
@@ -74,7 +74,7 @@ struct result {
 	double cpu_us_per_harvest;
 	double final_us_p50, final_us_max, final_pages_mean;
 	double pause_us_p50;
-	uint64_t ring_full_exits, overflows, resyncs;
+	uint64_t dirty_ring_full_exits, overflows, resyncs;
 };
 
 static uint64_t now_ns(clockid_t c)
@@ -189,7 +189,7 @@ static int measure(const struct opts *o, enum kmig_dirty_tracking be, unsigned i
 	struct guest_out g = { .lock = PTHREAD_MUTEX_INITIALIZER };
 	struct kvm_vm_config cfg = {
 		.mem_bytes = (uint64_t)size_gib << 30, .nr_vcpus = o->vcpus,
-		.dirty_backend = be, .ring_entries = o->ring_entries,
+		.dirty_backend = be, .dirty_ring_entries = o->dirty_ring_entries,
 	};
 	struct kvm_vm_callbacks cb = { .serial_out = on_serial, .stopped = on_stopped, .opaque = &g };
 	const struct kvm_builtin_guest *guest = kvm_builtin_guest_find("dirty");
@@ -330,7 +330,7 @@ static int measure(const struct opts *o, enum kmig_dirty_tracking be, unsigned i
 			(double)cpu / 1e3 / (double)(s1.harvests - s0.harvests) : 0,
 		.final_pages_mean = o->final_reps ? final_pages / o->final_reps : 0,
 		.final_us_max = max_us(final_ns, o->final_reps),
-		.ring_full_exits = s1.ring_full_exits, .overflows = s1.overflows, .resyncs = s1.resyncs,
+		.dirty_ring_full_exits = s1.dirty_ring_full_exits, .overflows = s1.overflows, .resyncs = s1.resyncs,
 	};
 	if (be == KMIG_DIRTY_AUTO)
 		snprintf(res->backend, sizeof(res->backend), "auto (%s)", name);
@@ -378,7 +378,7 @@ static void print_table(const struct result *res, size_t n)
 		       r->backend, r->size_gib, rate, guest, r->harvested_mibs,
 		       (unsigned long long)r->syncs, r->sync_us_p50, r->sync_us_max, r->cpu_pct,
 		       r->cpu_us_per_page, r->cpu_us_per_harvest, r->final_us_p50, r->final_us_max,
-		       r->final_pages_mean, (unsigned long long)r->ring_full_exits,
+		       r->final_pages_mean, (unsigned long long)r->dirty_ring_full_exits,
 		       (unsigned long long)r->overflows);
 	}
 }
@@ -389,9 +389,9 @@ static int write_json(const char *path, const struct opts *o, const struct resul
 
 	if (!f)
 		return -errno;
-	fprintf(f, "{\"ws_mib\": %u, \"vcpus\": %u, \"ring_entries\": %u, \"period_ms\": %u, "
+	fprintf(f, "{\"ws_mib\": %u, \"vcpus\": %u, \"dirty_ring_entries\": %u, \"period_ms\": %u, "
 		"\"secs_ms\": %u, \"final_reps\": %u, \"final_gap_ms\": %u, \"results\": [\n",
-		o->ws_mib, o->vcpus, o->ring_entries, o->period_ms, o->secs_ms, o->final_reps,
+		o->ws_mib, o->vcpus, o->dirty_ring_entries, o->period_ms, o->secs_ms, o->final_reps,
 		o->final_gap_ms);
 	for (size_t i = 0; i < n; i++) {
 		const struct result *r = &res[i];
@@ -401,14 +401,14 @@ static int write_json(const char *path, const struct opts *o, const struct resul
 			"\"harvests\": %llu, \"syncs\": %llu, \"sync_us_mean\": %.2f, \"sync_us_p50\": %.2f, "
 			"\"sync_us_max\": %.2f, \"harvest_cpu_pct\": %.3f, \"cpu_us_per_page\": %.4f, "
 			"\"cpu_us_per_harvest\": %.2f, \"final_us_p50\": %.2f, \"final_us_max\": %.2f, "
-			"\"final_pages_mean\": %.2f, \"pause_us_p50\": %.2f, \"ring_full_exits\": %llu, "
+			"\"final_pages_mean\": %.2f, \"pause_us_p50\": %.2f, \"dirty_ring_full_exits\": %llu, "
 			"\"overflows\": %llu, \"resyncs\": %llu}%s\n",
 			r->backend, r->size_gib, r->rate, r->secs, r->guest_mibs, r->harvested_mibs,
 			(unsigned long long)r->pages, (unsigned long long)r->harvests,
 			(unsigned long long)r->syncs, r->sync_us_mean, r->sync_us_p50, r->sync_us_max,
 			r->cpu_pct, r->cpu_us_per_page, r->cpu_us_per_harvest, r->final_us_p50,
 			r->final_us_max, r->final_pages_mean, r->pause_us_p50,
-			(unsigned long long)r->ring_full_exits, (unsigned long long)r->overflows,
+			(unsigned long long)r->dirty_ring_full_exits, (unsigned long long)r->overflows,
 			(unsigned long long)r->resyncs, i + 1 < n ? "," : "");
 	}
 	fprintf(f, "]}\n");
@@ -520,7 +520,7 @@ int main(int argc, char **argv)
 		.sizes_gib = { 1, 4, 16, 64, 256 }, .nr_sizes = 5,
 		.rates = { 1, 16, 256, 0 }, .nr_rates = 4,
 		.backends = { KMIG_DIRTY_RING, KMIG_DIRTY_BITMAP }, .nr_backends = 2,
-		.ws_mib = 64, .vcpus = 1, .ring_entries = 4096,
+		.ws_mib = 64, .vcpus = 1, .dirty_ring_entries = 4096,
 		.secs_ms = 2000, .period_ms = 50, .warmup_ms = 300,
 		.final_reps = 10, .final_gap_ms = 20,
 	};
@@ -536,7 +536,7 @@ int main(int argc, char **argv)
 		case 'b': bad = parse_backends(optarg, &o); break;
 		case 'w': bad = parse_uint(optarg, 1, 2048, &o.ws_mib); break;
 		case 'c': bad = parse_uint(optarg, 1, KMIG_MAX_VCPUS, &o.vcpus); break;
-		case 'R': bad = parse_uint(optarg, 256, 65536, &o.ring_entries); break;
+		case 'R': bad = parse_uint(optarg, 256, 65536, &o.dirty_ring_entries); break;
 		case 'S': bad = parse_uint(optarg, 100, 600000, &o.secs_ms); break;
 		case 'p': bad = parse_uint(optarg, 1, 10000, &o.period_ms); break;
 		case 'W': bad = parse_uint(optarg, 0, 60000, &o.warmup_ms); break;
@@ -584,7 +584,7 @@ int main(int argc, char **argv)
 		}
 	}
 	printf("\nharvest_cost: ws=%u MiB, %u vCPU(s), ring %u entries, sync every %u ms for %u ms; "
-	       "%u switchovers %u ms apart\n\n", o.ws_mib, o.vcpus, o.ring_entries, o.period_ms,
+	       "%u switchovers %u ms apart\n\n", o.ws_mib, o.vcpus, o.dirty_ring_entries, o.period_ms,
 	       o.secs_ms, o.final_reps, o.final_gap_ms);
 	print_table(res, n);
 	int r = o.json ? write_json(o.json, &o, res, n) : 0;

@@ -26,7 +26,7 @@ char LICENSE[] SEC("license") = "GPL";
 /* Set by the loader before load; the verifier sees them as constants. */
 const volatile __u32 target_tgid = 0;
 const volatile __u32 nr_vcpus = 1;
-const volatile __u32 ring_entries = 1;	/* power of two */
+const volatile __u32 dirty_ring_entries = 1;	/* power of two */
 
 /* max_entries of every map below is set by the loader. */
 struct {
@@ -38,7 +38,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);		/* nr_vcpus * ring_entries */
+	__uint(max_entries, 1);	/* nr_vcpus * dirty_ring_entries */
 	__type(key, __u32);
 	__type(value, struct kmig_dirty_shadow);
 } shadow SEC(".maps");
@@ -101,7 +101,7 @@ int BPF_PROG(kmig_dirty_push, struct kvm_dirty_ring *ring, __u32 slot, __u64 off
 	struct kmig_dirty_stats *st;
 	struct kmig_dirty_shadow *sh;
 	__u32 vcpu, dirty, reset, size, used, idx, key;
-	__u64 ring_id;
+	__u64 dirty_ring_id;
 
 	if (!is_target())
 		return 0;
@@ -112,7 +112,7 @@ int BPF_PROG(kmig_dirty_push, struct kvm_dirty_ring *ring, __u32 slot, __u64 off
 	dirty = ring->dirty_index;
 	reset = ring->reset_index;
 	size = ring->size;
-	ring_id = (__u64)ring->dirty_gfns;
+	dirty_ring_id = (__u64)ring->dirty_gfns;
 	used = dirty - reset;
 	idx = dirty - 1;
 
@@ -124,18 +124,18 @@ int BPF_PROG(kmig_dirty_push, struct kvm_dirty_ring *ring, __u32 slot, __u64 off
 
 	/* A ring of another size than the loader's: the shadow cannot be
 	 * indexed, so an overwrite can only be reported as unknown. */
-	if (size != ring_entries) {
+	if (size != dirty_ring_entries) {
 		if (used > size)
 			emit_lost(vcpu, idx - size, 0, 0, KMIG_DIRTY_LOST_UNKNOWN);
 		return 0;
 	}
-	key = vcpu * ring_entries + (idx & (ring_entries - 1));
+	key = vcpu * dirty_ring_entries + (idx & (dirty_ring_entries - 1));
 	sh = bpf_map_lookup_elem(&shadow, &key);
 	if (!sh)
 		return 0;
 	if (used > size) {
 		/* This push overwrote entry idx - size in the same slot. */
-		if (sh->index_plus_1 == (__u64)(idx - size) + 1 && sh->ring_id == ring_id)
+		if (sh->index_plus_1 == (__u64)(idx - size) + 1 && sh->dirty_ring_id == dirty_ring_id)
 			emit_lost(vcpu, idx - size, sh->slot, sh->offset, 0);
 		else
 			emit_lost(vcpu, idx - size, 0, 0, KMIG_DIRTY_LOST_UNKNOWN);
@@ -143,7 +143,7 @@ int BPF_PROG(kmig_dirty_push, struct kvm_dirty_ring *ring, __u32 slot, __u64 off
 	sh->index_plus_1 = (__u64)idx + 1;
 	sh->slot = slot;
 	sh->offset = offset;
-	sh->ring_id = ring_id;
+	sh->dirty_ring_id = dirty_ring_id;
 	return 0;
 }
 

@@ -22,7 +22,7 @@ struct kmig_dirty_stats {
 };
 
 /* What the program last saw pushed into one ring slot (BPF_MAP_TYPE_ARRAY
- * keyed by vcpu * ring_entries + (index & (ring_entries - 1))): when the
+ * keyed by vcpu * dirty_ring_entries + (index & (dirty_ring_entries - 1))): when the
  * kernel overwrites an unreset entry, this still names the old page. */
 struct kmig_dirty_shadow {
 	__u64 index_plus_1;	/* the entry's ring index + 1; 0: never seen */
@@ -31,7 +31,7 @@ struct kmig_dirty_shadow {
 	__u64 offset;
 	/* the ring's kernel address (dirty_gfns): a shadow left by another
 	 * VM of this process, or an earlier one, must not name a page */
-	__u64 ring_id;
+	__u64 dirty_ring_id;
 };
 
 /* The old entry is not known (the programs were attached after it was

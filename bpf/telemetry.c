@@ -90,7 +90,7 @@ static bool privileged(void)
 }
 
 /* Common checks, in the order an operator would fix them. */
-static int precheck(unsigned int nr_vcpus, uint32_t ring_entries, char *why, size_t whylen)
+static int precheck(unsigned int nr_vcpus, uint32_t dirty_ring_entries, char *why, size_t whylen)
 {
 	if (disabled_by_env()) {
 		set_why(why, whylen, "disabled by KMIG_BPF=0");
@@ -100,14 +100,14 @@ static int precheck(unsigned int nr_vcpus, uint32_t ring_entries, char *why, siz
 		set_why(why, whylen, "kmig was built without eBPF: %s", KMIG_BPF_WHY_NOT);
 		return -EOPNOTSUPP;
 	}
-	if (!nr_vcpus || !ring_entries || (ring_entries & (ring_entries - 1))) {
+	if (!nr_vcpus || !dirty_ring_entries || (dirty_ring_entries & (dirty_ring_entries - 1))) {
 		set_why(why, whylen, "bad geometry: %u vCPUs, %u ring entries (a power of two)",
-			nr_vcpus, ring_entries);
+			nr_vcpus, dirty_ring_entries);
 		return -EINVAL;
 	}
-	if ((uint64_t)nr_vcpus * ring_entries > MAX_SHADOW_ENTRIES) {
+	if ((uint64_t)nr_vcpus * dirty_ring_entries > MAX_SHADOW_ENTRIES) {
 		set_why(why, whylen, "%u vCPUs x %u ring entries: too many to shadow (max %u)",
-			nr_vcpus, ring_entries, MAX_SHADOW_ENTRIES);
+			nr_vcpus, dirty_ring_entries, MAX_SHADOW_ENTRIES);
 		return -E2BIG;
 	}
 	if (!privileged()) {
@@ -123,7 +123,7 @@ static int precheck(unsigned int nr_vcpus, uint32_t ring_entries, char *why, siz
 
 #if !KMIG_BPF_BUILT
 
-int kmig_bpf_open(pid_t tgid, unsigned int nr_vcpus, uint32_t ring_entries,
+int kmig_bpf_open(pid_t tgid, unsigned int nr_vcpus, uint32_t dirty_ring_entries,
 		  struct kmig_bpf **out, char *why, size_t whylen)
 {
 	int r;
@@ -133,7 +133,7 @@ int kmig_bpf_open(pid_t tgid, unsigned int nr_vcpus, uint32_t ring_entries,
 		return -EINVAL;
 	}
 	*out = NULL;
-	r = precheck(nr_vcpus, ring_entries, why, whylen);
+	r = precheck(nr_vcpus, dirty_ring_entries, why, whylen);
 	return r ? r : -EOPNOTSUPP;
 }
 
@@ -276,9 +276,9 @@ static uint32_t pow2_at_least(uint64_t v)
 
 /* Room for one full ring of lost records per vCPU (each 24 bytes plus an
  * 8-byte header), within sane bounds; the harvester drains every 1 ms. */
-static uint32_t lost_buf_bytes(unsigned int nr_vcpus, uint32_t ring_entries)
+static uint32_t lost_buf_bytes(unsigned int nr_vcpus, uint32_t dirty_ring_entries)
 {
-	uint32_t bytes = pow2_at_least((uint64_t)nr_vcpus * ring_entries * 32);
+	uint32_t bytes = pow2_at_least((uint64_t)nr_vcpus * dirty_ring_entries * 32);
 
 	if (bytes < (256u << 10))
 		bytes = 256u << 10;
@@ -287,15 +287,15 @@ static uint32_t lost_buf_bytes(unsigned int nr_vcpus, uint32_t ring_entries)
 	return bytes;
 }
 
-static int size_maps(struct kmig_dirty *skel, unsigned int nr_vcpus, uint32_t ring_entries)
+static int size_maps(struct kmig_dirty *skel, unsigned int nr_vcpus, uint32_t dirty_ring_entries)
 {
 	int r;
 
 	r = bpf_map__set_max_entries(skel->maps.stats, nr_vcpus);
 	if (!r)
-		r = bpf_map__set_max_entries(skel->maps.shadow, nr_vcpus * ring_entries);
+		r = bpf_map__set_max_entries(skel->maps.shadow, nr_vcpus * dirty_ring_entries);
 	if (!r)
-		r = bpf_map__set_max_entries(skel->maps.lost, lost_buf_bytes(nr_vcpus, ring_entries));
+		r = bpf_map__set_max_entries(skel->maps.lost, lost_buf_bytes(nr_vcpus, dirty_ring_entries));
 	return r;
 }
 
@@ -315,7 +315,7 @@ static int on_lost(void *ctx, void *data, size_t size)
 	return 0;
 }
 
-static int load_and_attach(struct kmig_bpf *b, pid_t tgid, uint32_t ring_entries,
+static int load_and_attach(struct kmig_bpf *b, pid_t tgid, uint32_t dirty_ring_entries,
 			   char *why, size_t whylen)
 {
 	struct kmig_dirty *skel;
@@ -328,8 +328,8 @@ static int load_and_attach(struct kmig_bpf *b, pid_t tgid, uint32_t ring_entries
 	b->skel = skel;
 	skel->rodata->target_tgid = (__u32)tgid;
 	skel->rodata->nr_vcpus = b->nr_vcpus;
-	skel->rodata->ring_entries = ring_entries;
-	r = size_maps(skel, b->nr_vcpus, ring_entries);
+	skel->rodata->dirty_ring_entries = dirty_ring_entries;
+	r = size_maps(skel, b->nr_vcpus, dirty_ring_entries);
 	if (r)
 		return libbpf_fail(r, "sizing the maps", why, whylen);
 	r = kmig_dirty__load(skel);
@@ -347,7 +347,7 @@ static int load_and_attach(struct kmig_bpf *b, pid_t tgid, uint32_t ring_entries
 	return 0;
 }
 
-int kmig_bpf_open(pid_t tgid, unsigned int nr_vcpus, uint32_t ring_entries,
+int kmig_bpf_open(pid_t tgid, unsigned int nr_vcpus, uint32_t dirty_ring_entries,
 		  struct kmig_bpf **out, char *why, size_t whylen)
 {
 	struct kmig_bpf *b;
@@ -358,7 +358,7 @@ int kmig_bpf_open(pid_t tgid, unsigned int nr_vcpus, uint32_t ring_entries,
 		return -EINVAL;
 	}
 	*out = NULL;
-	r = precheck(nr_vcpus, ring_entries, why, whylen);
+	r = precheck(nr_vcpus, dirty_ring_entries, why, whylen);
 	if (r)
 		return r;
 	b = calloc(1, sizeof(*b));
@@ -378,7 +378,7 @@ int kmig_bpf_open(pid_t tgid, unsigned int nr_vcpus, uint32_t ring_entries,
 	capture_start();
 	r = check_tracepoints(why, whylen);
 	if (!r)
-		r = load_and_attach(b, tgid, ring_entries, why, whylen);
+		r = load_and_attach(b, tgid, dirty_ring_entries, why, whylen);
 	capture_stop(NULL, 0);
 	pthread_mutex_unlock(&open_lock);
 	if (r) {

@@ -24,7 +24,7 @@ struct kmig_bpf_vcpu_stats {
 };
 
 /* Load and attach the programs for this process's VM: nr_vcpus vCPUs,
- * rings of ring_entries entries (power of two).  Returns 0 with *out set
+ * rings of dirty_ring_entries entries (power of two).  Returns 0 with *out set
  * (mode "bpf"), or -errno with *out NULL and why filled with a one-line
  * reason the operator can act on: "not running as root (CAP_BPF/CAP_PERFMON
  * needed)", "no kernel BTF at /sys/kernel/btf/vmlinux", "tracepoint
@@ -32,7 +32,7 @@ struct kmig_bpf_vcpu_stats {
  * built without eBPF: ...", or libbpf's own error text.  Must be called
  * before the vCPUs push anything that may later be overwritten: entries
  * pushed earlier are reported as unknown (incomplete) if lost. */
-int kmig_bpf_open(pid_t tgid, unsigned int nr_vcpus, uint32_t ring_entries,
+int kmig_bpf_open(pid_t tgid, unsigned int nr_vcpus, uint32_t dirty_ring_entries,
 		  struct kmig_bpf **out, char *why, size_t whylen);
 
 /* Counters of one vCPU, summed over CPUs (max_used: the max).  Safe from

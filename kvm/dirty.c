@@ -194,7 +194,7 @@ static int set_logging(struct kvm_vm *vm, bool on)
 
 /* ---- ring backend ---- */
 
-static int ring_reset(void *opaque)
+static int dirty_ring_reset(void *opaque)
 {
 	struct kvm_vm *vm = opaque;
 	int r = ioctl(vm->vm_fd, KVM_RESET_DIRTY_RINGS, 0);
@@ -218,11 +218,11 @@ static int gfn_to_page(struct kvm_vm *vm, const struct dirty_gfn *g, uint64_t *p
 /* Caller holds dirty_lock.  Signals are blocked by vCPU callers, because
  * KVM_RESET_DIRTY_RINGS gives up with -EINTR on a pending signal and we
  * would lose count of the kernel's reset index. */
-static int harvest_one_ring(struct kvm_vm *vm, struct kvm_vcpu *v, unsigned int flags)
+static int harvest_one_dirty_ring(struct kvm_vm *vm, struct kvm_vcpu *v, unsigned int flags)
 {
 	struct dirty_gfn *buf = (struct dirty_gfn *)vm->harvest_buf;
 	struct dirty_ring_report rep;
-	int r = dirty_ring_harvest(&v->ring, buf, vm->harvest_cap, flags, ring_reset, vm, &rep);
+	int r = dirty_ring_harvest(&v->ring, buf, vm->harvest_cap, flags, dirty_ring_reset, vm, &rep);
 
 	if (r)
 		return r;
@@ -234,7 +234,7 @@ static int harvest_one_ring(struct kvm_vm *vm, struct kvm_vcpu *v, unsigned int 
 			publish_page(vm, pg, v->idx);
 	}
 	vm->dstats.harvested += rep.collected;
-	__atomic_add_fetch(&v->ring_pages, rep.collected, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&v->dirty_ring_pages, rep.collected, __ATOMIC_RELAXED);
 	if (vm->trace_dirty && rep.collected > 1000) {
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -265,7 +265,7 @@ static int harvest_one_ring(struct kvm_vm *vm, struct kvm_vcpu *v, unsigned int 
 static int harvest_all(struct kvm_vm *vm, unsigned int flags)
 {
 	for (unsigned int i = 0; i < vm->nr_vcpus; i++) {
-		int r = harvest_one_ring(vm, &vm->vcpus[i], flags);
+		int r = harvest_one_dirty_ring(vm, &vm->vcpus[i], flags);
 
 		if (r)
 			return r;
@@ -276,7 +276,7 @@ static int harvest_all(struct kvm_vm *vm, unsigned int flags)
 }
 
 /* A sync for a reader of the bitmap: sticky pages are dirty every time. */
-static int ring_sync_locked(struct kvm_vm *vm, bool final)
+static int dirty_ring_sync_locked(struct kvm_vm *vm, bool final)
 {
 	int r = harvest_all(vm, final ? DIRTY_RING_SCAN : 0);
 
@@ -285,14 +285,14 @@ static int ring_sync_locked(struct kvm_vm *vm, bool final)
 	return r;
 }
 
-static int ring_sync(struct kvm_vm *vm, bool final)
+static int dirty_ring_sync(struct kvm_vm *vm, bool final)
 {
 	uint64_t wall0 = kmig_clock_ns(CLOCK_MONOTONIC);
 	struct pass_clock pc;
 
 	pthread_mutex_lock(&vm->dirty_lock);
 	pass_begin(vm, &pc, wall0);
-	int r = ring_sync_locked(vm, final);
+	int r = dirty_ring_sync_locked(vm, final);
 	pass_end(vm, &pc, final);
 	pthread_mutex_unlock(&vm->dirty_lock);
 	return r;
@@ -310,10 +310,10 @@ void kvm_dirty_ring_full(struct kvm_vcpu *v)
 	struct pass_clock pc;
 
 	pass_begin(vm, &pc, 0);
-	vm->dstats.ring_full_exits++;
+	vm->dstats.dirty_ring_full_exits++;
 	/* A ring-full exit with nothing to read is the stall signature of a
 	 * hole: scan, and step over a hole nothing reveals. */
-	if (harvest_one_ring(vm, v, DIRTY_RING_FULL_EXIT) < 0)
+	if (harvest_one_dirty_ring(vm, v, DIRTY_RING_FULL_EXIT) < 0)
 		vm->dstats.overflows++;
 	pass_end(vm, &pc, false);
 	pthread_mutex_unlock(&vm->dirty_lock);
@@ -347,7 +347,7 @@ static void *harvester_main(void *arg)
 	}
 }
 
-static int ring_start(struct kvm_vm *vm)
+static int dirty_ring_start(struct kvm_vm *vm)
 {
 	int r = set_logging(vm, true);
 
@@ -371,7 +371,7 @@ static int ring_start(struct kvm_vm *vm)
 	return 0;
 }
 
-static void ring_stop(struct kvm_vm *vm)
+static void dirty_ring_stop(struct kvm_vm *vm)
 {
 	if (vm->harvester_running) {
 		pthread_mutex_lock(&vm->dirty_lock);
@@ -383,7 +383,7 @@ static void ring_stop(struct kvm_vm *vm)
 	/* Drain what is left so the rings are empty for the next start (not
 	 * a switchover: kept out of the final-sync statistics). */
 	pthread_mutex_lock(&vm->dirty_lock);
-	ring_sync_locked(vm, true);
+	dirty_ring_sync_locked(vm, true);
 	pthread_mutex_unlock(&vm->dirty_lock);
 	set_logging(vm, false);
 }
@@ -464,7 +464,7 @@ static void bitmap_stop(struct kvm_vm *vm)
 }
 
 static const struct dirty_backend backends[] = {
-	[KMIG_DIRTY_RING] = { "dirty-ring", ring_start, ring_sync, ring_stop },
+	[KMIG_DIRTY_RING] = { "dirty-ring", dirty_ring_start, dirty_ring_sync, dirty_ring_stop },
 	[KMIG_DIRTY_BITMAP] = { "dirty-bitmap", bitmap_start, bitmap_sync, bitmap_stop },
 };
 
@@ -518,7 +518,7 @@ int kvm_dirty_init(struct kvm_vm *vm, char *err, size_t errlen)
 	vm->dirty = kvm_mem_dirty(vm->mem);
 	if (vm->cfg.dirty_backend == KMIG_DIRTY_RING) {
 		/* room for a full ring, a repaired hole and a second lap */
-		vm->harvest_cap = 2 * (size_t)vm->cfg.ring_entries;
+		vm->harvest_cap = 2 * (size_t)vm->cfg.dirty_ring_entries;
 		vm->harvest_buf = calloc(vm->harvest_cap, sizeof(struct dirty_gfn));
 		if (!vm->harvest_buf)
 			goto nomem;
@@ -607,14 +607,14 @@ enum kmig_dirty_tracking kvm_dirty_backend(const struct kvm_vm *vm)
 	return vm->cfg.dirty_backend;
 }
 
-uint32_t kvm_ring_entries(const struct kvm_vm *vm)
+uint32_t kvm_dirty_ring_entries(const struct kvm_vm *vm)
 {
-	return vm->cfg.dirty_backend == KMIG_DIRTY_RING ? vm->cfg.ring_entries : 0;
+	return vm->cfg.dirty_backend == KMIG_DIRTY_RING ? vm->cfg.dirty_ring_entries : 0;
 }
 
-uint64_t kvm_vcpu_ring_pages(struct kvm_vm *vm, unsigned int idx)
+uint64_t kvm_vcpu_dirty_ring_pages(struct kvm_vm *vm, unsigned int idx)
 {
-	return idx < vm->nr_vcpus ? __atomic_load_n(&vm->vcpus[idx].ring_pages, __ATOMIC_RELAXED) : 0;
+	return idx < vm->nr_vcpus ? __atomic_load_n(&vm->vcpus[idx].dirty_ring_pages, __ATOMIC_RELAXED) : 0;
 }
 
 void kvm_dirty_set_lost_drain(struct kvm_vm *vm, kvm_lost_drain_fn drain, void *opaque)

@@ -36,7 +36,7 @@ struct kvm_vcpu {
 	bool thread_started;
 	struct dirty_ring ring;
 	/* dirty pages this vCPU's ring delivered (harvester's count) */
-	uint64_t ring_pages;
+	uint64_t dirty_ring_pages;
 	/* throttle (dirty limit): kept out of KVM_RUN until this monotonic
 	 * time; throttled_ns = time spent so, in total */
 	uint64_t throttle_until_ns;

@@ -28,7 +28,7 @@ struct kvm_vm_config {
 	uint64_t mem_bytes;
 	unsigned int nr_vcpus;
 	enum kmig_dirty_tracking dirty_backend;
-	uint32_t ring_entries;		/* per vCPU, power of two */
+	uint32_t dirty_ring_entries;	/* per vCPU, power of two */
 	/* fault every page of RAM in at creation (QEMU's -mem-prealloc):
 	 * refused when the host has less memory available than RAM */
 	bool prealloc;
@@ -104,9 +104,9 @@ bool kvm_dirty_active(struct kvm_vm *vm);
 enum kmig_dirty_tracking kvm_dirty_backend(const struct kvm_vm *vm);
 /* Dirty pages vCPU idx's ring delivered so far (dirty-ring backend; the
  * harvester's count, monotonic). */
-uint64_t kvm_vcpu_ring_pages(struct kvm_vm *vm, unsigned int idx);
+uint64_t kvm_vcpu_dirty_ring_pages(struct kvm_vm *vm, unsigned int idx);
 /* Ring entries the harvester collects per vCPU ring. */
-uint32_t kvm_ring_entries(const struct kvm_vm *vm);
+uint32_t kvm_dirty_ring_entries(const struct kvm_vm *vm);
 
 /* The eBPF overflow guard's hook: drain(opaque, lost, ctx, &incomplete)
  * calls lost(ctx, slot, offset) for every ring entry the kernel overwrote
@@ -151,7 +151,7 @@ enum kmig_dirty_tracking kvm_dirty_backend_auto(uint64_t mem_bytes, unsigned int
 
 struct kvm_dirty_stats {
 	uint64_t harvested;		/* GFNs collected from rings / bitmaps */
-	uint64_t ring_full_exits;
+	uint64_t dirty_ring_full_exits;
 	uint64_t overflows;		/* ring overflows detected */
 	uint64_t holes_fixed;		/* ring index holes repaired */
 	uint64_t resyncs;		/* whole-RAM re-protect + resend */

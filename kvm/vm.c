@@ -186,7 +186,7 @@ static int create_vcpu(struct kvm_vm *vm, unsigned int idx, char *err, size_t er
 		return -ENOMEM;
 	}
 	if (vm->cfg.dirty_backend == KMIG_DIRTY_RING) {
-		size_t bytes = vm->cfg.ring_entries * sizeof(struct kvm_dirty_gfn);
+		size_t bytes = vm->cfg.dirty_ring_entries * sizeof(struct kvm_dirty_gfn);
 		void *g = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd,
 			       KVM_DIRTY_LOG_PAGE_OFFSET * (off_t)getpagesize());
 
@@ -194,7 +194,7 @@ static int create_vcpu(struct kvm_vm *vm, unsigned int idx, char *err, size_t er
 			kmig_set_err(err, errlen, "mmap dirty ring: %s", strerror(errno));
 			return -ENOMEM;
 		}
-		dirty_ring_init(&v->ring, g, vm->cfg.ring_entries);
+		dirty_ring_init(&v->ring, g, vm->cfg.dirty_ring_entries);
 	}
 	int r = set_vcpu_cpuid(vm, v);
 
@@ -213,7 +213,7 @@ static int create_vcpu(struct kvm_vm *vm, unsigned int idx, char *err, size_t er
 
 static int enable_dirty_ring(struct kvm_vm *vm, char *err, size_t errlen)
 {
-	uint32_t n = vm->cfg.ring_entries;
+	uint32_t n = vm->cfg.dirty_ring_entries;
 	int max = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
 
 	if (max <= 0) {
@@ -288,8 +288,8 @@ static int setup_vm(struct kvm_vm *vm, char *err, size_t errlen)
 		if (vm->cfg.dirty_backend == KMIG_DIRTY_RING &&
 		    ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL) <= 0)
 			vm->cfg.dirty_backend = KMIG_DIRTY_BITMAP;
-		if (!vm->cfg.ring_entries)
-			vm->cfg.ring_entries = 4096;
+		if (!vm->cfg.dirty_ring_entries)
+			vm->cfg.dirty_ring_entries = 4096;
 	}
 	int r = vm->cfg.dirty_backend == KMIG_DIRTY_RING ? enable_dirty_ring(vm, err, errlen)
 							 : enable_manual_protect(vm, err, errlen);

@@ -59,9 +59,9 @@ static void add_kmig(JsonBuilder *b, const struct migration_kmig_stats *k)
 		json_builder_set_member_name(b, "dirty-mode");
 		json_builder_add_string_value(b, k->dirty_mode);
 	}
-	qmp_builder_add_uint(b, "ring-overflows", k->ring_overflows);
-	qmp_builder_add_uint(b, "ring-full-exits", k->ring_full_exits);
-	qmp_builder_add_uint(b, "ring-resyncs", k->ring_resyncs);
+	qmp_builder_add_uint(b, "ring-overflows", k->dirty_ring_overflows);
+	qmp_builder_add_uint(b, "ring-full-exits", k->dirty_ring_full_exits);
+	qmp_builder_add_uint(b, "ring-resyncs", k->dirty_ring_resyncs);
 	qmp_builder_add_uint(b, "pages-harvested", k->pages_harvested);
 	qmp_builder_add_uint(b, "passes", k->passes);
 	qmp_builder_add_uint(b, "shrink-passes", k->shrink_passes);
@@ -85,7 +85,7 @@ static void add_kmig(JsonBuilder *b, const struct migration_kmig_stats *k)
 		json_builder_set_member_name(b, "telemetry-why");
 		json_builder_add_string_value(b, why);
 	}
-	qmp_builder_add_uint(b, "ring-lost-pages", k->ring_lost_pages);
+	qmp_builder_add_uint(b, "ring-lost-pages", k->dirty_ring_lost_pages);
 	if (k->has_switchover_expected_downtime)
 		qmp_builder_add_uint(b, "switchover-expected-downtime", k->switchover_expected_downtime);
 	json_builder_end_object(b);

@@ -838,8 +838,8 @@ static JsonNode *dirtyrate_info_json(const struct dirtyrate_info *info, int unit
 		json_builder_set_member_name(b, "x-kmig-counted-by");
 		json_builder_add_string_value(b, info->counted_by);
 	}
-	if (info->has_ring_push_rate) {
-		qmp_builder_add_int(b, "x-kmig-ring-push-rate", info->ring_push_rate);
+	if (info->has_dirty_ring_push_rate) {
+		qmp_builder_add_int(b, "x-kmig-ring-push-rate", info->dirty_ring_push_rate);
 		if (info->telemetry_by) {
 			json_builder_set_member_name(b, "x-kmig-ring-pushes-counted-by");
 			json_builder_add_string_value(b, info->telemetry_by);

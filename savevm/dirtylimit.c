@@ -56,7 +56,7 @@ static void end_period(struct machine *m, uint64_t now)
 {
 	struct dirtylimit_state *dl = &m->dl;
 	double secs = (double)(now - dl->period_start_ns) / 1e9;
-	uint32_t ring = kvm_ring_entries(m->vm);
+	uint32_t ring = kvm_dirty_ring_entries(m->vm);
 
 	for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm); i++) {
 		struct dirtylimit_vcpu_state *v = &dl->v[i];
@@ -268,7 +268,7 @@ void dirtylimit_migration_release(struct machine *m)
 	pthread_mutex_unlock(&dl->lock);
 }
 
-bool dirtylimit_migration_stats(struct machine *m, uint64_t *per_round_us, uint64_t *ring_full_us)
+bool dirtylimit_migration_stats(struct machine *m, uint64_t *per_round_us, uint64_t *dirty_ring_full_us)
 {
 	struct dirtylimit_state *dl = &m->dl;
 	uint64_t worst = 0, sum = 0, n = 0;
@@ -288,10 +288,10 @@ bool dirtylimit_migration_stats(struct machine *m, uint64_t *per_round_us, uint6
 	}
 	pthread_mutex_unlock(&dl->lock);
 	/* QEMU's: a ring's worth of pages at the vCPUs' average rate */
-	double ring_mib = (double)kvm_ring_entries(m->vm) * KVM_PAGE_SIZE / MIB;
+	double dirty_ring_mib = (double)kvm_dirty_ring_entries(m->vm) * KVM_PAGE_SIZE / MIB;
 
 	*per_round_us = worst;
-	*ring_full_us = n && sum ? (uint64_t)(ring_mib / ((double)sum / (double)n) * 1e6) : 0;
+	*dirty_ring_full_us = n && sum ? (uint64_t)(dirty_ring_mib / ((double)sum / (double)n) * 1e6) : 0;
 	return on;
 }
 

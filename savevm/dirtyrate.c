@@ -141,19 +141,19 @@ static int measure_distinct(struct job *j, uint64_t until, double *mib_s, int64_
  * harvester's), in MiB/s: a page counts each time it was written after
  * being re-protected, so this is the write-fault traffic the dirty-limit
  * controller acts on, not the dirty rate. */
-struct ring_pushes {
+struct dirty_ring_pushes {
 	uint64_t c0[KMIG_MAX_VCPUS];
 	uint64_t t0;
 };
 
-static void ring_pushes_begin(struct machine *m, struct ring_pushes *p)
+static void dirty_ring_pushes_begin(struct machine *m, struct dirty_ring_pushes *p)
 {
 	for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm) && i < KMIG_MAX_VCPUS; i++)
 		p->c0[i] = telemetry_vcpu_pages(m, i);
 	p->t0 = kmig_now_ns();
 }
 
-static double ring_pushes_end(struct machine *m, const struct ring_pushes *p)
+static double dirty_ring_pushes_end(struct machine *m, const struct dirty_ring_pushes *p)
 {
 	double secs = (double)(kmig_now_ns() - p->t0) / 1e9, sum = 0;
 
@@ -173,16 +173,16 @@ static void *measure_thread(void *arg)
 	bool tracking = j->mode != DIRTYRATE_PAGE_SAMPLING;
 	int r = tracking ? kvm_dirty_start(m->vm, err, sizeof(err)) : 0;
 
-	struct ring_pushes pushes;
+	struct dirty_ring_pushes pushes;
 	double push_rate = 0;
 
 	if (!r) {
-		ring_pushes_begin(m, &pushes);
+		dirty_ring_pushes_begin(m, &pushes);
 		if (tracking)
 			r = measure_distinct(j, until, &rate, vcpu);
 		else
 			r = measure_sampling(j, until, &rate);
-		push_rate = ring_pushes_end(m, &pushes);
+		push_rate = dirty_ring_pushes_end(m, &pushes);
 		if (tracking)
 			kvm_dirty_stop(m->vm);
 	}
@@ -196,8 +196,8 @@ static void *measure_thread(void *arg)
 	if (!r && j->mode == DIRTYRATE_DIRTY_RING) {
 		d->nr_vcpus = kvm_vm_nr_vcpus(m->vm);
 		memcpy(d->vcpu_dirty_rate, vcpu, sizeof(vcpu));
-		d->has_ring_push_rate = true;
-		d->ring_push_rate = (int64_t)(push_rate + 0.5);
+		d->has_dirty_ring_push_rate = true;
+		d->dirty_ring_push_rate = (int64_t)(push_rate + 0.5);
 	}
 	pthread_mutex_unlock(&m->lock);
 	free(j);

@@ -140,7 +140,7 @@ void dirtylimit_fini(struct machine *m);
 void dirtylimit_migration_engage(struct machine *m, uint64_t mib_per_s);
 void dirtylimit_migration_release(struct machine *m);
 /* query-migrate's figures while limits are on; false if none */
-bool dirtylimit_migration_stats(struct machine *m, uint64_t *per_round_us, uint64_t *ring_full_us);
+bool dirtylimit_migration_stats(struct machine *m, uint64_t *per_round_us, uint64_t *dirty_ring_full_us);
 
 void machine_emit(struct machine *m, enum machine_event ev, int64_t arg);
 /* Called with m->lock held. */

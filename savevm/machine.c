@@ -385,7 +385,7 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 	struct kvm_vm_config vc = {
 		.mem_bytes = cfg->mem_mib << 20, .nr_vcpus = cfg->vcpus,
 		.dirty_backend = cfg->dirty_mode,
-		.ring_entries = cfg->dirty_ring_entries ? cfg->dirty_ring_entries : 4096,
+		.dirty_ring_entries = cfg->dirty_ring_entries ? cfg->dirty_ring_entries : 4096,
 		.prealloc = cfg->mem_prealloc,
 	};
 	struct kvm_vm_callbacks cb = { .serial_out = on_serial, .stopped = on_stopped, .opaque = m };
@@ -766,9 +766,9 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 	}
 	fill_savevm_info(m, info, s);
 	info->kmig.dirty_mode = kvm_dirty_backend_name(m->vm);
-	info->kmig.ring_overflows = ds.overflows;
-	info->kmig.ring_full_exits = ds.ring_full_exits;
-	info->kmig.ring_resyncs = ds.resyncs;
+	info->kmig.dirty_ring_overflows = ds.overflows;
+	info->kmig.dirty_ring_full_exits = ds.dirty_ring_full_exits;
+	info->kmig.dirty_ring_resyncs = ds.resyncs;
 	info->kmig.pages_harvested = ds.harvested;
 	info->kmig.passes = g->passes;
 	info->kmig.shrink_passes = g->shrink_passes;
@@ -780,7 +780,7 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 	info->kmig.switchover_expected_downtime = g->switchover_expected_ms;
 	info->kmig.dirty_telemetry = m->telemetry;
 	snprintf(info->kmig.telemetry_why, sizeof(info->kmig.telemetry_why), "%s", m->telemetry_why);
-	info->kmig.ring_lost_pages = ds.lost_pages;
+	info->kmig.dirty_ring_lost_pages = ds.lost_pages;
 	bool engaged = g->dirty_limit_engaged && s == MIGRATION_STATUS_ACTIVE;
 	pthread_mutex_unlock(&m->lock);
 	/* QEMU: only while a dirty-limit migration throttles */

@@ -91,9 +91,9 @@ struct migration_ram_stats {
 /* kmig's own counters, reported under "x-kmig" (an extension) */
 struct migration_kmig_stats {
 	const char *dirty_mode;		/* "dirty-ring" or "dirty-bitmap" (static) */
-	uint64_t ring_overflows;	/* dirty-ring overflows detected */
-	uint64_t ring_full_exits;
-	uint64_t ring_resyncs;		/* full re-protect + resend recoveries */
+	uint64_t dirty_ring_overflows;	/* dirty-ring overflows detected */
+	uint64_t dirty_ring_full_exits;
+	uint64_t dirty_ring_resyncs;	/* full re-protect + resend recoveries */
 	uint64_t pages_harvested;
 	uint64_t passes;
 	uint64_t shrink_passes;		/* passes run after the rest fit, as it still shrank fast */
@@ -110,7 +110,7 @@ struct migration_kmig_stats {
 	 * of a full resync: those of entries the kernel overwrote (named by
 	 * the eBPF guard) and of entries behind a reset walk that stopped
 	 * short */
-	uint64_t ring_lost_pages;
+	uint64_t dirty_ring_lost_pages;
 	/* expected-downtime (ms) when the switchover was decided, to set
 	 * against the downtime it turned into */
 	bool has_switchover_expected_downtime;
@@ -315,8 +315,8 @@ struct dirtyrate_info {
 	/* extension, dirty-ring mode once measured: MiB/s of dirty-ring
 	 * entries (each write after a re-protection), counted by eBPF or the
 	 * harvester (telemetry_by) */
-	bool has_ring_push_rate;
-	int64_t ring_push_rate;
+	bool has_dirty_ring_push_rate;
+	int64_t dirty_ring_push_rate;
 	const char *telemetry_by;
 };
 /* Starts a measurement in the background.  Checked here: the mode is

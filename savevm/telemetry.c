@@ -37,7 +37,7 @@ void telemetry_open(struct machine *m)
 			 "dirty bitmap backend: no dirty rings to count");
 		return;
 	}
-	int r = kmig_bpf_open(getpid(), kvm_vm_nr_vcpus(m->vm), kvm_ring_entries(m->vm), &m->bpf,
+	int r = kmig_bpf_open(getpid(), kvm_vm_nr_vcpus(m->vm), kvm_dirty_ring_entries(m->vm), &m->bpf,
 			      m->telemetry_why, sizeof(m->telemetry_why));
 
 	if (r) {
@@ -64,5 +64,5 @@ uint64_t telemetry_vcpu_pages(struct machine *m, unsigned int idx)
 
 	if (m->bpf && !kmig_bpf_read_vcpu(m->bpf, idx, &st))
 		return st.pushes;
-	return kvm_vcpu_ring_pages(m->vm, idx);
+	return kvm_vcpu_dirty_ring_pages(m->vm, idx);
 }

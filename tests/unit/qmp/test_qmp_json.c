@@ -337,7 +337,7 @@ static void test_migration_json_dirty_limit(void **state)
 	json_node_unref(n);
 	mi.kmig.dirty_telemetry = "ring";
 	memset(mi.kmig.telemetry_why, 'w', sizeof(mi.kmig.telemetry_why));
-	mi.kmig.ring_lost_pages = 77;
+	mi.kmig.dirty_ring_lost_pages = 77;
 	n = qapi_migration_info_to_json(&mi);
 	k = json_object_get_object_member(json_node_get_object(n), "x-kmig");
 	assert_string_equal(json_object_get_string_member(k, "dirty-telemetry"), "ring");

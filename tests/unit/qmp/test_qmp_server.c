@@ -861,9 +861,9 @@ static void fill_stats(struct migration_info *mi)
 	mi->ram.downtime_bytes = 100000;
 	mi->ram.mbps = 268.5;
 	mi->kmig.dirty_mode = "dirty-ring";
-	mi->kmig.ring_overflows = 1;
-	mi->kmig.ring_full_exits = 2;
-	mi->kmig.ring_resyncs = 3;
+	mi->kmig.dirty_ring_overflows = 1;
+	mi->kmig.dirty_ring_full_exits = 2;
+	mi->kmig.dirty_ring_resyncs = 3;
 	mi->kmig.pages_harvested = 4;
 	mi->kmig.passes = 5;
 	mi->kmig.shrink_passes = 2;
@@ -1809,8 +1809,8 @@ static void test_query_dirty_rate(void **state)
 	/* dirty-ring, measured: one rate per vCPU */
 	info.mode = DIRTYRATE_DIRTY_RING;
 	info.counted_by = "ring";
-	info.has_ring_push_rate = true;
-	info.ring_push_rate = 615;
+	info.has_dirty_ring_push_rate = true;
+	info.dirty_ring_push_rate = 615;
 	info.telemetry_by = "bpf";
 	info.nr_vcpus = 3;
 	info.vcpu_dirty_rate[0] = 5;
@@ -1838,7 +1838,7 @@ static void test_query_dirty_rate(void **state)
 	/* dirty-ring, still measuring: neither rate */
 	info.status = DIRTYRATE_MEASURING;
 	info.has_dirty_rate = false;
-	info.has_ring_push_rate = false;
+	info.has_dirty_ring_push_rate = false;
 	info.counted_by = NULL;
 	r = query_dirty_rate(f, c, &info, NULL);
 	o = ret_obj(r);
@@ -2137,7 +2137,7 @@ static void test_query_migrate_dirty_limit(void **state)
 	mi.dirty_limit_ring_full_time_us = 4000;
 	mi.kmig.dirty_telemetry = "ring";
 	snprintf(mi.kmig.telemetry_why, sizeof(mi.kmig.telemetry_why), "bpf: CAP_BPF missing");
-	mi.kmig.ring_lost_pages = 3;
+	mi.kmig.dirty_ring_lost_pages = 3;
 	r = query_migrate(c, f, &mi);
 	o = ret_obj(r);
 	assert_members(o, active_m);
