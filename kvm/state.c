@@ -1,4 +1,4 @@
-/* vCPU and VM device state as self-describing blobs of (u32 tag, u32 len,
+/* vCPU and VM device state as self-describing buffers of (u32 tag, u32 len,
  * bytes) items.  Loading is two steps: kvm_state_check() validates every
  * item (known tag, exact length, present exactly once, values in range)
  * without touching KVM, then kvm_state_load() applies it.  The order of
@@ -66,15 +66,15 @@ static const struct kind_spec kinds[] = {
 	[KVM_STATE_SERIAL] = KIND("serial", serial_items),
 };
 
-/* ---- blob writing ---- */
+/* ---- writing state records ---- */
 
-struct blob {
+struct state_buf {
 	uint8_t *buf;
 	size_t len, pos;
 	int err;
 };
 
-static void put_item(struct blob *b, uint32_t tag, const void *data, uint32_t len)
+static void put_item(struct state_buf *b, uint32_t tag, const void *data, uint32_t len)
 {
 	if (b->err)
 		return;
@@ -93,7 +93,7 @@ static int vcpu_get(struct kvm_vcpu *v, unsigned long req, void *data)
 	return ioctl(v->fd, req, data) < 0 ? -errno : 0;
 }
 
-static int save_msrs(struct kvm_vm *vm, struct kvm_vcpu *v, struct blob *b)
+static int save_msrs(struct kvm_vm *vm, struct kvm_vcpu *v, struct state_buf *b)
 {
 	struct { struct kvm_msrs h; struct kvm_msr_entry e[MAX_MSRS]; } m;
 
@@ -111,7 +111,7 @@ static int save_msrs(struct kvm_vm *vm, struct kvm_vcpu *v, struct blob *b)
 	return 0;
 }
 
-static int save_cpu(struct kvm_vm *vm, struct kvm_vcpu *v, struct blob *b)
+static int save_cpu(struct kvm_vm *vm, struct kvm_vcpu *v, struct state_buf *b)
 {
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
@@ -139,7 +139,7 @@ static int save_cpu(struct kvm_vm *vm, struct kvm_vcpu *v, struct blob *b)
 	return 0;
 }
 
-static int save_apic(struct kvm_vcpu *v, struct blob *b)
+static int save_apic(struct kvm_vcpu *v, struct state_buf *b)
 {
 	struct kvm_lapic_state lapic;
 	struct { struct kvm_msrs h; struct kvm_msr_entry e; } m = { .h.nmsrs = 1 };
@@ -181,7 +181,7 @@ static int check_instance(struct kvm_vm *vm, enum kvm_state_kind kind, unsigned 
 int kvm_state_save(struct kvm_vm *vm, enum kvm_state_kind kind, unsigned int instance,
 		   uint8_t *buf, size_t len)
 {
-	struct blob b = { .buf = buf, .len = len };
+	struct state_buf b = { .buf = buf, .len = len };
 	int r = check_instance(vm, kind, instance);
 
 	if (r)
@@ -229,7 +229,7 @@ int kvm_state_save(struct kvm_vm *vm, enum kvm_state_kind kind, unsigned int ins
 	return b.err ? b.err : (int)b.pos;
 }
 
-/* ---- blob reading ---- */
+/* ---- reading state records ---- */
 
 struct parsed {
 	const uint8_t *data[8];

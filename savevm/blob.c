@@ -164,12 +164,12 @@ static void *mutator_main(void *arg)
 static int send_part(struct blob *b, struct savevm_out *out, uint32_t kind, uint32_t idx, uint64_t seq,
 		     size_t len)
 {
-	uint8_t hdr[STREAM_BLOB_HDR_SIZE];
+	uint8_t hdr[STREAM_PAYLOAD_HDR_SIZE];
 
 	memcpy(b->buf, &kind, 4);
 	memcpy(b->buf + 4, &idx, 4);
 	memcpy(b->buf + 8, &seq, 8);
-	stream_encode_blob_hdr(hdr, STREAM_REC_PART, b->cfg.section_id, (uint32_t)(PART_HDR + len));
+	stream_encode_payload_hdr(hdr, STREAM_REC_PART, b->cfg.section_id, (uint32_t)(PART_HDR + len));
 	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { b->buf, PART_HDR + len } };
 
 	return savevm_out_sendv(out, iov, 2);

@@ -171,7 +171,7 @@ static void end_recv_channels(struct load_ctx *c)
 static int load_part(struct load_ctx *c)
 {
 	uint32_t id, len;
-	int r = stream_read_blob_hdr(&c->in->src, STREAM_MAX_PART, &id, &len, c->err, c->errlen);
+	int r = stream_read_payload_hdr(&c->in->src, STREAM_MAX_PART, &id, &len, c->err, c->errlen);
 
 	if (r)
 		return r;
@@ -188,7 +188,7 @@ static int load_part(struct load_ctx *c)
 static int load_device(struct load_ctx *c)
 {
 	uint32_t id, len;
-	int r = stream_read_blob_hdr(&c->in->src, STREAM_MAX_DEVICE, &id, &len, c->err, c->errlen);
+	int r = stream_read_payload_hdr(&c->in->src, STREAM_MAX_DEVICE, &id, &len, c->err, c->errlen);
 
 	if (r)
 		return r;
@@ -196,7 +196,7 @@ static int load_device(struct load_ctx *c)
 
 	if (!e)
 		return -EPROTO;
-	if (e->pending_blob) {
+	if (e->pending_state) {
 		snprintf(c->err, c->errlen, "device '%s' instance %u sent twice", e->name, e->instance_id);
 		return -EPROTO;
 	}
@@ -213,7 +213,7 @@ static int load_device(struct load_ctx *c)
 		free(buf);
 		return r;
 	}
-	e->pending_blob = buf;
+	e->pending_state = buf;
 	e->pending_len = len;
 	return 0;
 }
@@ -242,7 +242,7 @@ static int load_eof(struct load_ctx *c)
 	for (size_t i = 0; i < savevm_registry_count(c->env->reg); i++) {
 		struct savevm_entry *e = savevm_registry_at(c->env->reg, i);
 
-		if (!e->declared || (!e->iterable && !e->pending_blob)) {
+		if (!e->declared || (!e->iterable && !e->pending_state)) {
 			snprintf(c->err, c->errlen, "stream ended without %s '%s' instance %u",
 				 e->declared ? "the state of" : "section", e->name, e->instance_id);
 			return -EPROTO;
@@ -322,7 +322,7 @@ int savevm_load_apply_devices(struct savevm_registry *reg, char *err, size_t err
 		if (e->iterable)
 			continue;
 		uint64_t t0 = kmig_now_ns();
-		int r = e->ops->load_state(e->opaque, e->pending_blob, e->pending_len, err, errlen);
+		int r = e->ops->load_state(e->opaque, e->pending_state, e->pending_len, err, errlen);
 
 		e->load_time_us = (kmig_now_ns() - t0) / 1000;
 		if (r)
@@ -336,8 +336,8 @@ void savevm_load_reset(struct savevm_registry *reg)
 	for (size_t i = 0; i < savevm_registry_count(reg); i++) {
 		struct savevm_entry *e = savevm_registry_at(reg, i);
 
-		free(e->pending_blob);
-		e->pending_blob = NULL;
+		free(e->pending_state);
+		e->pending_state = NULL;
 		e->pending_len = 0;
 		e->declared = false;
 	}

@@ -301,19 +301,19 @@ static int precopy(struct machine *m, struct savevm_out *out)
 
 static int save_devices(struct machine *m, struct savevm_out *out)
 {
-	uint8_t buf[STREAM_BLOB_HDR_SIZE + KVM_STATE_MAX_SIZE];
+	uint8_t buf[STREAM_PAYLOAD_HDR_SIZE + KVM_STATE_MAX_SIZE];
 	struct savevm_entry *e;
 
 	FOR_EACH_ENTRY(m, e, false) {
 		uint64_t t0 = kmig_now_ns();
-		int n = e->ops->save_state(e->opaque, buf + STREAM_BLOB_HDR_SIZE, KVM_STATE_MAX_SIZE);
+		int n = e->ops->save_state(e->opaque, buf + STREAM_PAYLOAD_HDR_SIZE, KVM_STATE_MAX_SIZE);
 
 		if (n < 0) {
 			set_error(m, "cannot save device state: %s", e->name);
 			return n;
 		}
-		stream_encode_blob_hdr(buf, STREAM_REC_DEVICE, (uint32_t)_i + 1, (uint32_t)n);
-		int r = savevm_out_send(out, buf, STREAM_BLOB_HDR_SIZE + (size_t)n);
+		stream_encode_payload_hdr(buf, STREAM_REC_DEVICE, (uint32_t)_i + 1, (uint32_t)n);
+		int r = savevm_out_send(out, buf, STREAM_PAYLOAD_HDR_SIZE + (size_t)n);
 
 		e->save_time_us = (kmig_now_ns() - t0) / 1000;
 		if (r)

@@ -21,7 +21,7 @@ void savevm_registry_free(struct savevm_registry *r)
 	if (!r)
 		return;
 	for (size_t i = 0; i < r->count; i++)
-		free(r->entries[i].pending_blob);
+		free(r->entries[i].pending_state);
 	free(r->entries);
 	free(r);
 }

@@ -134,7 +134,7 @@ struct savevm_ops {
 	int (*load_ram)(void *opaque, struct savevm_in *in, const uint64_t *hdrs, uint32_t count,
 			char *err, size_t errlen);
 
-	/* non-iterable: whole state as a blob */
+	/* non-iterable: the whole state in one buffer */
 	int (*save_state)(void *opaque, uint8_t *buf, size_t len);	/* size or -errno */
 	int (*check_state)(void *opaque, const uint8_t *buf, size_t len, char *err, size_t errlen);
 	int (*load_state)(void *opaque, const uint8_t *buf, size_t len, char *err, size_t errlen);
@@ -147,8 +147,8 @@ struct savevm_entry {
 	bool iterable;
 	const struct savevm_ops *ops;
 	void *opaque;
-	/* per-migration, destination: received blob awaiting load */
-	uint8_t *pending_blob;
+	/* per-migration, destination: received state awaiting load */
+	uint8_t *pending_state;
 	size_t pending_len;
 	bool declared;
 	uint64_t load_time_us;

@@ -203,13 +203,13 @@ size_t stream_encode_ram_hdr(uint8_t buf[STREAM_RAM_HDR_SIZE], uint32_t section_
 	return STREAM_RAM_HDR_SIZE;
 }
 
-size_t stream_encode_blob_hdr(uint8_t buf[STREAM_BLOB_HDR_SIZE], enum stream_rec_type type,
-			      uint32_t section_id, uint32_t len)
+size_t stream_encode_payload_hdr(uint8_t buf[STREAM_PAYLOAD_HDR_SIZE], enum stream_rec_type type,
+				 uint32_t section_id, uint32_t len)
 {
 	put_le32(buf, (uint32_t)type);
 	put_le32(buf + 4, section_id);
 	put_le32(buf + 8, len);
-	return STREAM_BLOB_HDR_SIZE;
+	return STREAM_PAYLOAD_HDR_SIZE;
 }
 
 size_t stream_encode_pass_end(uint8_t buf[STREAM_PASS_END_SIZE], uint32_t pass)
@@ -486,7 +486,7 @@ int stream_read_ram(const struct stream_source *src, uint32_t page_size, uint32_
 
 /* The API does not say whether a PART or a DEVICE record is being read;
  * the format limits tell them apart for messages. */
-static const char *blob_name(uint32_t max)
+static const char *payload_kind(uint32_t max)
 {
 	if (max == STREAM_MAX_DEVICE)
 		return "DEVICE";
@@ -495,10 +495,10 @@ static const char *blob_name(uint32_t max)
 	return "PART/DEVICE";
 }
 
-int stream_read_blob_hdr(const struct stream_source *src, uint32_t max, uint32_t *section_id,
-			 uint32_t *len, char *err, size_t errlen)
+int stream_read_payload_hdr(const struct stream_source *src, uint32_t max, uint32_t *section_id,
+			    uint32_t *len, char *err, size_t errlen)
 {
-	const char *what = blob_name(max);
+	const char *what = payload_kind(max);
 	char hdr_what[32];
 	uint8_t b[8];
 	uint32_t id, n;
@@ -509,7 +509,7 @@ int stream_read_blob_hdr(const struct stream_source *src, uint32_t max, uint32_t
 		kmig_set_err(err, errlen, "no %s record fields to read into", what);
 		return -EINVAL;
 	}
-	/* no blob of either kind may exceed the larger format limit */
+	/* no payload of either kind may exceed the larger format limit */
 	if (max > STREAM_MAX_PART)
 		max = STREAM_MAX_PART;
 	snprintf(hdr_what, sizeof(hdr_what), "a %s record header", what);

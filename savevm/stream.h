@@ -114,7 +114,7 @@ struct stream_eof {
  * *_SIZE macros; names are validated, -EINVAL if bad) ---- */
 #define STREAM_SECTION_MAX_SIZE (6 * 4 + STREAM_MAX_NAME)
 #define STREAM_RAM_HDR_SIZE 12u		/* type, section_id, count */
-#define STREAM_BLOB_HDR_SIZE 12u	/* type, section_id, len (PART/DEVICE) */
+#define STREAM_PAYLOAD_HDR_SIZE 12u	/* type, section_id, len (PART/DEVICE) */
 #define STREAM_PASS_END_SIZE 8u
 #define STREAM_EOF_SIZE 20u
 #define STREAM_CHANNELS_SIZE 20u
@@ -123,8 +123,8 @@ struct stream_eof {
 size_t stream_encode_header(uint8_t buf[STREAM_HEADER_SIZE], const struct stream_header *h);
 int stream_encode_section(uint8_t *buf, size_t len, const struct stream_section *s);
 size_t stream_encode_ram_hdr(uint8_t buf[STREAM_RAM_HDR_SIZE], uint32_t section_id, uint32_t count);
-size_t stream_encode_blob_hdr(uint8_t buf[STREAM_BLOB_HDR_SIZE], enum stream_rec_type type,
-			      uint32_t section_id, uint32_t len);
+size_t stream_encode_payload_hdr(uint8_t buf[STREAM_PAYLOAD_HDR_SIZE], enum stream_rec_type type,
+				 uint32_t section_id, uint32_t len);
 size_t stream_encode_pass_end(uint8_t buf[STREAM_PASS_END_SIZE], uint32_t pass);
 size_t stream_encode_channels(uint8_t buf[STREAM_CHANNELS_SIZE], const struct stream_channels *c);
 size_t stream_encode_chan_hello(uint8_t buf[STREAM_CHAN_HELLO_SIZE], const struct stream_chan_hello *h);
@@ -159,8 +159,8 @@ int stream_read_section(const struct stream_source *src, struct stream_section *
 int stream_read_ram(const struct stream_source *src, uint32_t page_size, uint32_t *section_id,
 		    uint64_t *hdrs, uint32_t *count, char *err, size_t errlen);
 /* PART/DEVICE: reads section_id and len (bounded by max); payload left. */
-int stream_read_blob_hdr(const struct stream_source *src, uint32_t max, uint32_t *section_id,
-			 uint32_t *len, char *err, size_t errlen);
+int stream_read_payload_hdr(const struct stream_source *src, uint32_t max, uint32_t *section_id,
+			    uint32_t *len, char *err, size_t errlen);
 int stream_read_pass_end(const struct stream_source *src, uint32_t *pass, char *err, size_t errlen);
 int stream_read_channels(const struct stream_source *src, struct stream_channels *c,
 			 char *err, size_t errlen);

@@ -272,12 +272,12 @@ static void send_devices(struct source *s)
 {
 	for (uint32_t i = 0; i < NR_SECTIONS; i++) {
 		struct buf st = { 0 };
-		uint8_t hdr[STREAM_BLOB_HDR_SIZE];
+		uint8_t hdr[STREAM_PAYLOAD_HDR_SIZE];
 
 		if (sections[i].iterable)
 			continue;
 		device_state(&st, sections[i].name, sections[i].instance);
-		emit(s, hdr, stream_encode_blob_hdr(hdr, STREAM_REC_DEVICE, i + 1, (uint32_t)st.len));
+		emit(s, hdr, stream_encode_payload_hdr(hdr, STREAM_REC_DEVICE, i + 1, (uint32_t)st.len));
 		emit(s, st.p, st.len);
 		free(st.p);
 	}

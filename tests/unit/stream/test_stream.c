@@ -204,7 +204,7 @@ static int decode_record_src(const struct stream_source *src, struct decoded *d,
 	case STREAM_REC_PART:
 	case STREAM_REC_DEVICE:
 		max = d->type == STREAM_REC_PART ? STREAM_MAX_PART : STREAM_MAX_DEVICE;
-		r = stream_read_blob_hdr(src, max, &d->section_id, &d->len, err, errlen);
+		r = stream_read_payload_hdr(src, max, &d->section_id, &d->len, err, errlen);
 		if (r)
 			return r;
 		r = skip_payload(src, d->len, d->first_payload, sizeof(d->first_payload));
@@ -537,7 +537,7 @@ static void test_blob_layout_and_round_trip(void **state)
 		0x00, 0x02, 0x01, 0x00,		/* len 0x10200 */
 	};
 	static struct bb b;
-	uint8_t hdr[STREAM_BLOB_HDR_SIZE];
+	uint8_t hdr[STREAM_PAYLOAD_HDR_SIZE];
 	struct memsrc m;
 	struct stream_source src;
 	struct decoded d;
@@ -545,13 +545,13 @@ static void test_blob_layout_and_round_trip(void **state)
 	uint32_t id, len;
 
 	(void)state;
-	assert_int_equal(stream_encode_blob_hdr(hdr, STREAM_REC_DEVICE, 9, 0x10200),
-			 STREAM_BLOB_HDR_SIZE);
+	assert_int_equal(stream_encode_payload_hdr(hdr, STREAM_REC_DEVICE, 9, 0x10200),
+			 STREAM_PAYLOAD_HDR_SIZE);
 	assert_memory_equal(hdr, golden, sizeof(golden));
 
 	/* PART with a payload */
 	b.n = 0;
-	stream_encode_blob_hdr(hdr, STREAM_REC_PART, 0, 100);
+	stream_encode_payload_hdr(hdr, STREAM_REC_PART, 0, 100);
 	bb_bytes(&b, hdr, sizeof(hdr));
 	bb_fill(&b, 0x5a, 100);
 	assert_int_equal(decode_record(b.b, b.n, &d, err, sizeof(err)), 0);
@@ -562,7 +562,7 @@ static void test_blob_layout_and_round_trip(void **state)
 
 	/* DEVICE with an empty payload */
 	b.n = 0;
-	stream_encode_blob_hdr(hdr, STREAM_REC_DEVICE, 4095, 0);
+	stream_encode_payload_hdr(hdr, STREAM_REC_DEVICE, 4095, 0);
 	bb_bytes(&b, hdr, sizeof(hdr));
 	assert_int_equal(decode_record(b.b, b.n, &d, err, sizeof(err)), 0);
 	assert_int_equal(d.type, STREAM_REC_DEVICE);
@@ -570,19 +570,19 @@ static void test_blob_layout_and_round_trip(void **state)
 	assert_int_equal(d.len, 0);
 
 	/* lengths exactly at the limits are accepted; the payload is not read */
-	stream_encode_blob_hdr(hdr, STREAM_REC_DEVICE, 1, STREAM_MAX_DEVICE);
+	stream_encode_payload_hdr(hdr, STREAM_REC_DEVICE, 1, STREAM_MAX_DEVICE);
 	src = mem_source(&m, hdr + 4, 8);
-	assert_int_equal(stream_read_blob_hdr(&src, STREAM_MAX_DEVICE, &id, &len, err, sizeof(err)), 0);
+	assert_int_equal(stream_read_payload_hdr(&src, STREAM_MAX_DEVICE, &id, &len, err, sizeof(err)), 0);
 	assert_int_equal(len, STREAM_MAX_DEVICE);
 	assert_int_equal(m.pos, 8);
-	stream_encode_blob_hdr(hdr, STREAM_REC_PART, 1, STREAM_MAX_PART);
+	stream_encode_payload_hdr(hdr, STREAM_REC_PART, 1, STREAM_MAX_PART);
 	src = mem_source(&m, hdr + 4, 8);
-	assert_int_equal(stream_read_blob_hdr(&src, STREAM_MAX_PART, &id, &len, err, sizeof(err)), 0);
+	assert_int_equal(stream_read_payload_hdr(&src, STREAM_MAX_PART, &id, &len, err, sizeof(err)), 0);
 	assert_int_equal(len, STREAM_MAX_PART);
 	/* a caller's own smaller bound is honoured */
-	stream_encode_blob_hdr(hdr, STREAM_REC_DEVICE, 1, 64);
+	stream_encode_payload_hdr(hdr, STREAM_REC_DEVICE, 1, 64);
 	src = mem_source(&m, hdr + 4, 8);
-	assert_int_equal(stream_read_blob_hdr(&src, 64, &id, &len, err, sizeof(err)), 0);
+	assert_int_equal(stream_read_payload_hdr(&src, 64, &id, &len, err, sizeof(err)), 0);
 	assert_int_equal(len, 64);
 }
 
@@ -771,7 +771,7 @@ static void test_full_stream(void **state)
 	bb_u64(b, stream_page_hdr(0x3000, 1));
 	npages++;
 	for (i = 0; i < 6; i++) {
-		bb_bytes(b, tmp, stream_encode_blob_hdr(tmp, STREAM_REC_DEVICE, i + 1, 10 + i));
+		bb_bytes(b, tmp, stream_encode_payload_hdr(tmp, STREAM_REC_DEVICE, i + 1, 10 + i));
 		bb_fill(b, (uint8_t)i, 10 + i);
 	}
 	e.nr_sections = nsec;
@@ -1189,7 +1189,7 @@ static void test_blob_too_long(void **state)
 	bb_u32(&b, 3);
 	bb_u32(&b, 101);
 	src = mem_source(&m, b.b, b.n);
-	assert_int_equal(stream_read_blob_hdr(&src, 100, &id, &len, err, sizeof(err)), -EPROTO);
+	assert_int_equal(stream_read_payload_hdr(&src, 100, &id, &len, err, sizeof(err)), -EPROTO);
 	assert_err_contains(err, "record length 101 exceeds the limit of 100 bytes");
 	assert_int_equal(id, 0xdead);
 	assert_int_equal(len, 0xdead);
@@ -1198,14 +1198,14 @@ static void test_blob_too_long(void **state)
 	bb_u32(&b, 3);
 	bb_u32(&b, 1);
 	src = mem_source(&m, b.b, b.n);
-	assert_int_equal(stream_read_blob_hdr(&src, 0, &id, &len, err, sizeof(err)), -EPROTO);
+	assert_int_equal(stream_read_payload_hdr(&src, 0, &id, &len, err, sizeof(err)), -EPROTO);
 	assert_err_contains(err, "record length 1 exceeds the limit of 0 bytes");
 	/* a bound above the format's largest limit is clamped to it */
 	b.n = 0;
 	bb_u32(&b, 3);
 	bb_u32(&b, STREAM_MAX_PART + 1);
 	src = mem_source(&m, b.b, b.n);
-	assert_int_equal(stream_read_blob_hdr(&src, UINT32_MAX, &id, &len, err, sizeof(err)),
+	assert_int_equal(stream_read_payload_hdr(&src, UINT32_MAX, &id, &len, err, sizeof(err)),
 			 -EPROTO);
 	assert_err_contains(err, "exceeds the limit of 4194304 bytes");
 }
@@ -1421,7 +1421,7 @@ static void test_source_errors(void **state)
 		assert_err_contains(err, "record type");
 		assert_int_equal(stream_read_section(&src, &s, err, sizeof(err)), code);
 		assert_int_equal(stream_read_ram(&src, PAGE, &a, hdrs, &c, err, sizeof(err)), code);
-		assert_int_equal(stream_read_blob_hdr(&src, STREAM_MAX_PART, &a, &c, err, sizeof(err)),
+		assert_int_equal(stream_read_payload_hdr(&src, STREAM_MAX_PART, &a, &c, err, sizeof(err)),
 				 code);
 		assert_int_equal(stream_read_pass_end(&src, &a, err, sizeof(err)), code);
 		assert_int_equal(stream_read_eof(&src, &e, err, sizeof(err)), code);
@@ -1551,14 +1551,14 @@ static void build_samples(void)
 
 	samples[i].what = "part";
 	samples[i].kind = 1;
-	samples[i].len = stream_encode_blob_hdr(samples[i].buf, STREAM_REC_PART, 0, 40);
+	samples[i].len = stream_encode_payload_hdr(samples[i].buf, STREAM_REC_PART, 0, 40);
 	memset(samples[i].buf + samples[i].len, 0x33, 40);
 	samples[i].len += 40;
 	i++;
 
 	samples[i].what = "device";
 	samples[i].kind = 1;
-	samples[i].len = stream_encode_blob_hdr(samples[i].buf, STREAM_REC_DEVICE, 3, 17);
+	samples[i].len = stream_encode_payload_hdr(samples[i].buf, STREAM_REC_DEVICE, 3, 17);
 	memset(samples[i].buf + samples[i].len, 0x44, 17);
 	samples[i].len += 17;
 	i++;
