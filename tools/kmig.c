@@ -66,9 +66,9 @@ static void run_usage(FILE *f)
 		STATS_PERIOD_MIN_MS, STATS_PERIOD_MAX_MS,
 		STATS_PERIOD_DEFAULT_MS);
 	struct machine_guest_info g[16];
-	size_t n = machine_builtin_guests(g, 16);
+	size_t n = machine_builtin_guests(g, G_N_ELEMENTS(g));
 
-	for (size_t i = 0; i < n && i < 16; i++)
+	for (size_t i = 0; i < n && i < G_N_ELEMENTS(g); i++)
 		fprintf(f, "  %-8s %s\n           parameters: %s\n", g[i].name, g[i].summary, g[i].params_help);
 }
 
@@ -145,9 +145,8 @@ static int run_main(int argc, char **argv, struct guest_strings *gs)
 		{ "stats-file", required_argument, NULL, 'S' }, { "stats-period", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' }, { 0 },
 	};
-	struct machine_config cfg = { .mem_mib = 256, .vcpus = 1, .dirty_mode = KMIG_DIRTY_RING,
+	struct machine_config cfg = { .mem_mib = 256, .vcpus = 1, .dirty_mode = KMIG_DIRTY_AUTO,
 				      .dirty_ring_entries = 4096 };
-	enum kmig_dirty_tracking tracking = KMIG_DIRTY_AUTO;
 	const char *qmp_path = NULL, *append = NULL, *stats_path = NULL;
 	uint64_t stats_period = STATS_PERIOD_DEFAULT_MS;
 	bool has_stats_period = false;
@@ -194,16 +193,16 @@ static int run_main(int argc, char **argv, struct guest_strings *gs)
 			if (parse_u64(optarg, 65536, &v) || v < 256 || (v & (v - 1)))
 				return bad_arg("--dirty-ring size (a power of two, 256..65536)", optarg);
 			cfg.dirty_ring_entries = (uint32_t)v;
-			tracking = KMIG_DIRTY_RING;
+			cfg.dirty_mode = KMIG_DIRTY_RING;
 			break;
-		case 'b': tracking = KMIG_DIRTY_BITMAP; break;
+		case 'b': cfg.dirty_mode = KMIG_DIRTY_BITMAP; break;
 		case 'T':
 			if (!strcmp(optarg, "ring"))
-				tracking = KMIG_DIRTY_RING;
+				cfg.dirty_mode = KMIG_DIRTY_RING;
 			else if (!strcmp(optarg, "bitmap"))
-				tracking = KMIG_DIRTY_BITMAP;
+				cfg.dirty_mode = KMIG_DIRTY_BITMAP;
 			else if (!strcmp(optarg, "auto"))
-				tracking = KMIG_DIRTY_AUTO;
+				cfg.dirty_mode = KMIG_DIRTY_AUTO;
 			else
 				return bad_arg("--dirty-tracking (ring, bitmap or auto)", optarg);
 			break;
@@ -242,7 +241,6 @@ static int run_main(int argc, char **argv, struct guest_strings *gs)
 		fprintf(stderr, "kmig run: --stats-period needs --stats-file\n");
 		return 2;
 	}
-	cfg.dirty_mode = tracking;
 	cfg.guest_name = gs->name;
 	cfg.devices = devices;
 	cfg.nr_devices = nr_devices;
