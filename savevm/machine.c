@@ -285,13 +285,21 @@ static int check_incoming(const char *incoming, char *err, size_t errlen)
 	return r;
 }
 
-int output_path_check(const char *what, const char *path, char *err, size_t errlen)
+static bool same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	return a && b && !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* Whether the run could open path for writing, asked without opening it:
+ * opening a FIFO and closing it again would hand its reader an end of
+ * file before the run has written anything. */
+static int check_writable(const char *what, const char *path, char *err, size_t errlen)
 {
 	struct stat st;
 	int e = 0;
 
-	/* Never open it here: opening a FIFO and closing it again would hand
-	 * its reader an end of file before the run has written anything. */
 	if (!stat(path, &st)) {
 		if (S_ISDIR(st.st_mode))
 			e = EISDIR;
@@ -313,20 +321,28 @@ int output_path_check(const char *what, const char *path, char *err, size_t errl
 	return -e;
 }
 
-/* The files a run writes must not be one it reads, nor each other: a
- * serial file named like the kernel would be emptied before it is read. */
-static int check_outputs(const struct machine_config *c, char *err, size_t errlen)
+int machine_output_check(const struct machine_config *c, const char *option, const char *what, const char *path,
+			 char *err, size_t errlen)
 {
-	struct stat kst, sst;
-
-	if (!c->serial_path || !strcmp(c->serial_path, "-") || !strcmp(c->serial_path, "stdio"))
-		return 0;
-	if (c->kernel_path && !stat(c->kernel_path, &kst) && !stat(c->serial_path, &sst) &&
-	    kst.st_dev == sst.st_dev && kst.st_ino == sst.st_ino) {
-		snprintf(err, errlen, "--serial '%s' is the kernel file: it would be emptied", c->serial_path);
+	/* the files a run writes are truncated at start: never one it reads,
+	 * nor the serial file (unless path is the serial file itself) */
+	if (same_file(path, c->kernel_path)) {
+		snprintf(err, errlen, "--%s '%s' is the kernel file: it would be emptied", option, path);
 		return -EINVAL;
 	}
-	return output_path_check("serial output", c->serial_path, err, errlen);
+	if (path != c->serial_path && c->serial_path &&
+	    (!strcmp(path, c->serial_path) || same_file(path, c->serial_path))) {
+		snprintf(err, errlen, "--%s '%s' is the serial file too", option, path);
+		return -EINVAL;
+	}
+	return check_writable(what, path, err, errlen);
+}
+
+static int check_outputs(const struct machine_config *c, char *err, size_t errlen)
+{
+	if (!c->serial_path || !strcmp(c->serial_path, "-") || !strcmp(c->serial_path, "stdio"))
+		return 0;
+	return machine_output_check(c, "serial", "serial output", c->serial_path, err, errlen);
 }
 
 size_t machine_builtin_guests(struct machine_guest_info *out, size_t max)

@@ -230,9 +230,13 @@ struct machine_guest_info {
 };
 size_t machine_builtin_guests(struct machine_guest_info *out, size_t max);
 
-/* Whether the run could open PATH for writing, checked without opening,
- * creating or truncating it; the error reads "cannot open WHAT 'PATH': ...". */
-int output_path_check(const char *what, const char *path, char *err, size_t errlen);
+/* A file the run of c will write (--OPTION PATH), checked without opening,
+ * creating or truncating it: never c's kernel file ("--OPTION 'PATH' is
+ * the kernel file: it would be emptied"), never c's serial file unless it
+ * is that file ("... is the serial file too"), and writable ("cannot open
+ * WHAT 'PATH': reason").  -errno with the reason in err. */
+int machine_output_check(const struct machine_config *c, const char *option, const char *what, const char *path,
+			 char *err, size_t errlen);
 
 /* Check cfg (machine_config_check), create the VM, load the guest, register
  * every savevm entry, and only then open the serial file.  Nothing runs

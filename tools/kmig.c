@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <glib-unix.h>
 
@@ -104,26 +103,16 @@ static int bad_arg(const char *what, const char *val)
 	return 2;
 }
 
-static bool same_file(const char *a, const char *b)
-{
-	struct stat sa, sb;
-
-	return a && b && !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 /* --stats-file is truncated at start: never the kernel or the serial file. */
 static int check_stats_path(const char *path, const struct machine_config *cfg, char *err, size_t errlen)
 {
 	if (!path)
 		return 0;
-	if (!*path || same_file(path, cfg->kernel_path) || same_file(path, cfg->serial_path) ||
-	    (cfg->serial_path && !strcmp(path, cfg->serial_path))) {
-		snprintf(err, errlen, "--stats-file '%s' is %s", path,
-			 !*path ? "empty" : same_file(path, cfg->kernel_path) ? "the kernel file: it would be emptied"
-									    : "the serial file too");
+	if (!*path) {
+		snprintf(err, errlen, "--stats-file '' is empty");
 		return -EINVAL;
 	}
-	return output_path_check("stats file", path, err, errlen);
+	return machine_output_check(cfg, "stats-file", "stats file", path, err, errlen);
 }
 
 /* The guest's name and command line, owned by cmd_run so that every exit
