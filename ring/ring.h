@@ -38,6 +38,11 @@ int ring_uri_parse(const char *text, struct ring_uri *uri, char *err, size_t err
  * anything starts. */
 int ring_uri_resolve(const struct ring_uri *uri, bool passive, char *err, size_t errlen);
 
+/* A tcp URI's host as getaddrinfo() and QEMU's SocketAddress take it:
+ * "::1" for "[::1]".  -EINVAL if empty or longer than outlen allows,
+ * -ENAMETOOLONG if unterminated. */
+int ring_uri_host(const struct ring_uri *uri, char *out, size_t outlen);
+
 /* Format a URI back to text ("tcp:127.0.0.1:4444"). */
 void ring_uri_format(const struct ring_uri *uri, char *buf, size_t len);
 

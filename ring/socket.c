@@ -38,25 +38,6 @@ void ring_tune_socket(int fd, int family)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-/* Copy the tcp host for getaddrinfo(), dropping "[...]" around IPv6. */
-static int ring_host_copy(const struct ring_uri *uri, char *out, size_t outlen)
-{
-	size_t len = strnlen(uri->host, sizeof(uri->host));
-	const char *h = uri->host;
-
-	if (len == sizeof(uri->host))
-		return -ENAMETOOLONG;
-	if (len >= 2 && h[0] == '[' && h[len - 1] == ']') {
-		h++;
-		len -= 2;
-	}
-	if (!len || len >= outlen)
-		return -EINVAL;
-	memcpy(out, h, len);
-	out[len] = '\0';
-	return 0;
-}
-
 /* gai, when not NULL, receives getaddrinfo()'s own code for messages. */
 int ring_resolve(const struct ring_uri *uri, bool passive, struct addrinfo **res, int *gai)
 {
@@ -73,7 +54,7 @@ int ring_resolve(const struct ring_uri *uri, bool passive, struct addrinfo **res
 	unsigned port;
 	int ret;
 
-	ret = ring_host_copy(uri, host, sizeof(host));
+	ret = ring_uri_host(uri, host, sizeof(host));
 	if (ret)
 		return ret;
 	if (strnlen(uri->port, sizeof(uri->port)) == sizeof(uri->port) ||

@@ -210,6 +210,24 @@ int ring_uri_parse(const char *text, struct ring_uri *uri, char *err, size_t err
 	return 0;
 }
 
+int ring_uri_host(const struct ring_uri *uri, char *out, size_t outlen)
+{
+	size_t len = strnlen(uri->host, sizeof(uri->host));
+	const char *h = uri->host;
+
+	if (len == sizeof(uri->host))
+		return -ENAMETOOLONG;
+	if (len >= 2 && h[0] == '[' && h[len - 1] == ']') {
+		h++;
+		len -= 2;
+	}
+	if (!len || len >= outlen)
+		return -EINVAL;
+	memcpy(out, h, len);
+	out[len] = '\0';
+	return 0;
+}
+
 void ring_uri_format(const struct ring_uri *uri, char *buf, size_t len)
 {
 	int hlen, plen;

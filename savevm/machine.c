@@ -701,14 +701,8 @@ static void fill_socket_address(struct migration_info *info, const struct ring_u
 {
 	info->has_socket_address = true;
 	info->socket_address.is_unix = u->kind == RING_URI_UNIX;
-	const char *h = u->host;
-	size_t hl = strlen(h);
-
-	if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {	/* QEMU's inet host has no brackets */
-		h++;
-		hl -= 2;
-	}
-	snprintf(info->socket_address.host, sizeof(info->socket_address.host), "%.*s", (int)hl, h);
+	if (u->kind == RING_URI_TCP)	/* QEMU's inet host has no brackets */
+		ring_uri_host(u, info->socket_address.host, sizeof(info->socket_address.host));
 	snprintf(info->socket_address.port, sizeof(info->socket_address.port), "%s", u->port);
 	snprintf(info->socket_address.path, sizeof(info->socket_address.path), "%s", u->path);
 }

@@ -180,6 +180,22 @@ static void test_err_buffer_edges(void **state)
 	assert_int_equal(ring_uri_parse("tcp:h:1", NULL, NULL, 0), -EINVAL);
 }
 
+/* the host as getaddrinfo() and QEMU's SocketAddress take it */
+static void test_host(void **state)
+{
+	struct ring_uri u;
+	char h[64];
+
+	(void)state;
+	rt_parse("tcp:[::1]:4444", &u);
+	assert_int_equal(ring_uri_host(&u, h, sizeof(h)), 0);
+	assert_string_equal(h, "::1");
+	rt_parse("tcp:127.0.0.1:0", &u);
+	assert_int_equal(ring_uri_host(&u, h, sizeof(h)), 0);
+	assert_string_equal(h, "127.0.0.1");
+	assert_int_equal(ring_uri_host(&u, h, 4), -EINVAL);	/* does not fit */
+}
+
 static void test_format(void **state)
 {
 	struct ring_uri uri;
@@ -227,6 +243,7 @@ int main(void)
 		cmocka_unit_test(test_longest_unix_path),
 		cmocka_unit_test(test_longest_host),
 		cmocka_unit_test(test_bad),
+		cmocka_unit_test(test_host),
 		cmocka_unit_test(test_err_buffer_edges),
 		cmocka_unit_test(test_format),
 	};
