@@ -185,6 +185,23 @@ static int ring_run(struct ring_sock *ch, int *res)
 	return ret < 0 ? ret : 0;
 }
 
+/* Run the prepared transfer: 1 when interrupted (prepare it again), 0 with
+ * *res bytes moved and counted, -errno on failure; 0 bytes is the end of
+ * the stream on receive, and no progress possible on send: -EPIPE. */
+static int ring_run_xfer(struct ring_sock *ch, bool send, int *res)
+{
+	int ret = ring_run(ch, res);
+
+	if (ret)
+		return ret;
+	if (*res == -EINTR)
+		return 1;
+	if (*res <= 0)
+		return ring_io_error(ch, *res < 0 ? *res : -EPIPE);
+	ring_account(ch, send, *res);
+	return 0;
+}
+
 void ring_account(struct ring_sock *ch, bool send, int n)
 {
 	__atomic_fetch_add(send ? &ch->bytes_sent : &ch->bytes_received, (uint64_t)n,
@@ -243,16 +260,11 @@ int ring_xfer(struct ring_sock *ch, bool send, const struct iovec *iov, int iovc
 		else
 			io_uring_prep_recvmsg(sqe, ch->fd, &msg, MSG_WAITALL);
 
-		ret = ring_run(ch, &res);
-		if (ret)
+		ret = ring_run_xfer(ch, send, &res);
+		if (ret < 0)
 			return ret;
-		if (res == -EINTR)
+		if (ret)
 			continue;
-		if (res < 0)
-			return ring_io_error(ch, res);
-		if (res == 0)	/* EOF on recv; no progress possible on send */
-			return ring_io_error(ch, -EPIPE);
-		ring_account(ch, send, res);
 
 		for (size_t left = (size_t)res; left;) {
 			size_t avail = iov[i].iov_len - off;
@@ -271,22 +283,17 @@ int ring_xfer(struct ring_sock *ch, bool send, const struct iovec *iov, int iovc
 
 static int sock_sendv(void *self, const struct iovec *iov, int iovcnt)
 {
-	struct ring_sock *ch = self;
-
-	return ring_xfer(ch, true, iov, iovcnt);
+	return ring_xfer(self, true, iov, iovcnt);
 }
 
 static int sock_recvv(void *self, const struct iovec *iov, int iovcnt)
 {
-	struct ring_sock *ch = self;
-
-	return ring_xfer(ch, false, iov, iovcnt);
+	return ring_xfer(self, false, iov, iovcnt);
 }
 
 static int sock_recv(void *self, void *buf, size_t len)
 {
 	struct ring_sock *ch = self;
-
 	struct io_uring_sqe *sqe;
 	size_t done = 0;
 	int res, ret;
@@ -304,16 +311,11 @@ static int sock_recv(void *self, void *buf, size_t len)
 		if (!sqe)
 			return -EBUSY;
 		io_uring_prep_recv(sqe, ch->fd, (char *)buf + done, chunk, MSG_WAITALL);
-		ret = ring_run(ch, &res);
-		if (ret)
+		ret = ring_run_xfer(ch, false, &res);
+		if (ret < 0)
 			return ret;
-		if (res == -EINTR)
+		if (ret)
 			continue;
-		if (res < 0)
-			return ring_io_error(ch, res);
-		if (res == 0)
-			return ring_io_error(ch, -EPIPE);
-		ring_account(ch, false, res);
 		done += (size_t)res;
 	}
 	return 0;
@@ -322,7 +324,6 @@ static int sock_recv(void *self, void *buf, size_t len)
 static int sock_poll_readable(void *self, int timeout_ms)
 {
 	struct ring_sock *ch = self;
-
 	int64_t deadline = ring_deadline(timeout_ms);
 	struct pollfd pfd;
 	int n, ret;
@@ -354,7 +355,6 @@ static int sock_poll_readable(void *self, int timeout_ms)
 static void sock_set_timeout(void *self, int timeout_ms)
 {
 	struct ring_sock *ch = self;
-
 	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
 
 	if (!ch || timeout_ms < 0)

@@ -38,7 +38,6 @@ static int ring_pipe_open(struct ring_sock *ch)
 int ring_sock_recv_splice(void *self, int fd, uint64_t off, size_t len)
 {
 	struct ring_sock *ch = self;
-
 	int ret = ch ? ring_check(ch) : -EINVAL;
 
 	if (ret)

@@ -85,7 +85,6 @@ static int ring_zc_submit(struct ring_sock *ch, int slot, struct msghdr *msg, in
 int ring_sock_sendv_zc(void *self, const struct iovec *iov, int iovcnt, size_t prefix)
 {
 	struct ring_sock *ch = self;
-
 	struct iovec v[RING_IOV_BATCH];
 	struct msghdr msg;
 	size_t copied = 0, total = 0;
@@ -152,7 +151,6 @@ int ring_sock_sendv_zc(void *self, const struct iovec *iov, int iovcnt, size_t p
 int ring_sock_zc_flush(void *self)
 {
 	struct ring_sock *ch = self;
-
 	int ret;
 
 	if (!ch)
