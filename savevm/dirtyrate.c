@@ -103,12 +103,31 @@ static int measure_sampling(struct job *j, uint64_t until, double *mib_s)
 	return 0;
 }
 
+/* The dirty-ring entries the vCPUs' rings took so far (eBPF counters or
+ * the harvester's): a page counts each time it was written after being
+ * re-protected, so over a window this is the write-fault traffic the
+ * dirty-limit controller acts on, not the dirty rate. */
+static uint64_t dirty_ring_entries_taken(struct machine *m)
+{
+	uint64_t sum = 0;
+
+	for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm) && i < KMIG_MAX_VCPUS; i++)
+		sum += telemetry_vcpu_pages(m, i);
+	return sum;
+}
+
+static double pages_mib_s(uint64_t pages, double secs)
+{
+	return (double)pages * KVM_PAGE_SIZE / (1 << 20) / secs;
+}
+
 /* The distinct pages dirtied in the window, per second (MiB/s): a page
  * rewritten a thousand times in it counts once, in both tracking modes,
  * as page-sampling counts it.  Synced at both ends so that what was
  * logged before the window is not counted, and what was logged in it is;
- * syncs of a concurrent migration in between change nothing. */
-static int measure_distinct(struct job *j, uint64_t until, double *mib_s, int64_t *vcpu)
+ * syncs of a concurrent migration in between change nothing.  With
+ * push_rate (dirty-ring mode), the ring entries of the same window too. */
+static int measure_distinct(struct job *j, uint64_t until, double *mib_s, int64_t *vcpu, double *push_rate)
 {
 	struct machine *m = j->m;
 	unsigned int n = kvm_vm_nr_vcpus(m->vm);
@@ -119,6 +138,7 @@ static int measure_distinct(struct job *j, uint64_t until, double *mib_s, int64_
 		r = kvm_dirty_observe_begin(m->vm);
 	if (r)
 		return r;
+	uint64_t entries0 = push_rate ? dirty_ring_entries_taken(m) : 0;
 	uint64_t t0 = kmig_now_ns();
 	bool done = sleep_window(m, until);
 
@@ -132,34 +152,11 @@ static int measure_distinct(struct job *j, uint64_t until, double *mib_s, int64_
 	if (r)
 		return r;
 	for (unsigned int i = 0; i < n && i < KMIG_MAX_VCPUS; i++)
-		vcpu[i] = (int64_t)((double)pages[i] * KVM_PAGE_SIZE / (1 << 20) / secs + 0.5);
-	*mib_s = (double)total * KVM_PAGE_SIZE / (1 << 20) / secs;
+		vcpu[i] = (int64_t)(pages_mib_s(pages[i], secs) + 0.5);
+	*mib_s = pages_mib_s(total, secs);
+	if (push_rate)
+		*push_rate = pages_mib_s(dirty_ring_entries_taken(m) - entries0, secs);
 	return 0;
-}
-
-/* What the vCPUs' rings took in the window (eBPF counters or the
- * harvester's), in MiB/s: a page counts each time it was written after
- * being re-protected, so this is the write-fault traffic the dirty-limit
- * controller acts on, not the dirty rate. */
-struct dirty_ring_pushes {
-	uint64_t c0[KMIG_MAX_VCPUS];
-	uint64_t t0;
-};
-
-static void dirty_ring_pushes_begin(struct machine *m, struct dirty_ring_pushes *p)
-{
-	for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm) && i < KMIG_MAX_VCPUS; i++)
-		p->c0[i] = telemetry_vcpu_pages(m, i);
-	p->t0 = kmig_now_ns();
-}
-
-static double dirty_ring_pushes_end(struct machine *m, const struct dirty_ring_pushes *p)
-{
-	double secs = (double)(kmig_now_ns() - p->t0) / 1e9, sum = 0;
-
-	for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm) && i < KMIG_MAX_VCPUS; i++)
-		sum += (double)(telemetry_vcpu_pages(m, i) - p->c0[i]);
-	return secs > 0 ? sum * KVM_PAGE_SIZE / (1 << 20) / secs : 0;
 }
 
 static void *measure_thread(void *arg)
@@ -172,19 +169,13 @@ static void *measure_thread(void *arg)
 	uint64_t until = kmig_now_ns() + (uint64_t)j->calc_ms * 1000000;
 	bool tracking = j->mode != DIRTYRATE_PAGE_SAMPLING;
 	int r = tracking ? kvm_dirty_start(m->vm, err, sizeof(err)) : 0;
-
-	struct dirty_ring_pushes pushes;
 	double push_rate = 0;
 
-	if (!r) {
-		dirty_ring_pushes_begin(m, &pushes);
-		if (tracking)
-			r = measure_distinct(j, until, &rate, vcpu);
-		else
-			r = measure_sampling(j, until, &rate);
-		push_rate = dirty_ring_pushes_end(m, &pushes);
-		if (tracking)
-			kvm_dirty_stop(m->vm);
+	if (!r && tracking) {
+		r = measure_distinct(j, until, &rate, vcpu, j->mode == DIRTYRATE_DIRTY_RING ? &push_rate : NULL);
+		kvm_dirty_stop(m->vm);
+	} else if (!r) {
+		r = measure_sampling(j, until, &rate);
 	}
 	pthread_mutex_lock(&m->lock);
 	struct dirtyrate_info *d = &m->dr.info;
