@@ -61,7 +61,7 @@ static void pass_end(struct kvm_vm *vm, const struct pass_clock *pc, bool final)
 	vm->dstats.harvests++;
 	vm->dstats.harvest_cpu_ns += kmig_clock_ns(CLOCK_THREAD_CPUTIME_ID) - pc->cpu0;
 	if (final) {
-		vm->dstats.final_sync_ns = kmig_clock_ns(CLOCK_MONOTONIC) - pc->wall0;
+		vm->dstats.final_sync_ns = kmig_now_ns() - pc->wall0;
 		vm->dstats.final_sync_pages = vm->dstats.harvested - pc->harvested0;
 	}
 }
@@ -287,7 +287,7 @@ static int dirty_ring_sync_locked(struct kvm_vm *vm, bool final)
 
 static int dirty_ring_sync(struct kvm_vm *vm, bool final)
 {
-	uint64_t wall0 = kmig_clock_ns(CLOCK_MONOTONIC);
+	uint64_t wall0 = kmig_now_ns();
 	struct pass_clock pc;
 
 	pthread_mutex_lock(&vm->dirty_lock);
@@ -444,7 +444,7 @@ static int bitmap_sync_slot(struct kvm_vm *vm, const struct kvm_slot *s)
 
 static int bitmap_sync(struct kvm_vm *vm, bool final)
 {
-	uint64_t wall0 = kmig_clock_ns(CLOCK_MONOTONIC);
+	uint64_t wall0 = kmig_now_ns();
 	struct pass_clock pc;
 
 	pthread_mutex_lock(&vm->dirty_lock);
