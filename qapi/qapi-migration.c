@@ -24,6 +24,16 @@
 
 #include <string.h>
 
+/* A string member from a fixed array the machine filled: never trust its NUL */
+static void add_fixed_string(JsonBuilder *b, const char *name, const char *v, size_t size)
+{
+	char *copy = g_strndup(v, size);
+
+	json_builder_set_member_name(b, name);
+	json_builder_add_string_value(b, copy);
+	g_free(copy);
+}
+
 static void add_ram(JsonBuilder *b, const struct migration_info *info)
 {
 	const struct migration_ram_stats *r = &info->ram;
@@ -76,15 +86,8 @@ static void add_kmig(JsonBuilder *b, const struct migration_kmig_stats *k)
 		json_builder_set_member_name(b, "dirty-telemetry");
 		json_builder_add_string_value(b, k->dirty_telemetry);
 	}
-	if (k->telemetry_why[0]) {
-		char why[sizeof(k->telemetry_why) + 1];
-
-		/* a fixed array: never trust the NUL */
-		memcpy(why, k->telemetry_why, sizeof(k->telemetry_why));
-		why[sizeof(k->telemetry_why)] = '\0';
-		json_builder_set_member_name(b, "telemetry-why");
-		json_builder_add_string_value(b, why);
-	}
+	if (k->telemetry_why[0])
+		add_fixed_string(b, "telemetry-why", k->telemetry_why, sizeof(k->telemetry_why));
 	qmp_builder_add_uint(b, "ring-lost-pages", k->dirty_ring_lost_pages);
 	if (k->has_switchover_expected_downtime)
 		qmp_builder_add_uint(b, "switchover-expected-downtime", k->switchover_expected_downtime);
@@ -97,13 +100,8 @@ static void add_times(JsonBuilder *b, const char *member, const char *time_name,
 	json_builder_set_member_name(b, member);
 	json_builder_begin_array(b);
 	for (unsigned int i = 0; i < n; i++) {
-		char name[sizeof(t[i].name) + 1];
-
-		memcpy(name, t[i].name, sizeof(t[i].name));
-		name[sizeof(t[i].name)] = '\0';
 		json_builder_begin_object(b);
-		json_builder_set_member_name(b, "name");
-		json_builder_add_string_value(b, name);
+		add_fixed_string(b, "name", t[i].name, sizeof(t[i].name));
 		qmp_builder_add_uint(b, "instance-id", t[i].instance_id);
 		qmp_builder_add_uint(b, time_name, t[i].time_us);
 		json_builder_end_object(b);
@@ -167,16 +165,6 @@ static void add_savevm(JsonBuilder *b, const struct migration_info *info)
 		qmp_builder_add_uint(b, "min-remaining", info->stall.min_remaining);
 		json_builder_end_object(b);
 	}
-}
-
-/* A string member from a fixed array the machine filled: never trust its NUL */
-static void add_fixed_string(JsonBuilder *b, const char *name, const char *v, size_t size)
-{
-	char *copy = g_strndup(v, size);
-
-	json_builder_set_member_name(b, name);
-	json_builder_add_string_value(b, copy);
-	g_free(copy);
 }
 
 /* QEMU's socket-address: [SocketAddress], {"type": "inet", "host", "port"}
@@ -245,15 +233,8 @@ JsonNode *qapi_migration_info_to_json(const struct migration_info *info)
 			qmp_builder_add_uint(b, "dirty-limit-ring-full-time", info->dirty_limit_ring_full_time_us);
 		}
 	}
-	if (info->has_error && info->error_desc[0]) {
-		char desc[sizeof(info->error_desc) + 1];
-
-		/* the machine fills a fixed array: never trust the NUL */
-		memcpy(desc, info->error_desc, sizeof(info->error_desc));
-		desc[sizeof(info->error_desc)] = '\0';
-		json_builder_set_member_name(b, "error-desc");
-		json_builder_add_string_value(b, desc);
-	}
+	if (info->has_error && info->error_desc[0])
+		add_fixed_string(b, "error-desc", info->error_desc, sizeof(info->error_desc));
 	add_kmig(b, &info->kmig);
 	add_savevm(b, info);
 out:
