@@ -17,7 +17,7 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 
-#include "savevm/machine.h"
+#include "machine/machine.h"
 
 struct qmp_server;
 

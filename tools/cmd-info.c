@@ -19,7 +19,7 @@
 
 #include "qapi/qmp-json.h"
 #include "qapi/qmp.h"
-#include "savevm/machine.h"
+#include "machine/machine.h"
 #include "tools/kmig.h"
 
 /* ------------------------------------------------------ JSON helpers */

@@ -10,7 +10,7 @@
 #include <glib-unix.h>
 
 #include "qapi/qmp.h"
-#include "savevm/machine.h"
+#include "machine/machine.h"
 #include "tools/kmig.h"
 
 /* --------------------------------------------------------------- run */

@@ -1,4 +1,4 @@
-/* tests/unit/qmp/fake_machine.c — savevm/machine.h without a VM, for the
+/* tests/unit/qmp/fake_machine.c — machine/machine.h without a VM, for the
  * QMP tests.  See fake_machine.h.
  */
 #include "fake_machine.h"

@@ -1,5 +1,5 @@
 /* tests/unit/qmp/fake_machine.h — a struct machine without KVM for the QMP
- * tests: fake_machine.c implements every function of savevm/machine.h over
+ * tests: fake_machine.c implements every function of machine/machine.h over
  * state the test controls, and records the calls it gets.
  *
  * Behaviour worth knowing:
@@ -8,7 +8,7 @@
  *    RESUME synchronously on the calling thread (as a machine may).
  *  - machine_migrate() goes to "setup" and reports MIGRATION from another
  *    thread; machine_request_quit() reports SHUTDOWN(-1) from another thread
- *    (savevm/machine.c reports nothing there: the server must cope with
+ *    (machine/machine.c reports nothing there: the server must cope with
  *    both, and send one SHUTDOWN).
  *  - the handler runs under a lock that machine_set_event_handler() takes;
  *    fake_machine_get_handler() allows a late call like machine.c's.
@@ -24,7 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "savevm/machine.h"
+#include "machine/machine.h"
 
 struct machine *fake_machine_new(const char *incoming);
 void fake_machine_set_runstate(struct machine *m, enum machine_runstate s);

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "savevm/machine-int.h"
+#include "machine/machine-int.h"
 
 #define TICK_MS 5
 /* the bucket holds at most this much of the limit: a vCPU that was quiet
@@ -100,9 +100,10 @@ static void *controller(void *arg)
 		last = now;
 		for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm); i++)
 			tick_vcpu(m, i, now, dt);
-		pthread_mutex_lock(&m->lock);
-		uint64_t period = m->params.vcpu_dirty_limit_period_ms;
-		pthread_mutex_unlock(&m->lock);
+		struct migration_params p;
+
+		migration_get_params(m->mig, &p);
+		uint64_t period = p.vcpu_dirty_limit_period_ms;
 		if (now - dl->period_start_ns >= period * 1000000)
 			end_period(m, now);
 	}
@@ -220,9 +221,9 @@ int machine_cancel_vcpu_dirty_limit(struct machine *m, int cpu_index, char *err,
 
 	if (r)
 		return r;
-	pthread_mutex_lock(&m->lock);
-	bool held = m->mig.dirty_limit_engaged;
-	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_lock(&m->dl.lock);
+	bool held = m->dl.migration_engaged;
+	pthread_mutex_unlock(&m->dl.lock);
 	if (held) {
 		/* as QEMU: the migration owns the limits it set */
 		snprintf(err, errlen, "dirty-limit live migration is running, do not allow dirty page limit "
@@ -251,6 +252,9 @@ void dirtylimit_migration_engage(struct machine *m, uint64_t mib_per_s)
 {
 	char err[160];
 
+	pthread_mutex_lock(&m->dl.lock);
+	m->dl.migration_engaged = true;
+	pthread_mutex_unlock(&m->dl.lock);
 	if (apply(m, -1, mib_per_s, true, err, sizeof(err)))
 		fprintf(stderr, "kmig: dirty-limit: %s\n", err);
 }
@@ -261,6 +265,7 @@ void dirtylimit_migration_release(struct machine *m)
 	struct dirtylimit_state *dl = &m->dl;
 
 	pthread_mutex_lock(&dl->lock);
+	dl->migration_engaged = false;
 	for (unsigned int i = 0; i < kvm_vm_nr_vcpus(m->vm); i++)
 		if (dl->v[i].by_migration)
 			set_limit(m, i, 0, false);

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#include "savevm/machine-int.h"
+#include "machine/machine-int.h"
 
 struct lost_ctx {
 	kvm_lost_fn fn;

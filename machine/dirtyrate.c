@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "savevm/machine-int.h"
+#include "machine/machine-int.h"
 
 #define SLICE_MS 20	/* how often a measurement looks for a stop request */
 

@@ -1,4 +1,4 @@
-/* savevm/machine.h — one guest and its migration, as the control plane
+/* machine/machine.h — one guest and its migration, as the control plane
  * (qapi/ and tools/) sees it.  Everything here is thread-safe: QMP runs on
  * the main thread, vCPUs and the migration on their own threads.
  *
@@ -6,16 +6,16 @@
  * them one to one: times in milliseconds, sizes in bytes, bandwidth in
  * bytes per second, mbps in megabits per second.
  */
-#ifndef KMIG_SAVEVM_MACHINE_H
-#define KMIG_SAVEVM_MACHINE_H
+#ifndef KMIG_MACHINE_MACHINE_H
+#define KMIG_MACHINE_MACHINE_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "common/vm-types.h"
+#include "savevm/migration.h"
 #include "savevm/params.h"
-#include "savevm/savevm.h"
 
 struct machine;
 
@@ -56,150 +56,6 @@ enum machine_runstate {
 	RUNSTATE_RESTORE_VM,
 };
 const char *machine_runstate_name(enum machine_runstate s);
-
-/* QEMU's MigrationStatus names */
-enum migration_status {
-	MIGRATION_STATUS_NONE,
-	MIGRATION_STATUS_SETUP,
-	MIGRATION_STATUS_CANCELLING,
-	MIGRATION_STATUS_CANCELLED,
-	MIGRATION_STATUS_ACTIVE,
-	MIGRATION_STATUS_DEVICE,
-	MIGRATION_STATUS_COMPLETED,
-	MIGRATION_STATUS_FAILED,
-};
-const char *migration_status_name(enum migration_status s);
-
-/* MigrationStats (the "ram" member of query-migrate) */
-struct migration_ram_stats {
-	uint64_t transferred;		/* bytes on the wire so far */
-	uint64_t remaining;		/* bytes of dirty RAM still to send */
-	uint64_t total;			/* guest RAM size */
-	uint64_t duplicate;		/* zero pages sent as headers only */
-	uint64_t normal;		/* full pages sent */
-	uint64_t normal_bytes;
-	uint64_t dirty_sync_count;
-	uint64_t page_size;
-	uint64_t pages_per_second;
-	uint64_t dirty_pages_rate;	/* pages/s dirtied in the last pass */
-	uint64_t precopy_bytes;
-	uint64_t downtime_bytes;
-	uint64_t multifd_bytes;		/* sent on the RAM channels */
-	double mbps;
-};
-
-/* kmig's own counters, reported under "x-kmig" (an extension) */
-struct migration_kmig_stats {
-	const char *dirty_mode;		/* "dirty-ring" or "dirty-bitmap" (static) */
-	uint64_t dirty_ring_overflows;	/* dirty-ring overflows detected */
-	uint64_t dirty_ring_full_exits;
-	uint64_t dirty_ring_resyncs;	/* full re-protect + resend recoveries */
-	uint64_t pages_harvested;
-	uint64_t passes;
-	uint64_t shrink_passes;		/* passes run after the rest fit, as it still shrank fast */
-	/* the RAM path of the last (or current) migration, source side */
-	unsigned int channels;		/* 0 = RAM on the main connection */
-	const char *send_mode;		/* "copy", "zero-copy", "auto" (not yet chosen) */
-	uint64_t zc_notifications, zc_copied;
-	/* who counts dirty pages per vCPU: "bpf" (eBPF on the KVM
-	 * tracepoints), "ring" (the harvester counts; why_not_bpf says why),
-	 * "none" (the bitmap backend has no per-vCPU counts) */
-	const char *dirty_telemetry;
-	char telemetry_why[160];
-	/* pages an overflow left unprotected, resent at every sync instead
-	 * of a full resync: those of entries the kernel overwrote (named by
-	 * the eBPF guard) and of entries behind a reset walk that stopped
-	 * short */
-	uint64_t dirty_ring_lost_pages;
-	/* expected-downtime (ms) when the switchover was decided, to set
-	 * against the downtime it turned into */
-	bool has_switchover_expected_downtime;
-	uint64_t switchover_expected_downtime;
-};
-
-/* One device's time in the stop-and-copy phase (source: save; destination:
- * load), in microseconds. */
-struct migration_device_time {
-	char name[65];
-	uint32_t instance_id;
-	uint64_t time_us;
-};
-#define MIGRATION_MAX_DEVICES 256
-
-/* Where the downtime went, µs from the moment the source decided to stop
- * the guest.  Source: vcpus_stopped, iterable_saved (final harvest and the
- * rest of RAM and of iterable devices), devices_saved (non-iterable), eof
- * (end of stream sent), end (destination acknowledged) = downtime.
- * Destination, µs from the end of stream: loaded (devices loaded), started
- * (vCPUs running). */
-struct migration_phases {
-	bool valid;
-	uint64_t vcpus_stopped_us, iterable_saved_us, devices_saved_us, eof_us, end_us;
-	uint64_t loaded_us, started_us;
-};
-
-/* The stall signal: system-wide remaining bytes, sampled after each pass,
- * that have not fallen a sixteenth below their lowest value for the whole
- * window (smaller dips are the noise of a migration that is not
- * converging). */
-struct migration_stall {
-	bool stalled;
-	uint64_t iterations;		/* passes since remaining last fell */
-	uint64_t since_ms;		/* ms since remaining last fell */
-	uint64_t min_remaining;
-};
-
-struct migration_info {
-	enum migration_status status;
-	bool is_incoming;		/* this is the destination side */
-	bool has_times;			/* total-time, setup-time */
-	uint64_t total_time_ms;
-	uint64_t setup_time_ms;
-	bool has_expected_downtime;
-	uint64_t expected_downtime_ms;
-	bool has_downtime;
-	uint64_t downtime_ms;
-	bool has_ram;
-	struct migration_ram_stats ram;
-	bool has_error;
-	char error_desc[512];
-	struct migration_kmig_stats kmig;
-	/* the seeds: system-wide remaining (RAM + every device), while active */
-	bool has_remaining;
-	uint64_t remaining;
-	/* the seeds: every non-iterable device saved in stop-and-copy, in save
-	 * order; from completion until the next migration starts */
-	unsigned int nr_device_times;
-	struct migration_device_time device_times[MIGRATION_MAX_DEVICES];
-	/* extensions (x-kmig-*): stop-and-copy time of each iterable entry;
-	 * destination: load time of each device */
-	unsigned int nr_iterable_times;
-	struct migration_device_time iterable_times[16];
-	unsigned int nr_load_times;
-	struct migration_device_time load_times[MIGRATION_MAX_DEVICES];
-	struct migration_phases phases;
-	bool has_stall;
-	struct migration_stall stall;
-	/* QEMU's dirty-limit figures, while a migration with the dirty-limit
-	 * capability throttles the guest: the longest a vCPU slept per ring
-	 * of dirty pages, and the time a ring takes to fill at the vCPUs'
-	 * average dirty rate (0: the guest does not dirty memory) */
-	bool has_dirty_limit;
-	uint64_t dirty_limit_throttle_time_per_round_us;
-	uint64_t dirty_limit_ring_full_time_us;
-	/* QEMU's socket-address: on the destination, while it listens (from
-	 * --incoming until its incoming migration ends), the address it
-	 * listens on, with the real port of tcp:HOST:0 */
-	bool has_socket_address;
-	struct {
-		bool is_unix;
-		char host[256], port[16];	/* inet */
-		char path[108];			/* unix */
-	} socket_address;
-	/* per-entry pending bytes, the breakdown of remaining (x-kmig-pending) */
-	unsigned int nr_pending;
-	struct { char name[65]; uint32_t instance_id; uint64_t bytes; } pending[16];
-};
 
 enum machine_event {
 	MACHINE_EVENT_STOP,
@@ -283,7 +139,7 @@ int machine_blob_set_dirty_rate(struct machine *m, const char *id, uint64_t rate
 /* QEMU's pmemsave: write size bytes of guest physical memory from gpa to
  * the file at path (created or truncated).  Every byte must be RAM (the
  * gap between low and high RAM is not): otherwise -EINVAL and no file.
- * Reads guest memory without populating it (savevm/pmem.c), so it may run
+ * Reads guest memory without populating it (machine/pmem.c), so it may run
  * at any time, also on a migration's source or destination.  -errno with
  * the reason in err, in QEMU's words where QEMU has them. */
 int machine_pmemsave(struct machine *m, uint64_t gpa, uint64_t size, const char *path, char *err,

@@ -1,4 +1,4 @@
-/* savevm/pmem.c — QEMU's pmemsave: guest physical memory to a file.
+/* machine/pmem.c — QEMU's pmemsave: guest physical memory to a file.
  *
  * Guest RAM is one memfd mapped into one or more memslots (low RAM below
  * KVM_LOW_RAM_END, the rest from 4 GiB), so a guest physical range may
@@ -19,7 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "savevm/machine-int.h"
+#include "machine/machine-int.h"
 
 /* bytes per pread/write: large enough to amortise the calls, small enough
  * not to matter next to the guest's RAM */

@@ -1,6 +1,6 @@
-/* Private to savevm/: the machine and its migration state. */
-#ifndef KMIG_SAVEVM_MACHINE_INT_H
-#define KMIG_SAVEVM_MACHINE_INT_H
+/* Private to machine/: the machine's state. */
+#ifndef KMIG_MACHINE_MACHINE_INT_H
+#define KMIG_MACHINE_MACHINE_INT_H
 
 #include <pthread.h>
 #include <stdio.h>
@@ -8,10 +8,9 @@
 #include "bpf/telemetry.h"
 #include "common/util.h"
 #include "kvm/kvm.h"
-#include "ring/ring.h"
+#include "machine/machine.h"
 #include "savevm/blob.h"
-#include "savevm/multifd.h"
-#include "savevm/machine.h"
+#include "savevm/migration.h"
 #include "savevm/ram.h"
 #include "savevm/savevm.h"
 
@@ -40,56 +39,11 @@ struct dirtylimit_state {
 	pthread_t thread;
 	bool thread_running, stop;
 	bool tracking;			/* holds dirty tracking on */
+	/* the dirty-limit capability of a migration set the limits: they
+	 * are the migration's until it ends (from engage to release) */
+	bool migration_engaged;
 	uint64_t period_start_ns;
 	struct dirtylimit_vcpu_state v[KMIG_MAX_VCPUS];
-};
-
-struct migration {
-	enum migration_status status;
-	bool incoming;
-	bool thread_running;
-	pthread_t thread;
-	atomic_bool cancel;
-	struct ring_channel *ch;	/* for abort from cancel/quit */
-	struct multifd_send *mf_send;	/* RAM channels, same purpose */
-	struct multifd_recv *mf_recv;
-	/* what the RAM path used (x-kmig): channels, copy or zero-copy, and
-	 * zero-copy notifications of which the kernel copied anyway */
-	unsigned int channels;
-	enum savevm_send_mode send_mode;
-	uint64_t zc_sends, zc_copied;
-	uint64_t multifd_bytes;		/* final, once the channels closed */
-	/* expected-downtime when the switchover was decided */
-	bool switchover_decided;
-	uint64_t switchover_expected_ms;
-	/* passes run because the rest still shrank fast (switchover_decide) */
-	uint64_t shrink_passes;
-	/* the destination's listener, open from --incoming until its
-	 * incoming migration ends (a later source is then refused), and the
-	 * address it listens on */
-	struct ring_listener *listener;
-	struct ring_uri listen_addr;
-	char uri[256];
-
-	uint64_t start_ns, setup_ns, end_ns;
-	uint64_t downtime_start_ns;
-	uint64_t downtime_ms, expected_downtime_ms;
-	uint64_t precopy_bytes, downtime_bytes;
-	_Atomic uint64_t sent;		/* bytes of the stream so far (live) */
-	uint64_t dirty_sync_count, passes;
-	uint64_t bandwidth;		/* bytes/s measured over the last pass */
-	uint64_t pages_per_second, dirty_pages_rate;
-	double mbps;
-	char error[512];
-	bool resume_on_fail;		/* the guest ran before switchover */
-	struct migration_phases phases;
-	struct migration_stall stall;
-	uint64_t stall_since_ns;	/* when remaining last fell */
-	bool stall_valid;		/* at least one pass measured */
-	/* dirty-limit capability: passes in a row whose dirtying outran
-	 * half of what they sent; the limit engaged */
-	unsigned int dirty_high_passes;
-	bool dirty_limit_engaged;
 };
 
 struct machine {
@@ -114,8 +68,7 @@ struct machine {
 	machine_event_fn ev;
 	void *ev_opaque;
 
-	struct migration_params params;
-	struct migration mig;
+	struct migration *mig;		/* the engine; machine.c is its host */
 	bool incoming_defer;
 
 	/* per-vCPU dirty counts: eBPF when attached (telemetry.c) */
@@ -145,12 +98,5 @@ bool dirtylimit_migration_stats(struct machine *m, uint64_t *per_round_us, uint6
 void machine_emit(struct machine *m, enum machine_event ev, int64_t arg);
 /* Called with m->lock held. */
 void machine_set_runstate_locked(struct machine *m, enum machine_runstate s);
-void migration_set_status(struct machine *m, enum migration_status s);
-
-/* Abort every connection of the migration (cancel, quit); m->lock held. */
-void migration_abort_channels_locked(struct machine *m);
-int migration_source_start(struct machine *m, const char *uri, char *err, size_t errlen);
-int migration_incoming_listen(struct machine *m, const char *uri, char *err, size_t errlen);
-void migration_join(struct machine *m);
 
 #endif

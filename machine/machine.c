@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "kvm/guests/builtin.h"
-#include "savevm/machine-int.h"
+#include "machine/machine-int.h"
 
 #define MAX_KERNEL_SIZE (64u << 20)
 
@@ -21,21 +21,9 @@ static const char *const runstate_names[] = {
 	[RUNSTATE_RESTORE_VM] = "restore-vm",
 };
 
-static const char *const status_names[] = {
-	[MIGRATION_STATUS_NONE] = "none", [MIGRATION_STATUS_SETUP] = "setup",
-	[MIGRATION_STATUS_CANCELLING] = "cancelling", [MIGRATION_STATUS_CANCELLED] = "cancelled",
-	[MIGRATION_STATUS_ACTIVE] = "active", [MIGRATION_STATUS_DEVICE] = "device",
-	[MIGRATION_STATUS_COMPLETED] = "completed", [MIGRATION_STATUS_FAILED] = "failed",
-};
-
 const char *machine_runstate_name(enum machine_runstate s)
 {
 	return (unsigned int)s < sizeof(runstate_names) / sizeof(runstate_names[0]) ? runstate_names[s] : "?";
-}
-
-const char *migration_status_name(enum migration_status s)
-{
-	return (unsigned int)s < sizeof(status_names) / sizeof(status_names[0]) ? status_names[s] : "?";
 }
 
 /* Handlers run under ev_lock, which machine_set_event_handler() takes
@@ -54,17 +42,102 @@ void machine_set_runstate_locked(struct machine *m, enum machine_runstate s)
 	pthread_cond_broadcast(&m->cond);
 }
 
-void migration_set_status(struct machine *m, enum migration_status s)
-{
-	pthread_mutex_lock(&m->lock);
-	bool changed = m->mig.status != s;
+/* ---- the migration engine's host (savevm/migration.h) ---- */
 
-	m->mig.status = s;
+/* One step under the lock: a 'stop' racing with the switchover either
+ * happened before (the guest stays paused if the migration fails) or
+ * finds finish-migrate and does nothing. */
+static bool host_pause(void *opaque)
+{
+	struct machine *m = opaque;
+
+	pthread_mutex_lock(&m->lock);
+	bool was_running = m->runstate == RUNSTATE_RUNNING;
+
+	machine_set_runstate_locked(m, RUNSTATE_FINISH_MIGRATE);
+	pthread_mutex_unlock(&m->lock);
+	/* idempotent; also waits out a concurrent stop still pausing */
+	kvm_vm_pause(m->vm);
+	if (was_running)
+		machine_emit(m, MACHINE_EVENT_STOP, 0);
+	return was_running;
+}
+
+static void host_resume(void *opaque, bool was_running)
+{
+	struct machine *m = opaque;
+
+	pthread_mutex_lock(&m->lock);
+	bool resume = m->runstate == RUNSTATE_FINISH_MIGRATE && was_running;
+
+	if (m->runstate == RUNSTATE_FINISH_MIGRATE)
+		machine_set_runstate_locked(m, resume ? RUNSTATE_RUNNING : RUNSTATE_PAUSED);
+	pthread_mutex_unlock(&m->lock);
+	if (resume) {
+		kvm_vm_resume(m->vm);
+		machine_emit(m, MACHINE_EVENT_RESUME, 0);
+	}
+}
+
+static void host_migrated(void *opaque)
+{
+	struct machine *m = opaque;
+
+	pthread_mutex_lock(&m->lock);
+	machine_set_runstate_locked(m, RUNSTATE_POSTMIGRATE);
+	pthread_mutex_unlock(&m->lock);
+}
+
+static int host_start(void *opaque)
+{
+	struct machine *m = opaque;
+	int r = kvm_vm_start(m->vm);
+
+	if (r)
+		return r;
+	pthread_mutex_lock(&m->lock);
+	machine_set_runstate_locked(m, RUNSTATE_RUNNING);
+	pthread_mutex_unlock(&m->lock);
+	machine_emit(m, MACHINE_EVENT_RESUME, 0);
+	return 0;
+}
+
+/* Like QEMU: a destination whose incoming migration failed exits, its
+ * guest never started. */
+static void host_incoming_failed(void *opaque)
+{
+	struct machine *m = opaque;
+
+	pthread_mutex_lock(&m->lock);
+	m->quit = true;
+	m->exit_code = 1;
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
-	if (changed)
-		machine_emit(m, MACHINE_EVENT_MIGRATION, s);
 }
+
+static void host_event(void *opaque, enum migration_event ev, int64_t arg)
+{
+	static const enum machine_event map[] = {
+		[MIGRATION_EVENT_STATUS] = MACHINE_EVENT_MIGRATION,
+		[MIGRATION_EVENT_PASS] = MACHINE_EVENT_MIGRATION_PASS,
+		[MIGRATION_EVENT_STALL] = MACHINE_EVENT_STALL,
+	};
+
+	machine_emit(opaque, map[ev], arg);
+}
+
+static void host_throttle(void *opaque, uint64_t mib_per_s)
+{
+	if (mib_per_s)
+		dirtylimit_migration_engage(opaque, mib_per_s);
+	else
+		dirtylimit_migration_release(opaque);
+}
+
+static const struct migration_host machine_host = {
+	.pause = host_pause, .resume = host_resume, .migrated = host_migrated, .start = host_start,
+	.incoming_failed = host_incoming_failed, .event = host_event, .throttle = host_throttle,
+};
 
 /* ---- guest callbacks (vCPU threads) ---- */
 
@@ -274,15 +347,9 @@ static int check_devices(const struct machine_config *c, char *err, size_t errle
 
 static int check_incoming(const char *incoming, char *err, size_t errlen)
 {
-	struct ring_uri u;
-	int r;
-
 	if (!incoming || !strcmp(incoming, "defer"))
 		return 0;
-	r = ring_uri_parse(incoming, &u, err, errlen);
-	if (!r)
-		r = ring_uri_resolve(&u, true, err, errlen);
-	return r;
+	return migration_uri_check(incoming, true, err, errlen);
 }
 
 static bool same_file(const char *a, const char *b)
@@ -394,7 +461,6 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_mutex_init(&m->ev_lock, NULL);
 	pthread_cond_init(&m->cond, NULL);
-	migration_params_default(&m->params);
 	dirtylimit_init(m);
 	m->runstate = RUNSTATE_PRELAUNCH;
 
@@ -425,6 +491,13 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 		r = add_devices(m, err, errlen);
 	if (!r)
 		r = devices_register(m->reg, m->vm);
+	if (!r) {
+		const struct migration_env env = {
+			.reg = m->reg, .ram = m->ram, .ram_size = kvm_vm_ram_size(m->vm),
+			.nr_vcpus = kvm_vm_nr_vcpus(m->vm), .host = &machine_host, .opaque = m,
+		};
+		r = migration_new(&env, &m->mig);
+	}
 	/* last: a run refused above has truncated nothing */
 	if (!r)
 		r = open_serial(m, err, errlen);
@@ -450,7 +523,7 @@ int machine_start(struct machine *m, char *err, size_t errlen)
 			m->incoming_defer = true;
 			return 0;
 		}
-		return migration_incoming_listen(m, inc, err, errlen);
+		return migration_listen(m->mig, inc, err, errlen);
 	}
 	int r = kvm_vm_start(m->vm);
 
@@ -495,13 +568,9 @@ void machine_destroy(struct machine *m)
 {
 	if (!m)
 		return;
-	pthread_mutex_lock(&m->lock);
-	m->mig.cancel = true;
-	migration_abort_channels_locked(m);
-	if (m->mig.listener)
-		ring_listener_abort(m->mig.listener);
-	pthread_mutex_unlock(&m->lock);
-	migration_join(m);
+	/* first: the engine's threads call back into the machine (it is
+	 * freed last: the dirty-limit controller reads its parameters) */
+	migration_abort(m->mig);
 	dirtyrate_fini(m);
 	dirtylimit_fini(m);
 	if (m->vm)
@@ -515,6 +584,7 @@ void machine_destroy(struct machine *m)
 	}
 	ram_handler_free(m->ram);
 	kvm_vm_destroy(m->vm);
+	migration_free(m->mig);
 	if (m->serial) {
 		fflush(m->serial);
 		if (m->serial_owned)
@@ -582,21 +652,15 @@ int machine_cont(struct machine *m, char *err, size_t errlen)
 
 /* ---- migration control ---- */
 
-static bool migration_active(enum migration_status s)
-{
-	return s == MIGRATION_STATUS_SETUP || s == MIGRATION_STATUS_ACTIVE ||
-	       s == MIGRATION_STATUS_DEVICE || s == MIGRATION_STATUS_CANCELLING;
-}
-
 int machine_migrate(struct machine *m, const char *uri, char *err, size_t errlen)
 {
 	pthread_mutex_lock(&m->lock);
 	enum machine_runstate rs = m->runstate;
-	enum migration_status st = m->mig.status;
-	bool incoming = m->mig.incoming || m->incoming_defer;
+	bool incoming = m->incoming_defer;
 
 	pthread_mutex_unlock(&m->lock);
-	if (migration_active(st)) {
+	incoming |= migration_is_incoming(m->mig);
+	if (migration_in_progress(m->mig)) {
 		snprintf(err, errlen, "There's a migration process in progress");
 		return -EBUSY;
 	}
@@ -608,202 +672,55 @@ int machine_migrate(struct machine *m, const char *uri, char *err, size_t errlen
 		snprintf(err, errlen, "Cannot migrate a guest in state '%s'", machine_runstate_name(rs));
 		return -EPERM;
 	}
-	return migration_source_start(m, uri, err, errlen);
+	return migration_start(m->mig, uri, err, errlen);
 }
 
 int machine_migrate_incoming(struct machine *m, const char *uri, char *err, size_t errlen)
 {
 	pthread_mutex_lock(&m->lock);
-	bool allowed = m->incoming_defer && !m->mig.incoming;
+	bool allowed = m->incoming_defer;
 
 	pthread_mutex_unlock(&m->lock);
+	allowed &= !migration_is_incoming(m->mig);
 	if (!allowed) {
 		snprintf(err, errlen, m->incoming_defer ? "The incoming migration has already been started"
 							: "'-incoming' was not specified on the command line");
 		return -EPERM;
 	}
-	return migration_incoming_listen(m, uri, err, errlen);
+	return migration_listen(m->mig, uri, err, errlen);
 }
 
 int machine_migrate_cancel(struct machine *m, char *err, size_t errlen)
 {
-	pthread_mutex_lock(&m->lock);
-	bool active = migration_active(m->mig.status) && !m->mig.incoming;
-
-	if (active) {
-		m->mig.cancel = true;
-		migration_abort_channels_locked(m);
-	}
-	pthread_mutex_unlock(&m->lock);
-	if (active)
-		migration_set_status(m, MIGRATION_STATUS_CANCELLING);
+	migration_cancel(m->mig);
 	(void)err;
 	(void)errlen;
 	return 0;	/* QEMU: cancelling nothing is not an error */
 }
 
-static void add_time(struct migration_device_time *t, unsigned int *n, unsigned int max,
-		     const struct savevm_entry *e, uint64_t us)
-{
-	if (*n == max)
-		return;
-	snprintf(t[*n].name, sizeof(t[*n].name), "%s", e->name);
-	t[*n].instance_id = e->instance_id;
-	t[*n].time_us = us;
-	(*n)++;
-}
-
-/* The savevm-level figures: system-wide remaining and its breakdown while
- * active, per-entry times once completed.  Called with m->lock held;
- * pending() is cheap and thread-safe. */
-static void fill_savevm_info(struct machine *m, struct migration_info *info, enum migration_status s)
-{
-	const struct migration *g = &m->mig;
-	bool active = s == MIGRATION_STATUS_ACTIVE || s == MIGRATION_STATUS_CANCELLING;
-
-	for (size_t i = 0; i < savevm_registry_count(m->reg); i++) {
-		struct savevm_entry *e = savevm_registry_at(m->reg, i);
-
-		if (!g->incoming && active && e->iterable) {
-			uint64_t b = e->ops->pending(e->opaque, false);
-
-			info->remaining += b;
-			if (!strcmp(e->name, "ram"))
-				info->ram.remaining = b;
-			if (info->nr_pending < sizeof(info->pending) / sizeof(info->pending[0])) {
-				snprintf(info->pending[info->nr_pending].name, 65, "%s", e->name);
-				info->pending[info->nr_pending].instance_id = e->instance_id;
-				info->pending[info->nr_pending++].bytes = b;
-			}
-		}
-		if (s != MIGRATION_STATUS_COMPLETED)
-			continue;
-		if (g->incoming && !e->iterable)
-			add_time(info->load_times, &info->nr_load_times, MIGRATION_MAX_DEVICES, e,
-				 e->load_time_us);
-		else if (e->iterable)
-			add_time(info->iterable_times, &info->nr_iterable_times,
-				 sizeof(info->iterable_times) / sizeof(info->iterable_times[0]), e, e->save_time_us);
-		else
-			add_time(info->device_times, &info->nr_device_times, MIGRATION_MAX_DEVICES, e,
-				 e->save_time_us);
-	}
-	info->has_remaining = !g->incoming && active;
-	if (s == MIGRATION_STATUS_COMPLETED)
-		info->phases = g->phases;
-	if (!g->incoming && s != MIGRATION_STATUS_NONE && s != MIGRATION_STATUS_SETUP) {
-		info->has_stall = true;
-		info->stall = g->stall;
-	}
-}
-
-static void fill_socket_address(struct migration_info *info, const struct ring_uri *u)
-{
-	info->has_socket_address = true;
-	info->socket_address.is_unix = u->kind == RING_URI_UNIX;
-	if (u->kind == RING_URI_TCP)	/* QEMU's inet host has no brackets */
-		ring_uri_host(u, info->socket_address.host, sizeof(info->socket_address.host));
-	snprintf(info->socket_address.port, sizeof(info->socket_address.port), "%s", u->port);
-	snprintf(info->socket_address.path, sizeof(info->socket_address.path), "%s", u->path);
-}
-
 void machine_query_migrate(struct machine *m, struct migration_info *info)
 {
-	struct ram_stats rs;
 	struct kvm_dirty_stats ds;
 
-	memset(info, 0, sizeof(*info));
-	ram_handler_stats(m->ram, &rs);
+	migration_query(m->mig, info);
 	kvm_dirty_get_stats(m->vm, &ds);
-	pthread_mutex_lock(&m->lock);
-	const struct migration *g = &m->mig;
-	enum migration_status s = g->status;
-	uint64_t now = kmig_now_ns();
-	bool done = s == MIGRATION_STATUS_COMPLETED || s == MIGRATION_STATUS_FAILED ||
-		    s == MIGRATION_STATUS_CANCELLED;
-
-	info->status = s;
-	info->is_incoming = g->incoming;
-	if (g->incoming && g->listener)
-		fill_socket_address(info, &g->listen_addr);
-	if (s != MIGRATION_STATUS_NONE && s != MIGRATION_STATUS_SETUP && g->start_ns) {
-		info->has_times = true;
-		info->total_time_ms = ((done && g->end_ns ? g->end_ns : now) - g->start_ns) / 1000000;
-		info->setup_time_ms = g->setup_ns / 1000000;
-	}
-	if (!g->incoming && (s == MIGRATION_STATUS_ACTIVE || s == MIGRATION_STATUS_CANCELLING ||
-			     s == MIGRATION_STATUS_COMPLETED)) {
-		struct migration_ram_stats *r = &info->ram;
-
-		info->has_ram = true;
-		/* RAM's share of the stream, as QEMU's ram.transferred; live,
-		 * since a pass may take seconds between statistics updates */
-		r->transferred = rs.bytes;
-		/* r->remaining: fill_savevm_info(), live, while active */
-		r->total = kvm_vm_ram_size(m->vm);
-		r->duplicate = rs.duplicate;
-		r->normal = rs.normal;
-		r->normal_bytes = rs.normal * KVM_PAGE_SIZE;
-		r->dirty_sync_count = g->dirty_sync_count;
-		r->page_size = KVM_PAGE_SIZE;
-		r->pages_per_second = g->pages_per_second;
-		r->dirty_pages_rate = g->dirty_pages_rate;
-		r->precopy_bytes = s == MIGRATION_STATUS_COMPLETED ? g->precopy_bytes
-			: atomic_load_explicit(&m->mig.sent, memory_order_relaxed);
-		r->downtime_bytes = g->downtime_bytes;
-		r->multifd_bytes = g->mf_send ? multifd_send_bytes(g->mf_send) : g->multifd_bytes;
-		r->mbps = g->mbps;
-		/* until a pass has been measured, the rate so far */
-		if (!g->bandwidth && now > g->start_ns)
-			r->mbps = (double)atomic_load_explicit(&m->mig.sent, memory_order_relaxed) * 8 / 1e6 /
-				  ((double)(now - g->start_ns) / 1e9);
-		if (s == MIGRATION_STATUS_COMPLETED && g->end_ns > g->start_ns)
-			r->mbps = (double)atomic_load_explicit(&m->mig.sent, memory_order_relaxed) * 8 / 1e6 /
-				  ((double)(g->end_ns - g->start_ns) / 1e9);
-	}
-	if (!g->incoming && s == MIGRATION_STATUS_ACTIVE) {
-		info->has_expected_downtime = true;
-		info->expected_downtime_ms = g->expected_downtime_ms ? g->expected_downtime_ms
-								     : m->params.downtime_limit_ms;
-	}
-	if (!g->incoming && s == MIGRATION_STATUS_COMPLETED) {
-		info->has_downtime = true;
-		info->downtime_ms = g->downtime_ms;
-	}
-	if (s == MIGRATION_STATUS_FAILED && g->error[0]) {
-		info->has_error = true;
-		snprintf(info->error_desc, sizeof(info->error_desc), "%s", g->error);
-	}
-	fill_savevm_info(m, info, s);
 	info->kmig.dirty_mode = kvm_dirty_backend_name(m->vm);
 	info->kmig.dirty_ring_overflows = ds.overflows;
 	info->kmig.dirty_ring_full_exits = ds.dirty_ring_full_exits;
 	info->kmig.dirty_ring_resyncs = ds.resyncs;
 	info->kmig.pages_harvested = ds.harvested;
-	info->kmig.passes = g->passes;
-	info->kmig.shrink_passes = g->shrink_passes;
-	info->kmig.channels = g->channels;
-	info->kmig.send_mode = savevm_send_mode_name(g->send_mode);
-	info->kmig.zc_notifications = g->zc_sends;
-	info->kmig.zc_copied = g->zc_copied;
-	info->kmig.has_switchover_expected_downtime = g->switchover_decided;
-	info->kmig.switchover_expected_downtime = g->switchover_expected_ms;
+	info->kmig.dirty_ring_lost_pages = ds.lost_pages;
 	info->kmig.dirty_telemetry = m->telemetry;
 	snprintf(info->kmig.telemetry_why, sizeof(info->kmig.telemetry_why), "%s", m->telemetry_why);
-	info->kmig.dirty_ring_lost_pages = ds.lost_pages;
-	bool engaged = g->dirty_limit_engaged && s == MIGRATION_STATUS_ACTIVE;
-	pthread_mutex_unlock(&m->lock);
 	/* QEMU: only while a dirty-limit migration throttles */
-	if (engaged)
+	if (migration_throttling(m->mig))
 		info->has_dirty_limit = dirtylimit_migration_stats(m, &info->dirty_limit_throttle_time_per_round_us,
 								   &info->dirty_limit_ring_full_time_us);
 }
 
 void machine_get_params(struct machine *m, struct migration_params *p)
 {
-	pthread_mutex_lock(&m->lock);
-	*p = m->params;
-	pthread_mutex_unlock(&m->lock);
+	migration_get_params(m->mig, p);
 }
 
 int machine_set_params(struct machine *m, const struct migration_params *p, unsigned int mask,
@@ -818,15 +735,10 @@ int machine_set_params(struct machine *m, const struct migration_params *p, unsi
 			 "(kmig run --dirty-tracking ring)");
 		return -ENOTSUP;
 	}
-	pthread_mutex_lock(&m->lock);
-	migration_params_copy(&m->params, p, mask);
-	pthread_mutex_unlock(&m->lock);
-	return 0;
+	return migration_set_params(m->mig, p, mask, err, errlen);
 }
 
 void machine_incoming_uri(struct machine *m, char *buf, size_t len)
 {
-	pthread_mutex_lock(&m->lock);
-	snprintf(buf, len, "%s", m->mig.incoming ? m->mig.uri : "");
-	pthread_mutex_unlock(&m->lock);
+	migration_incoming_uri(m->mig, buf, len);
 }

@@ -1,0 +1,782 @@
+/* The migration engine (savevm/migration.h) against a fake host, as qapi/
+ * is tested against a fake machine: two engines in one process, a source
+ * and a destination, over a real unix socket and the real stream, with no
+ * VM.  The host records what the engine asked of it (pause, resume,
+ * start, events, throttle), so each case checks the engine's side of the
+ * contract: when the guest stops, when it runs again and where, what the
+ * operator is told.
+ *
+ * The state moved is a fake iterable device (units of data, some of which
+ * the "guest" rewrites at every sync) and a fake non-iterable device.
+ * Every unit carries its index and version, and the destination checks
+ * each one: a lost, stale or torn unit fails the case. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/util.h"
+#include "savevm/migration.h"
+
+#define UNITS 256
+#define UNIT_SIZE (16u << 10)
+#define UNIT_HDR 8u			/* u32 index, u32 version */
+#define DEV_STATE 48u
+#define WAIT_MS 10000
+
+/* ------------------------------------------------------------ fake host */
+
+#define MAX_EVENTS 4096
+
+struct fake_host {
+	const char *name;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool running;			/* what pause reports */
+	int start_result;		/* what start returns */
+	unsigned int pauses, resumes, migrated, starts, incoming_failed;
+	bool resumed_running;		/* resume's was_running */
+	unsigned int nr_events;
+	struct { enum migration_event ev; int64_t arg; } events[MAX_EVENTS];
+	unsigned int nr_throttles;
+	uint64_t throttles[16];
+};
+
+static struct fake_host *host_of(void *opaque)
+{
+	return opaque;
+}
+
+static bool fake_pause(void *opaque)
+{
+	struct fake_host *h = host_of(opaque);
+
+	pthread_mutex_lock(&h->lock);
+	bool was = h->running;
+
+	h->running = false;
+	h->pauses++;
+	pthread_mutex_unlock(&h->lock);
+	return was;
+}
+
+static void fake_resume(void *opaque, bool was_running)
+{
+	struct fake_host *h = host_of(opaque);
+
+	pthread_mutex_lock(&h->lock);
+	h->resumes++;
+	h->resumed_running = was_running;
+	h->running = was_running;
+	pthread_mutex_unlock(&h->lock);
+}
+
+static void fake_migrated(void *opaque)
+{
+	struct fake_host *h = host_of(opaque);
+
+	pthread_mutex_lock(&h->lock);
+	h->migrated++;
+	pthread_mutex_unlock(&h->lock);
+}
+
+static int fake_start(void *opaque)
+{
+	struct fake_host *h = host_of(opaque);
+
+	pthread_mutex_lock(&h->lock);
+	h->starts++;
+	h->running = !h->start_result;
+	int r = h->start_result;
+	pthread_mutex_unlock(&h->lock);
+	return r;
+}
+
+static void fake_incoming_failed(void *opaque)
+{
+	struct fake_host *h = host_of(opaque);
+
+	pthread_mutex_lock(&h->lock);
+	h->incoming_failed++;
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+static void fake_event(void *opaque, enum migration_event ev, int64_t arg)
+{
+	struct fake_host *h = host_of(opaque);
+
+	pthread_mutex_lock(&h->lock);
+	if (h->nr_events < MAX_EVENTS) {
+		h->events[h->nr_events].ev = ev;
+		h->events[h->nr_events++].arg = arg;
+	}
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+static void fake_throttle(void *opaque, uint64_t mib_per_s)
+{
+	struct fake_host *h = host_of(opaque);
+
+	pthread_mutex_lock(&h->lock);
+	if (h->nr_throttles < 16)
+		h->throttles[h->nr_throttles++] = mib_per_s;
+	pthread_mutex_unlock(&h->lock);
+}
+
+static const struct migration_host fake_host_ops = {
+	.pause = fake_pause, .resume = fake_resume, .migrated = fake_migrated, .start = fake_start,
+	.incoming_failed = fake_incoming_failed, .event = fake_event, .throttle = fake_throttle,
+};
+
+static unsigned int count_events(struct fake_host *h, enum migration_event ev, int64_t arg)
+{
+	unsigned int n = 0;
+
+	for (unsigned int i = 0; i < h->nr_events; i++)
+		n += h->events[i].ev == ev && h->events[i].arg == arg;
+	return n;
+}
+
+/* Wait until the host saw event ev with arg; false after WAIT_MS. */
+static bool wait_event(struct fake_host *h, enum migration_event ev, int64_t arg)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += WAIT_MS / 1000;
+	pthread_mutex_lock(&h->lock);
+	int r = 0;
+
+	while (!count_events(h, ev, arg) && r != ETIMEDOUT)
+		r = pthread_cond_timedwait(&h->cond, &h->lock, &ts);
+	bool seen = count_events(h, ev, arg) > 0;
+	pthread_mutex_unlock(&h->lock);
+	return seen;
+}
+
+/* The status events in order, "setup active completed", for messages. */
+static const char *status_trail(struct fake_host *h, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	buf[0] = 0;
+	for (unsigned int i = 0; i < h->nr_events && n < len; i++)
+		if (h->events[i].ev == MIGRATION_EVENT_STATUS)
+			n += (size_t)snprintf(buf + n, len - n, "%s ",
+					      migration_status_name((enum migration_status)h->events[i].arg));
+	return buf;
+}
+
+/* ----------------------------------------------------- fake iterable device */
+
+struct fake_iter {
+	bool source;
+	uint32_t version[UNITS];	/* source: current; destination: received */
+	bool dirty[UNITS];
+	bool arrived[UNITS];
+	unsigned int cursor;
+	unsigned int dirty_per_sync;	/* units the "guest" rewrites per sync */
+	unsigned int rewrite_at;	/* where it rewrites next */
+	uint8_t buf[UNIT_HDR + UNIT_SIZE];
+	uint32_t section_id;
+};
+
+static uint8_t unit_byte(uint32_t idx, uint32_t version, uint32_t i)
+{
+	return (uint8_t)(idx * 31u + version * 7u + i);
+}
+
+static int send_unit(struct fake_iter *f, struct savevm_out *out, uint32_t idx)
+{
+	uint8_t hdr[STREAM_PAYLOAD_HDR_SIZE];
+
+	memcpy(f->buf, &idx, 4);
+	memcpy(f->buf + 4, &f->version[idx], 4);
+	for (uint32_t i = 0; i < UNIT_SIZE; i++)
+		f->buf[UNIT_HDR + i] = unit_byte(idx, f->version[idx], i);
+	stream_encode_payload_hdr(hdr, STREAM_REC_PART, f->section_id, UNIT_HDR + UNIT_SIZE);
+	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { f->buf, sizeof(f->buf) } };
+
+	f->dirty[idx] = false;
+	return savevm_out_sendv(out, iov, 2);
+}
+
+/* Dirty units from the cursor: 0 = budget spent, 1 = walk over. */
+static int send_dirty(struct fake_iter *f, struct savevm_out *out, unsigned int budget)
+{
+	for (; f->cursor < UNITS; f->cursor++) {
+		if (!f->dirty[f->cursor])
+			continue;
+		if (!budget--)
+			return 0;
+		int r = send_unit(f, out, f->cursor);
+
+		if (r)
+			return r;
+	}
+	f->cursor = 0;
+	return 1;
+}
+
+static int iter_save_setup(void *opaque, struct savevm_out *out, char *err, size_t errlen)
+{
+	struct fake_iter *f = opaque;
+
+	(void)out, (void)err, (void)errlen;
+	for (unsigned int i = 0; i < UNITS; i++)
+		f->dirty[i] = true;
+	f->cursor = 0;
+	return 0;
+}
+
+static int iter_save_iterate(void *opaque, struct savevm_out *out)
+{
+	return send_dirty(opaque, out, 8);
+}
+
+static int iter_save_complete(void *opaque, struct savevm_out *out)
+{
+	struct fake_iter *f = opaque;
+	int r;
+
+	f->cursor = 0;
+	while ((r = send_dirty(f, out, UNITS)) == 0)
+		;
+	return r < 0 ? r : 0;
+}
+
+static void iter_save_cleanup(void *opaque)
+{
+	(void)opaque;
+}
+
+/* The exact figure collects what the guest did while the pass went out
+ * (as RAM's dirty sync does): it rewrote some units. */
+static uint64_t iter_pending(void *opaque, bool exact)
+{
+	struct fake_iter *f = opaque;
+	uint64_t n = 0;
+
+	for (unsigned int i = 0; exact && i < f->dirty_per_sync; i++) {
+		unsigned int u = f->rewrite_at++ % UNITS;
+
+		f->version[u]++;
+		f->dirty[u] = true;
+	}
+	for (unsigned int i = 0; i < UNITS; i++)
+		n += f->dirty[i];
+	return n * (STREAM_PAYLOAD_HDR_SIZE + UNIT_HDR + UNIT_SIZE);
+}
+
+/* The final sync: the guest is stopped, nothing more to collect. */
+static int iter_sync(void *opaque, bool final)
+{
+	(void)opaque, (void)final;
+	return 0;
+}
+
+static void iter_load_setup(void *opaque)
+{
+	struct fake_iter *f = opaque;
+
+	memset(f->arrived, 0, sizeof(f->arrived));
+	memset(f->version, 0, sizeof(f->version));
+}
+
+static int iter_load_part(void *opaque, struct savevm_in *in, uint32_t len, char *err, size_t errlen)
+{
+	struct fake_iter *f = opaque;
+	uint32_t idx, version;
+
+	if (len != UNIT_HDR + UNIT_SIZE) {
+		snprintf(err, errlen, "fake-iter: part of %u bytes", len);
+		return -EPROTO;
+	}
+	int r = in->src.read(in->src.opaque, f->buf, len);
+
+	if (r)
+		return r;
+	memcpy(&idx, f->buf, 4);
+	memcpy(&version, f->buf + 4, 4);
+	if (idx >= UNITS) {
+		snprintf(err, errlen, "fake-iter: unit %u out of range", idx);
+		return -EPROTO;
+	}
+	for (uint32_t i = 0; i < UNIT_SIZE; i++) {
+		if (f->buf[UNIT_HDR + i] != unit_byte(idx, version, i)) {
+			snprintf(err, errlen, "fake-iter: unit %u version %u torn at byte %u", idx, version, i);
+			return -EPROTO;
+		}
+	}
+	f->version[idx] = version;
+	f->arrived[idx] = true;
+	return 0;
+}
+
+static int iter_load_complete(void *opaque, char *err, size_t errlen)
+{
+	struct fake_iter *f = opaque;
+
+	for (unsigned int i = 0; i < UNITS; i++) {
+		if (!f->arrived[i]) {
+			snprintf(err, errlen, "fake-iter: unit %u never arrived", i);
+			return -EPROTO;
+		}
+	}
+	return 0;
+}
+
+static const struct savevm_ops iter_ops = {
+	.save_setup = iter_save_setup, .save_iterate = iter_save_iterate, .save_complete = iter_save_complete,
+	.save_cleanup = iter_save_cleanup, .pending = iter_pending, .sync = iter_sync,
+	.load_setup = iter_load_setup, .load_part = iter_load_part, .load_complete = iter_load_complete,
+};
+
+/* ------------------------------------------------- fake non-iterable device */
+
+struct fake_dev {
+	uint8_t state[DEV_STATE];
+	bool loaded;
+	bool refuse;			/* check_state says no (destination) */
+};
+
+static int dev_save_state(void *opaque, uint8_t *buf, size_t len)
+{
+	struct fake_dev *d = opaque;
+
+	if (len < DEV_STATE)
+		return -ENOSPC;
+	memcpy(buf, d->state, DEV_STATE);
+	return DEV_STATE;
+}
+
+static int dev_check_state(void *opaque, const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+	struct fake_dev *d = opaque;
+
+	(void)buf;
+	if (d->refuse) {
+		snprintf(err, errlen, "fake-dev: refused by the test");
+		return -EINVAL;
+	}
+	if (len != DEV_STATE) {
+		snprintf(err, errlen, "fake-dev: %zu bytes of state", len);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static int dev_load_state(void *opaque, const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+	struct fake_dev *d = opaque;
+
+	(void)err, (void)errlen;
+	memcpy(d->state, buf, len);
+	d->loaded = true;
+	return 0;
+}
+
+static const struct savevm_ops dev_ops = {
+	.save_state = dev_save_state, .check_state = dev_check_state, .load_state = dev_load_state,
+};
+
+/* ------------------------------------------------------------ one side */
+
+struct side {
+	struct fake_host host;
+	struct fake_iter iter;
+	struct fake_dev dev;
+	struct savevm_registry *reg;
+	struct migration *g;
+};
+
+static void side_init(struct side *s, const char *name, bool source)
+{
+	memset(s, 0, sizeof(*s));
+	s->host.name = name;
+	s->host.running = source;
+	pthread_mutex_init(&s->host.lock, NULL);
+	pthread_cond_init(&s->host.cond, NULL);
+	s->iter.source = source;
+	for (unsigned int i = 0; source && i < DEV_STATE; i++)
+		s->dev.state[i] = (uint8_t)(0xa5 ^ i);
+	s->reg = savevm_registry_new();
+	assert_non_null(s->reg);
+	assert_int_equal(savevm_register(s->reg, "fake-iter", 0, 1, true, &iter_ops, &s->iter), 0);
+	s->iter.section_id = 1;
+	assert_int_equal(savevm_register(s->reg, "fake-dev", 0, 1, false, &dev_ops, &s->dev), 0);
+	const struct migration_env env = {
+		.reg = s->reg, .ram_size = 64ull << 20, .nr_vcpus = 1, .host = &fake_host_ops, .opaque = &s->host,
+	};
+	assert_int_equal(migration_new(&env, &s->g), 0);
+}
+
+static void side_fini(struct side *s)
+{
+	migration_free(s->g);
+	savevm_registry_free(s->reg);
+	pthread_cond_destroy(&s->host.cond);
+	pthread_mutex_destroy(&s->host.lock);
+}
+
+struct pair {
+	char dir[64], uri[128];
+	struct side src, dst;
+};
+
+static void set_param(struct side *s, unsigned int mask, void (*set)(struct migration_params *p, void *v),
+		      void *v)
+{
+	struct migration_params p;
+	char err[256];
+
+	migration_get_params(s->g, &p);
+	set(&p, v);
+	int r = migration_set_params(s->g, &p, mask, err, sizeof(err));
+
+	if (r)
+		fail_msg("set params: %s", err);
+}
+
+static void pair_init(struct pair *p)
+{
+	snprintf(p->dir, sizeof(p->dir), "/tmp/kmig-engine-XXXXXX");
+	assert_non_null(mkdtemp(p->dir));
+	snprintf(p->uri, sizeof(p->uri), "unix:%s/sock", p->dir);
+	side_init(&p->src, "source", true);
+	side_init(&p->dst, "destination", false);
+}
+
+static void pair_listen_and_start(struct pair *p)
+{
+	char err[256];
+
+	if (migration_listen(p->dst.g, p->uri, err, sizeof(err)))
+		fail_msg("listen: %s", err);
+	if (migration_start(p->src.g, p->uri, err, sizeof(err)))
+		fail_msg("start: %s", err);
+}
+
+static void pair_fini(struct pair *p)
+{
+	char path[160];
+
+	side_fini(&p->src);
+	side_fini(&p->dst);
+	snprintf(path, sizeof(path), "%s/sock", p->dir);
+	unlink(path);
+	rmdir(p->dir);
+}
+
+/* Wait for a side's final status; on a timeout, say what each side saw. */
+static void expect_status(struct pair *p, struct side *s, enum migration_status want)
+{
+	char a[512], b[512];
+	struct migration_info info;
+
+	if (wait_event(&s->host, MIGRATION_EVENT_STATUS, want))
+		return;
+	migration_query(p->src.g, &info);
+	fail_msg("%s never reached '%s'. source: %s(error: %s); destination: %s", s->host.name,
+		 migration_status_name(want), status_trail(&p->src.host, a, sizeof(a)), info.error_desc,
+		 status_trail(&p->dst.host, b, sizeof(b)));
+}
+
+/* Wait for an event of the source's; on a timeout, say what it saw. */
+static void expect_event(struct pair *p, enum migration_event ev, int64_t arg)
+{
+	char a[512], b[512];
+	struct migration_info info;
+
+	if (wait_event(&p->src.host, ev, arg))
+		return;
+	migration_query(p->src.g, &info);
+	fail_msg("the source never saw event %d (%lld): passes %llu, status: %s(error: %s); destination: %s", ev,
+		 (long long)arg, (unsigned long long)info.kmig.passes, status_trail(&p->src.host, a, sizeof(a)),
+		 info.error_desc, status_trail(&p->dst.host, b, sizeof(b)));
+}
+
+/* Both sides' threads are over: what the hosts recorded is final. */
+static void settle(struct pair *p)
+{
+	migration_abort(p->src.g);
+	migration_abort(p->dst.g);
+}
+
+static void set_downtime_limit(struct migration_params *p, void *v)
+{
+	p->downtime_limit_ms = *(uint64_t *)v;
+}
+
+static void set_bandwidth(struct migration_params *p, void *v)
+{
+	p->max_bandwidth = *(uint64_t *)v;
+}
+
+/* A migration that cannot converge: the guest rewrites every unit at each
+ * sync, 4 MiB against a downtime limit of 1 ms at 32 MiB/s. */
+static void never_converge(struct pair *p)
+{
+	uint64_t limit = 1, bw = 32ull << 20;
+
+	p->src.iter.dirty_per_sync = UNITS;
+	set_param(&p->src, MIGRATION_PARAM_DOWNTIME_LIMIT, set_downtime_limit, &limit);
+	set_param(&p->src, MIGRATION_PARAM_MAX_BANDWIDTH, set_bandwidth, &bw);
+}
+
+/* ------------------------------------------------------------------ cases */
+
+/* The whole contract of a good migration: the source guest is paused
+ * once, never resumed, and handed over; the destination's guest starts
+ * once, after the state arrived whole. */
+static void test_completes(void **state)
+{
+	struct pair p;
+	struct migration_info info;
+
+	(void)state;
+	pair_init(&p);
+	p.src.iter.dirty_per_sync = 16;		/* shrinks: converges */
+	pair_listen_and_start(&p);
+	expect_status(&p, &p.src, MIGRATION_STATUS_COMPLETED);
+	expect_status(&p, &p.dst, MIGRATION_STATUS_COMPLETED);
+	settle(&p);
+
+	assert_int_equal(p.src.host.pauses, 1);
+	assert_int_equal(p.src.host.resumes, 0);
+	assert_int_equal(p.src.host.migrated, 1);
+	assert_int_equal(p.src.host.starts, 0);
+	assert_true(count_events(&p.src.host, MIGRATION_EVENT_PASS, 1) == 1);
+	assert_int_equal(count_events(&p.src.host, MIGRATION_EVENT_STATUS, MIGRATION_STATUS_SETUP), 1);
+	assert_int_equal(count_events(&p.src.host, MIGRATION_EVENT_STATUS, MIGRATION_STATUS_ACTIVE), 1);
+	assert_int_equal(p.dst.host.starts, 1);
+	assert_int_equal(p.dst.host.incoming_failed, 0);
+	assert_true(p.dst.host.running);
+
+	/* every unit arrived in its last version, the device state whole */
+	for (unsigned int i = 0; i < UNITS; i++)
+		if (p.dst.iter.version[i] != p.src.iter.version[i])
+			fail_msg("unit %u: version %u arrived, %u was sent last", i, p.dst.iter.version[i],
+				 p.src.iter.version[i]);
+	assert_true(p.dst.dev.loaded);
+	assert_memory_equal(p.dst.dev.state, p.src.dev.state, DEV_STATE);
+
+	migration_query(p.src.g, &info);
+	assert_int_equal(info.status, MIGRATION_STATUS_COMPLETED);
+	assert_true(info.has_downtime);
+	assert_int_equal(info.nr_device_times, 1);
+	assert_string_equal(info.device_times[0].name, "fake-dev");
+	assert_int_equal(info.nr_iterable_times, 1);
+	assert_string_equal(info.iterable_times[0].name, "fake-iter");
+	assert_true(info.phases.valid);
+	assert_false(info.is_incoming);
+	migration_query(p.dst.g, &info);
+	assert_int_equal(info.status, MIGRATION_STATUS_COMPLETED);
+	assert_true(info.is_incoming);
+	assert_int_equal(info.nr_load_times, 1);
+	assert_false(info.has_socket_address);	/* the listener closed */
+	pair_fini(&p);
+}
+
+/* A destination that refuses the state: its guest never starts, and the
+ * source's guest runs again, told why. */
+static void refused(bool running)
+{
+	struct pair p;
+	struct migration_info info;
+
+	pair_init(&p);
+	p.src.host.running = running;
+	p.dst.dev.refuse = true;
+	pair_listen_and_start(&p);
+	expect_status(&p, &p.src, MIGRATION_STATUS_FAILED);
+	expect_status(&p, &p.dst, MIGRATION_STATUS_FAILED);
+	settle(&p);
+
+	assert_int_equal(p.src.host.pauses, 1);
+	assert_int_equal(p.src.host.resumes, 1);
+	assert_int_equal(p.src.host.resumed_running, running);
+	assert_int_equal(p.src.host.running, running);
+	assert_int_equal(p.src.host.migrated, 0);
+	assert_int_equal(p.dst.host.starts, 0);
+	assert_int_equal(p.dst.host.incoming_failed, 1);
+	migration_query(p.src.g, &info);
+	assert_true(info.has_error);
+	if (!strstr(info.error_desc, "fake-dev: refused by the test"))
+		fail_msg("source error: %s", info.error_desc);
+	migration_query(p.dst.g, &info);
+	if (!strstr(info.error_desc, "fake-dev: refused by the test"))
+		fail_msg("destination error: %s", info.error_desc);
+	pair_fini(&p);
+}
+
+static void test_refused_running(void **state)
+{
+	(void)state;
+	refused(true);
+}
+
+/* A guest the operator stopped before the switchover stays stopped. */
+static void test_refused_paused(void **state)
+{
+	(void)state;
+	refused(false);
+}
+
+/* Cancelled before the switchover: the guest was never paused, so it is
+ * not resumed either; the destination gives up, its guest never ran. */
+static void test_cancel(void **state)
+{
+	struct pair p;
+
+	(void)state;
+	pair_init(&p);
+	never_converge(&p);
+	pair_listen_and_start(&p);
+	expect_event(&p, MIGRATION_EVENT_PASS, 2);
+	migration_cancel(p.src.g);
+	expect_status(&p, &p.src, MIGRATION_STATUS_CANCELLING);
+	expect_status(&p, &p.src, MIGRATION_STATUS_CANCELLED);
+	expect_status(&p, &p.dst, MIGRATION_STATUS_FAILED);
+	settle(&p);
+	assert_int_equal(p.src.host.pauses, 0);
+	assert_int_equal(p.src.host.resumes, 0);
+	assert_true(p.src.host.running);
+	assert_int_equal(p.dst.host.starts, 0);
+	assert_int_equal(p.dst.host.incoming_failed, 1);
+	pair_fini(&p);
+}
+
+static void set_dirty_limit(struct migration_params *p, void *v)
+{
+	p->dirty_limit = true;
+	p->vcpu_dirty_limit = *(uint64_t *)v;
+}
+
+static void set_stall(struct migration_params *p, void *v)
+{
+	(void)v;
+	p->stall_iterations = 2;
+	p->stall_ms = 0;
+}
+
+/* A migration that does not converge says so (the stall signal) and,
+ * with the dirty-limit capability, throttles the vCPUs once; the limits
+ * are lifted when it ends. */
+static void test_stall_and_throttle(void **state)
+{
+	struct pair p;
+	uint64_t limit = 7;
+
+	(void)state;
+	pair_init(&p);
+	never_converge(&p);
+	set_param(&p.src, MIGRATION_PARAM_DIRTY_LIMIT | MIGRATION_PARAM_VCPU_DIRTY_LIMIT, set_dirty_limit, &limit);
+	set_param(&p.src, MIGRATION_PARAM_STALL_ITERATIONS | MIGRATION_PARAM_STALL_MS, set_stall, NULL);
+	pair_listen_and_start(&p);
+	expect_event(&p, MIGRATION_EVENT_STALL, 1);
+	expect_event(&p, MIGRATION_EVENT_PASS, 5);
+	assert_true(migration_throttling(p.src.g));
+	migration_cancel(p.src.g);
+	expect_status(&p, &p.src, MIGRATION_STATUS_CANCELLED);
+	settle(&p);
+	pthread_mutex_lock(&p.src.host.lock);
+	assert_int_equal(p.src.host.nr_throttles, 2);
+	assert_int_equal(p.src.host.throttles[0], 7);
+	assert_int_equal(p.src.host.throttles[1], 0);
+	pthread_mutex_unlock(&p.src.host.lock);
+	assert_false(migration_throttling(p.src.g));
+	pair_fini(&p);
+}
+
+/* Two migrations at once, or a source that is a destination, are refused
+ * in QEMU's words. */
+static void test_refusals(void **state)
+{
+	struct pair p;
+	char err[256];
+
+	(void)state;
+	pair_init(&p);
+	never_converge(&p);
+	pair_listen_and_start(&p);
+	assert_int_equal(migration_start(p.src.g, p.uri, err, sizeof(err)), -EBUSY);
+	assert_string_equal(err, "There's a migration process in progress");
+	assert_int_equal(migration_start(p.dst.g, p.uri, err, sizeof(err)), -EPERM);
+	assert_string_equal(err, "Guest is waiting for an incoming migration");
+	assert_int_equal(migration_listen(p.dst.g, p.uri, err, sizeof(err)), -EBUSY);
+	assert_int_equal(migration_uri_check("tcp:", false, err, sizeof(err)) < 0, 1);
+	assert_true(migration_in_progress(p.src.g));
+	migration_cancel(p.src.g);
+	expect_status(&p, &p.src, MIGRATION_STATUS_CANCELLED);
+	assert_false(migration_in_progress(p.src.g));
+	pair_fini(&p);
+}
+
+/* The destination's guest fails to start after the stream loaded: it
+ * says so and exits, guest never run. */
+static void test_start_fails(void **state)
+{
+	struct pair p;
+	struct migration_info info;
+
+	(void)state;
+	pair_init(&p);
+	p.dst.host.start_result = -EIO;
+	pair_listen_and_start(&p);
+	expect_status(&p, &p.dst, MIGRATION_STATUS_FAILED);
+	expect_status(&p, &p.src, MIGRATION_STATUS_COMPLETED);
+	settle(&p);
+	assert_int_equal(p.dst.host.starts, 1);
+	assert_int_equal(p.dst.host.incoming_failed, 1);
+	assert_false(p.dst.host.running);
+	migration_query(p.dst.g, &info);
+	if (!strstr(info.error_desc, "cannot start the vCPUs"))
+		fail_msg("destination error: %s", info.error_desc);
+	pair_fini(&p);
+}
+
+/* An engine freed mid-migration stops its threads first (machine_destroy
+ * and quit rely on it). */
+static void test_free_while_active(void **state)
+{
+	struct pair p;
+
+	(void)state;
+	pair_init(&p);
+	never_converge(&p);
+	pair_listen_and_start(&p);
+	expect_event(&p, MIGRATION_EVENT_PASS, 2);
+	migration_abort(p.src.g);
+	assert_int_equal(migration_status(p.src.g), MIGRATION_STATUS_CANCELLED);
+	migration_abort(p.dst.g);
+	assert_int_not_equal(migration_status(p.dst.g), MIGRATION_STATUS_ACTIVE);
+	pair_fini(&p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_completes),
+		cmocka_unit_test(test_refused_running),
+		cmocka_unit_test(test_refused_paused),
+		cmocka_unit_test(test_cancel),
+		cmocka_unit_test(test_stall_and_throttle),
+		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_start_fails),
+		cmocka_unit_test(test_free_while_active),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
