@@ -1,0 +1,81 @@
+/* Private to the migration engine (migration.c, migrate-source.c,
+ * migrate-incoming.c): its state and what its files share. */
+#ifndef KMIG_SAVEVM_MIGRATION_INT_H
+#define KMIG_SAVEVM_MIGRATION_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "ring/ring.h"
+#include "savevm/migration.h"
+#include "savevm/multifd.h"
+#include "savevm/ram.h"
+
+struct migration {
+	struct migration_env env;
+	/* everything below; never held across a call to the host */
+	pthread_mutex_t lock;
+	struct migration_params params;
+	/* from here on, per migration: zeroed as the next one starts */
+	enum migration_status status;
+	bool incoming;
+	bool thread_running;
+	pthread_t thread;
+	atomic_bool cancel;
+	struct ring_channel *ch;	/* for abort from cancel/quit */
+	struct multifd_send *mf_send;	/* RAM channels, same purpose */
+	struct multifd_recv *mf_recv;
+	/* what the RAM path used (x-kmig): channels, copy or zero-copy, and
+	 * zero-copy notifications of which the kernel copied anyway */
+	unsigned int channels;
+	enum savevm_send_mode send_mode;
+	uint64_t zc_sends, zc_copied;
+	uint64_t multifd_bytes;		/* final, once the channels closed */
+	/* expected-downtime when the switchover was decided */
+	bool switchover_decided;
+	uint64_t switchover_expected_ms;
+	/* passes run because the rest still shrank fast (switchover_decide) */
+	uint64_t shrink_passes;
+	/* the destination's listener, open from --incoming until its
+	 * incoming migration ends (a later source is then refused), and the
+	 * address it listens on */
+	struct ring_listener *listener;
+	struct ring_uri listen_addr;
+	char uri[256];
+
+	uint64_t start_ns, setup_ns, end_ns;
+	uint64_t downtime_start_ns;
+	uint64_t downtime_ms, expected_downtime_ms;
+	uint64_t precopy_bytes, downtime_bytes;
+	_Atomic uint64_t sent;		/* bytes of the stream so far (live) */
+	uint64_t dirty_sync_count, passes;
+	uint64_t bandwidth;		/* bytes/s measured over the last pass */
+	uint64_t pages_per_second, dirty_pages_rate;
+	double mbps;
+	char error[512];
+	bool paused;			/* the switchover paused the guest */
+	bool resume_on_fail;		/* the guest ran before switchover */
+	struct migration_phases phases;
+	struct migration_stall stall;
+	uint64_t stall_since_ns;	/* when remaining last fell */
+	bool stall_valid;		/* at least one pass measured */
+	/* dirty-limit capability: passes in a row whose dirtying outran
+	 * half of what they sent; the limit engaged */
+	unsigned int dirty_high_passes;
+	bool dirty_limit_engaged;
+};
+
+/* Status and its event (never with g->lock held). */
+void mig_set_status(struct migration *g, enum migration_status s);
+/* The first error of a migration is the one reported. */
+void __attribute__((format(printf, 2, 3))) mig_set_error(struct migration *g, const char *fmt, ...);
+/* The RAM entry's counters; zero without one. */
+void mig_ram_stats(struct migration *g, struct ram_stats *rs);
+/* Abort every connection of the migration (cancel, abort); g->lock held. */
+void mig_abort_channels_locked(struct migration *g);
+/* The thread of the last migration, and a listener it left. */
+void mig_join(struct migration *g);
+/* migrate-source.c: the source's thread, for migration_start(). */
+int mig_source_start(struct migration *g, const char *uri, char *err, size_t errlen);
+
+#endif
