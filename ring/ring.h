@@ -160,4 +160,46 @@ void ring_channel_close(struct ring_channel *ch);
 uint64_t ring_channel_bytes_sent(const struct ring_channel *ch);
 uint64_t ring_channel_bytes_received(const struct ring_channel *ch);
 
+/* ------------------------------------------------------------------ TLS */
+
+/* TLS credentials, QEMU's tls-creds-x509: the PEM files of dir under
+ * QEMU's names (ca-cert.pem; server-cert.pem and server-key.pem for a
+ * server; client-cert.pem and client-key.pem for a client, optional
+ * unless the server verifies its peers).  verify_peer: a server requires
+ * and checks a client certificate; a client checks the server's. */
+struct ring_tls_creds;
+int ring_tls_creds_load(const char *dir, bool server, bool verify_peer, struct ring_tls_creds **out, char *err,
+			size_t errlen);
+bool ring_tls_creds_server(const struct ring_tls_creds *c);
+/* Credentials are shared by reference: each session holds one. */
+struct ring_tls_creds *ring_tls_creds_ref(struct ring_tls_creds *c);
+void ring_tls_creds_unref(struct ring_tls_creds *c);
+
+/* One side of a TLS session. */
+struct ring_tls_peer {
+	struct ring_tls_creds *creds;
+	/* client: the name the server's certificate must carry (QEMU's
+	 * tls-hostname, else the URI's host) */
+	const char *hostname;
+	/* server: the client identities (certificate DNs, as QEMU's
+	 * authz-simple) allowed; nr_identities 0 = any verified client */
+	const char *const *identities;
+	unsigned int nr_identities;
+};
+
+/* The first bytes of a TLS client's opening, for ring_accept_opening(). */
+#define RING_TLS_OPENING_LEN 5u
+extern const uint8_t ring_tls_opening[2];
+
+/* Run the TLS handshake on ch (within timeout_ms, <= 0: ch's own timeout
+ * or for ever) and wrap it: *out is a channel of the TLS transport that
+ * owns ch.  A server checks the client's identity and tells it the
+ * verdict; a client returns only once the server accepted it, so a
+ * refused client knows why.  On failure ch is closed and err says what
+ * the peer did wrong, in words. */
+int ring_tls_wrap(struct ring_channel *ch, const struct ring_tls_peer *p, int timeout_ms, struct ring_channel **out,
+		  char *err, size_t errlen);
+/* "gnutls" (records in user space) for a TLS channel, NULL otherwise */
+const char *ring_tls_mode(const struct ring_channel *ch);
+
 #endif
