@@ -127,6 +127,7 @@ struct dst {
 	struct ram_handler *ram;
 	struct ring_listener *l;
 	struct ring_channel *ch;
+	const struct ring_tls_peer *tls;	/* NULL: plaintext */
 };
 
 static int dst_open_channels(void *opaque, const struct stream_channels *sc, struct savevm_in *main,
@@ -135,7 +136,7 @@ static int dst_open_channels(void *opaque, const struct stream_channels *sc, str
 {
 	struct dst *d = opaque;
 
-	return multifd_recv_start(d->l, sc, main->ch, fn, fn_opaque, mr, err, errlen);
+	return multifd_recv_start(d->l, sc, main->ch, d->tls, fn, fn_opaque, mr, err, errlen);
 }
 
 /* The stream through kmig's own loader (savevm/load.h), as a VM's is. */
@@ -235,6 +236,7 @@ struct src {
 	atomic_bool cancel;
 	struct savevm_out out;
 	atomic_bool stop_writer;
+	const struct ring_tls_peer *tls;	/* NULL: plaintext */
 	char err[512];
 };
 
@@ -288,7 +290,7 @@ static int open_channels(struct src *s, const struct ring_uri *uri)
 	int r = savevm_out_send(&s->out, buf, sizeof(buf));
 
 	return r ? r
-		 : multifd_send_start(&s->out, uri, sc.nr, sc.cookie, s->o->send_mode, &s->out.mf, s->err,
+		 : multifd_send_start(&s->out, uri, sc.nr, sc.cookie, s->o->send_mode, s->tls, &s->out.mf, s->err,
 				      sizeof(s->err));
 }
 

@@ -75,6 +75,7 @@ static const char *type_word(enum qmp_arg_type t)
 {
 	switch (t) {
 	case QMP_ARG_STR:
+	case QMP_ARG_STR_OR_NULL:
 		return "string";
 	case QMP_ARG_BOOL:
 		return "boolean";
@@ -101,6 +102,8 @@ static bool has_type(JsonNode *n, enum qmp_arg_type t)
 	switch (t) {
 	case QMP_ARG_STR:
 		return vt == G_TYPE_STRING;
+	case QMP_ARG_STR_OR_NULL:
+		return vt == G_TYPE_STRING || JSON_NODE_HOLDS_NULL(n);
 	case QMP_ARG_BOOL:
 		return vt == G_TYPE_BOOLEAN;
 	case QMP_ARG_INT:
@@ -203,7 +206,7 @@ int qmp_migration_cap_lookup(const char *name)
 static const char *const unsupported_params[] = {
 	"announce-initial", "announce-max", "announce-rounds", "announce-step",
 	"throttle-trigger-threshold", "cpu-throttle-initial", "cpu-throttle-increment", "cpu-throttle-tailslow",
-	"tls-creds", "tls-hostname", "tls-authz", "x-checkpoint-delay", "xbzrle-cache-size",
+	"x-checkpoint-delay", "xbzrle-cache-size",
 	"max-postcopy-bandwidth", "max-cpu-throttle", "multifd-compression", "multifd-zlib-level",
 	"multifd-qatzip-level", "multifd-zstd-level", "block-bitmap-mapping", "mode", "zero-page-detection",
 	"direct-io", "cpr-exec-command",
@@ -411,7 +414,9 @@ static void __attribute__((constructor)) fill_set_params_args(void)
 
 		if (!d->capability)
 			set_params_args[n++] = (struct qmp_arg_spec){
-				d->name, d->type == MIGRATION_PARAM_UINT64 ? QMP_ARG_UINT64 : QMP_ARG_STR, false };
+				d->name, d->type == MIGRATION_PARAM_UINT64   ? QMP_ARG_UINT64
+					 : d->type == MIGRATION_PARAM_STRING ? QMP_ARG_STR_OR_NULL
+									     : QMP_ARG_STR, false };
 	}
 	for (size_t i = 0; i < G_N_ELEMENTS(unsupported_params); i++)
 		set_params_args[n++] = (struct qmp_arg_spec){ unsupported_params[i], QMP_ARG_ANY, false };
@@ -461,9 +466,18 @@ static JsonNode *cmd_migrate_set_parameters(struct qmp_server *s, struct qmp_con
 
 		if (!n)
 			continue;
-		if (!parse_param(d, n, &v, err))
+		if (d->type == MIGRATION_PARAM_STRING) {
+			const char *str = JSON_NODE_HOLDS_NULL(n) ? "" : json_node_get_string(n);
+
+			if (migration_param_put_str(&p, d, str, e, sizeof(e))) {
+				g_set_error(err, QMP_ERROR, QMP_ERROR_GENERIC, "%s", e);
+				return NULL;
+			}
+		} else if (!parse_param(d, n, &v, err)) {
 			return NULL;
-		migration_param_put(&p, d, v);
+		} else {
+			migration_param_put(&p, d, v);
+		}
 		mask |= d->mask;
 	}
 	if (!mask)
@@ -489,6 +503,9 @@ static JsonNode *cmd_query_migrate_parameters(struct qmp_server *s, struct qmp_c
 		if (d->type == MIGRATION_PARAM_SEND_MODE_ENUM) {
 			json_builder_set_member_name(b, d->name);
 			json_builder_add_string_value(b, migration_param_enum_name(d, migration_param_get(&p, d)));
+		} else if (d->type == MIGRATION_PARAM_STRING) {
+			json_builder_set_member_name(b, d->name);
+			json_builder_add_string_value(b, migration_param_get_str(&p, d));
 		} else {
 			qmp_builder_add_uint(b, d->name, migration_param_get(&p, d));
 		}

@@ -109,6 +109,7 @@ enum qmp_arg_type {
 	QMP_ARG_OBJECT,
 	QMP_ARG_ARRAY,
 	QMP_ARG_ANY,
+	QMP_ARG_STR_OR_NULL,	/* QAPI's StrOrNull */
 };
 
 struct qmp_arg_spec {

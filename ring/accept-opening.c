@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -206,39 +207,55 @@ static int ring_candidates_take(struct ring_candidates *cs, int i, struct ring_c
 {
 	int fd = cs->c[i].fd;
 
-	ring_candidates_close(cs, fd);
+	if (cs->o->keep_others)
+		cs->c[i] = cs->c[--cs->nr];
+	else
+		ring_candidates_close(cs, fd);
 	return ring_channel_from_fd(fd, out);
+}
+
+void ring_candidates_free(struct ring_listener *l)
+{
+	if (l->cands)
+		ring_candidates_close(l->cands, -1);
+	free(l->cands);
+	l->cands = NULL;
 }
 
 int ring_accept_opening(struct ring_listener *l, const struct ring_opening *o, struct ring_channel **out,
 			int timeout_ms)
 {
-	struct ring_candidates cs = { .o = o };
 	struct pollfd pfd[2 + RING_MAX_CANDIDATES];
 	int64_t deadline = ring_deadline(timeout_ms);
 	int n, r, won;
 
 	if (!l || !o || !out || !o->len || o->len > RING_OPENING_MAX || o->match > o->len)
 		return -EINVAL;
+	if (!l->cands && !(l->cands = calloc(1, sizeof(*l->cands))))
+		return -ENOMEM;
+	struct ring_candidates *cs = l->cands;
+
+	cs->o = o;
 	for (;;) {
-		if ((won = ring_candidates_due(&cs)) >= 0)
-			return ring_candidates_take(&cs, won, out);
+		if ((won = ring_candidates_due(cs)) >= 0)
+			return ring_candidates_take(cs, won, out);
 		int64_t wake = deadline;
-		nfds_t npfd = ring_candidates_pollset(l, &cs, pfd, &wake);
+		nfds_t npfd = ring_candidates_pollset(l, cs, pfd, &wake);
 
 		n = poll(pfd, npfd, ring_left_ms(wake));
 		if (n < 0 && errno == EINTR)
 			continue;
 		/* the eventfd is never drained: once aborted, stay aborted */
 		r = n < 0 ? -errno : pfd[1].revents ? -ECANCELED : 0;
-		if (!r && (won = ring_candidates_ready(&cs, pfd, npfd)) >= 0)
-			return ring_candidates_take(&cs, won, out);
+		if (!r && (won = ring_candidates_ready(cs, pfd, npfd)) >= 0)
+			return ring_candidates_take(cs, won, out);
 		if (!r && deadline >= 0 && kmig_now_ms() >= deadline)
 			r = -ETIMEDOUT;
 		if (!r && (pfd[0].revents & POLLIN))
-			r = ring_candidates_add(l, &cs);
+			r = ring_candidates_add(l, cs);
 		if (r) {
-			ring_candidates_close(&cs, -1);
+			if (!o->keep_others)
+				ring_candidates_close(cs, -1);
 			return r;
 		}
 	}

@@ -283,6 +283,7 @@ void ring_listener_close(struct ring_listener *l)
 	if (l->unlink_on_close && stat(l->uri.path, &st) == 0 && st.st_dev == l->dev &&
 	    st.st_ino == l->ino)
 		unlink(l->uri.path);
+	ring_candidates_free(l);
 	close(l->fd);
 	close(l->abort_fd);
 	free(l);

@@ -130,6 +130,9 @@ struct ring_listener {
 	bool unlink_on_close;
 	dev_t dev;		/* identity of the socket file we created */
 	ino_t ino;
+	/* connections ring_accept_opening() holds between calls (with
+	 * keep_others), closed with the listener */
+	struct ring_candidates *cands;
 };
 
 /* ---------------------------------------------------------------- time */
@@ -194,6 +197,8 @@ void ring_account(struct ring_sock *ch, bool send, int n);
 int ring_xfer(struct ring_sock *ch, bool send, const struct iovec *iov, int iovcnt);
 /* listen.c: accept one pending connection; -EAGAIN when there was none */
 int ring_accept_fd(struct ring_listener *l, int *fdp);
+/* accept-opening.c: close the candidates a listener still holds */
+void ring_candidates_free(struct ring_listener *l);
 /* listen.c: ring_channel_new(), closing fd on failure */
 int ring_channel_from_fd(int fd, struct ring_channel **out);
 

@@ -73,6 +73,10 @@ struct ring_opening {
 	 * address, why a sentence ("it did not open with ...") */
 	void (*dropped)(void *opaque, const char *peer, const char *why);
 	void *opaque;
+	/* the other candidates stay with the listener for the next call
+	 * (a caller that may still refuse the one it takes: TLS) instead of
+	 * being closed; ring_listener_close() closes them */
+	bool keep_others;
 };
 
 /* Accept connections until one sends its whole opening (peeked: the reader
@@ -193,10 +197,11 @@ extern const uint8_t ring_tls_opening[2];
 
 /* Run the TLS handshake on ch (within timeout_ms, <= 0: ch's own timeout
  * or for ever) and wrap it: *out is a channel of the TLS transport that
- * owns ch.  A server checks the client's identity and tells it the
- * verdict; a client returns only once the server accepted it, so a
- * refused client knows why.  On failure ch is closed and err says what
- * the peer did wrong, in words. */
+ * owns ch (closing *out closes ch; aborting either aborts both).  A
+ * server checks the client's identity and tells it the verdict; a client
+ * returns only once the server accepted it, so a refused client knows
+ * why.  On failure ch is still the caller's to close (a cancel may be
+ * aborting it meanwhile), and err says what went wrong, in words. */
 int ring_tls_wrap(struct ring_channel *ch, const struct ring_tls_peer *p, int timeout_ms, struct ring_channel **out,
 		  char *err, size_t errlen);
 /* "gnutls" (records in user space) for a TLS channel, NULL otherwise */

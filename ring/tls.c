@@ -614,7 +614,6 @@ int ring_tls_wrap(struct ring_channel *ch, const struct ring_tls_peer *p, int ti
 	int r = -ENOMEM, gr;
 
 	if (!ch || !p || !p->creds || strcmp(ch->t->name, "socket")) {
-		ring_channel_close(ch);
 		kmig_set_err(err, errlen, "TLS needs credentials and a socket channel");
 		return -EINVAL;
 	}
@@ -626,7 +625,6 @@ int ring_tls_wrap(struct ring_channel *ch, const struct ring_tls_peer *p, int ti
 	t->inner = ch;
 	t->sock = ch->impl;
 	t->creds = ring_tls_creds_ref(p->creds);
-	ch = NULL;	/* t owns it now */
 	if ((r = tls_session_new(t, p, err, errlen)))
 		goto fail;
 	int old = t->sock->timeout_ms;
@@ -653,11 +651,11 @@ int ring_tls_wrap(struct ring_channel *ch, const struct ring_tls_peer *p, int ti
 	*out = wrapped;
 	return 0;
 fail:
-	if (t && t->inner)
+	/* ch stays the caller's: another thread may be aborting it */
+	if (t) {
+		t->inner = NULL;
 		tls_free(t);
-	else if (t)
-		free(t->stage), free(t);
-	ring_channel_close(ch);
+	}
 	free(wrapped);
 	return r;
 }

@@ -18,7 +18,8 @@ static int open_recv_channels(void *opaque, const struct stream_channels *sc, st
 {
 	struct migration *g = opaque;
 
-	return multifd_recv_start(g->listener, sc, main->ch, fn, fn_opaque, mr, err, errlen);
+	return multifd_recv_start(g->listener, sc, main->ch, g->tls.on ? &g->tls.peer : NULL, fn, fn_opaque, mr, err,
+				  errlen);
 }
 
 static void publish_recv_channels(void *opaque, struct multifd_recv *mr, unsigned int nr)
@@ -83,21 +84,72 @@ static void on_stray_dropped(void *opaque, const char *peer, const char *why)
 
 _Static_assert(STREAM_HEADER_SIZE + 4 <= RING_OPENING_MAX, "the source's opening fits ring_accept_opening");
 
+/* With tls-creds: a connection whose handshake fails (no certificate, an
+ * untrusted one, an identity tls-authz refuses) is dropped like a stray,
+ * and the wait goes on; *ch becomes the TLS channel. */
+static int secure_source(struct migration *g, struct ring_channel **ch, int timeout_ms)
+{
+	struct ring_channel *w;
+	char err[400];
+
+	pthread_mutex_lock(&g->lock);
+	g->ch = *ch;	/* a cancel aborts the handshake */
+	pthread_mutex_unlock(&g->lock);
+	int r = ring_tls_wrap(*ch, &g->tls.peer, timeout_ms, &w, err, sizeof(err));
+
+	pthread_mutex_lock(&g->lock);
+	g->ch = r ? NULL : w;
+	if (!r)
+		g->tls_mode = ring_tls_mode(w);
+	pthread_mutex_unlock(&g->lock);
+	if (r) {
+		if (r != -ECANCELED)
+			fprintf(stderr, "kmig: refused an incoming connection: %s; still waiting for the source\n", err);
+		ring_channel_close(*ch);
+		*ch = NULL;
+		return r;
+	}
+	*ch = w;
+	return 0;
+}
+
 /* The source: the first connection that opens with a whole stream header
- * and the type of its first record.  One that sends nothing, something
- * else, or stops inside the header is not a migration: it is dropped, and
- * neither ends the incoming migration nor holds the real source back (the
- * stream loader checks everything after the magic). */
+ * and the type of its first record (with tls-creds: a TLS handshake, then
+ * a source that passes it).  One that sends nothing, something else, or
+ * stops inside the header is not a migration: it is dropped, and neither
+ * ends the incoming migration nor holds the real source back (the stream
+ * loader checks everything after the magic).  The TLS parameters are read
+ * at each connection, so migrate-set-parameters after --incoming counts. */
 static int accept_source(struct migration *g, struct ring_channel **ch)
 {
-	pthread_mutex_lock(&g->lock);
-	const struct ring_opening opening = {
-		.bytes = STREAM_MAGIC, .match = sizeof(STREAM_MAGIC) - 1, .len = STREAM_HEADER_SIZE + 4,
-		.what = "a kmig stream header", .idle_ms = (int)g->params.io_timeout_ms,
-		.dropped = on_stray_dropped,
-	};
-	pthread_mutex_unlock(&g->lock);
-	return ring_accept_opening(g->listener, &opening, ch, -1);
+	for (;;) {
+		char err[512];
+
+		pthread_mutex_lock(&g->lock);
+		mig_tls_release(&g->tls);
+		int r = mig_tls_resolve_locked(g, true, "", &g->tls, err, sizeof(err));
+		bool tls = g->tls.on;
+		const struct ring_opening opening = {
+			.bytes = tls ? (const void *)ring_tls_opening : STREAM_MAGIC,
+			.match = tls ? sizeof(ring_tls_opening) : sizeof(STREAM_MAGIC) - 1,
+			.len = tls ? RING_TLS_OPENING_LEN : STREAM_HEADER_SIZE + 4,
+			.what = tls ? "a TLS handshake (tls-creds is set here)" : "a kmig stream header",
+			.idle_ms = (int)g->params.io_timeout_ms, .dropped = on_stray_dropped, .keep_others = tls,
+		};
+		int timeout = (int)g->params.io_timeout_ms;
+
+		pthread_mutex_unlock(&g->lock);
+		if (r) {
+			mig_set_error(g, "%s", err);
+			return r;
+		}
+		r = ring_accept_opening(g->listener, &opening, ch, -1);
+		if (r || !tls)
+			return r;
+		r = secure_source(g, ch, timeout > 0 ? timeout : 5000);
+		if (r != -EACCES && r != -EPIPE && r != -ECONNRESET && r != -ETIMEDOUT && r != -EPROTO)
+			return r;
+	}
 }
 
 static void *incoming_main(void *arg)
@@ -156,6 +208,7 @@ static void *incoming_main(void *arg)
 	pthread_mutex_unlock(&g->lock);
 	ring_channel_close(ch);
 	savevm_load_reset(g->env.reg);
+	mig_tls_release(&g->tls);
 	mig_set_status(g, MIGRATION_STATUS_COMPLETED);
 	return NULL;
 fail:
@@ -167,6 +220,7 @@ fail:
 	if (ch)
 		ring_channel_close(ch);
 	savevm_load_reset(g->env.reg);
+	mig_tls_release(&g->tls);
 	mig_set_status(g, g->cancel ? MIGRATION_STATUS_CANCELLED : MIGRATION_STATUS_FAILED);
 	g->env.host->incoming_failed(g->env.opaque);
 	return NULL;

@@ -106,7 +106,8 @@ static int open_channels(struct migration *g, struct savevm_out *out, const stru
 	int r = savevm_out_send(out, buf, sizeof(buf));
 
 	if (!r)
-		r = multifd_send_start(out, uri, nr, sc.cookie, mode, &mf, err, sizeof(err));
+		r = multifd_send_start(out, uri, nr, sc.cookie, mode, g->tls.on ? &g->tls.peer : NULL, &mf, err,
+				       sizeof(err));
 	pthread_mutex_lock(&g->lock);
 	g->mf_send = mf;
 	pthread_mutex_unlock(&g->lock);
@@ -288,6 +289,16 @@ static int save_devices(struct migration *g, struct savevm_out *out)
 	return 0;
 }
 
+/* A destination with tls-creds drops a plaintext source at its first
+ * bytes, without a word: say what that may be. */
+static const char *plaintext_hint(struct migration *g, int r)
+{
+	bool hang_up = r == -EPIPE || r == -ECONNRESET;
+
+	return hang_up && !g->tls_mode ? " (the destination closed the connection: if it has tls-creds, "
+					 "set tls-creds here too)" : "";
+}
+
 static int wait_ack(struct migration *g, struct ring_channel *ch)
 {
 	struct savevm_in in;
@@ -303,7 +314,7 @@ static int wait_ack(struct migration *g, struct ring_channel *ch)
 	savevm_in_init(&in, ch);
 	r = stream_read_ack(&in.src, &status, msg, err, sizeof(err));
 	if (r) {
-		mig_set_error(g, "destination did not acknowledge: %s", err);
+		mig_set_error(g, "destination did not acknowledge: %s%s", err, plaintext_hint(g, r));
 		return r;
 	}
 	if (status) {
@@ -389,7 +400,7 @@ static void source_fail(struct migration *g, int r, int io_timeout)
 		mig_set_error(g, "migration failed: the destination took nothing and said nothing for %d ms "
 			  "(x-kmig-io-timeout)", io_timeout);
 	else if (!cancelled)
-		mig_set_error(g, "migration failed: %s", strerror(-r));
+		mig_set_error(g, "migration failed: %s%s", strerror(-r), plaintext_hint(g, r));
 	pthread_mutex_lock(&g->lock);
 	bool paused = g->paused, resume = g->resume_on_fail;
 
@@ -434,12 +445,52 @@ static void release_dirty_limit(struct migration *g)
 		g->env.host->throttle(g->env.opaque, 0);
 }
 
+/* The TLS this migration's connections use (tls-creds), and QEMU's
+ * refusal of zero-copy-send with it.  g->lock held. */
+static int source_tls_locked(struct migration *g, const struct ring_uri *uri, char *err, size_t errlen)
+{
+	char host[256] = "";
+
+	if (uri->kind == RING_URI_TCP)
+		ring_uri_host(uri, host, sizeof(host));
+	int r = mig_tls_resolve_locked(g, false, host, &g->tls, err, errlen);
+
+	if (!r && g->tls.on && g->params.zero_copy_send) {
+		/* the pages are encrypted in user space: nothing to send
+		 * from guest memory (docs/transport.md) */
+		kmig_set_err(err, errlen, "Zero copy only available for non-compressed non-TLS multifd migration");
+		r = -EINVAL;
+	}
+	return r;
+}
+
+/* The handshake on the main connection; *ch becomes the TLS channel.  The
+ * plain channel stays published meanwhile, so a cancel aborts it. */
+static int secure_main(struct migration *g, struct ring_channel **ch, int io_timeout)
+{
+	struct ring_channel *w;
+	char err[400];
+	int r = ring_tls_wrap(*ch, &g->tls.peer, io_timeout > 0 ? io_timeout : CONNECT_TIMEOUT_MS, &w, err,
+			      sizeof(err));
+
+	if (r) {
+		mig_set_error(g, "cannot secure the connection to the destination: %s", err);
+		return r;
+	}
+	pthread_mutex_lock(&g->lock);
+	g->ch = w;
+	g->tls_mode = ring_tls_mode(w);
+	pthread_mutex_unlock(&g->lock);
+	*ch = w;
+	return 0;
+}
+
 static void *source_main(void *arg)
 {
 	struct migration *g = arg;
 	struct ring_uri uri;
 	struct ring_channel *ch = NULL;
-	char err[256] = "";
+	char err[512] = "";
 	struct savevm_rate rate;
 	struct savevm_out out = { .cancel = &g->cancel, .progress = &g->sent, .rate = &rate };
 	bool setup_done = false;
@@ -450,10 +501,15 @@ static void *source_main(void *arg)
 	unsigned int nr_channels = g->params.multifd ? (unsigned int)g->params.multifd_channels : 0;
 	enum savevm_send_mode mode = g->params.zero_copy_send ? SAVEVM_SEND_ZC : g->params.send_mode;
 	int io_timeout = (int)g->params.io_timeout_ms;
-	pthread_mutex_unlock(&g->lock);
 
 	if (!r)
-		r = ring_uri_resolve(&uri, false, err, sizeof(err));
+		r = source_tls_locked(g, &uri, err, sizeof(err));
+	pthread_mutex_unlock(&g->lock);
+	if (r) {
+		mig_set_error(g, "%s", err);
+		goto fail;
+	}
+	r = ring_uri_resolve(&uri, false, err, sizeof(err));
 	if (!r)
 		r = ring_connect(&uri, CONNECT_TIMEOUT_MS, &ch);
 	if (r) {
@@ -465,6 +521,8 @@ static void *source_main(void *arg)
 	pthread_mutex_lock(&g->lock);
 	g->ch = ch;
 	pthread_mutex_unlock(&g->lock);
+	if (!g->cancel && g->tls.on && (r = secure_main(g, &ch, io_timeout)))
+		goto fail;
 	if (g->cancel) {
 		r = -ECANCELED;
 		goto fail;
@@ -511,6 +569,7 @@ static void *source_main(void *arg)
 	g->env.host->migrated(g->env.opaque);
 	ring_channel_close(ch);
 	savevm_rate_destroy(&rate);
+	mig_tls_release(&g->tls);
 	mig_set_status(g, MIGRATION_STATUS_COMPLETED);
 	return NULL;
 fail:
@@ -526,10 +585,11 @@ fail:
 	g->end_ns = kmig_now_ns();
 	g->ch = NULL;
 	pthread_mutex_unlock(&g->lock);
-	source_fail(g, r, ring_channel_timeout(ch));
 	if (ch)
 		ring_channel_close(ch);
 	savevm_rate_destroy(&rate);
+	mig_tls_release(&g->tls);
+	source_fail(g, r, io_timeout);
 	return NULL;
 }
 

@@ -11,11 +11,24 @@
 #include "savevm/multifd.h"
 #include "savevm/ram.h"
 
+struct migration_object;
+
+/* The TLS of one migration: the credentials it holds a reference to, and
+ * the peer description every connection's handshake uses. */
+struct mig_tls {
+	bool on;
+	struct ring_tls_peer peer;
+	char hostname[256];
+	char identity[1024];
+	const char *identities[1];
+};
+
 struct migration {
 	struct migration_env env;
 	/* everything below; never held across a call to the host */
 	pthread_mutex_t lock;
 	struct migration_params params;
+	struct migration_object *objects;	/* objects.c */
 	/* from here on, per migration: zeroed as the next one starts */
 	enum migration_status status;
 	bool incoming;
@@ -63,6 +76,8 @@ struct migration {
 	 * half of what they sent; the limit engaged */
 	unsigned int dirty_high_passes;
 	bool dirty_limit_engaged;
+	struct mig_tls tls;		/* released when the migration ends */
+	const char *tls_mode;		/* the main connection's ring_tls_mode(), or NULL */
 };
 
 /* Status and its event (never with g->lock held). */
@@ -75,6 +90,13 @@ void mig_ram_stats(struct migration *g, struct ram_stats *rs);
 void mig_abort_channels_locked(struct migration *g);
 /* The thread of the last migration, and a listener it left. */
 void mig_join(struct migration *g);
+/* objects.c: the TLS of a migration from its parameters (QEMU's words
+ * when an id names nothing usable); g->lock held.  uri_host: the name the
+ * server's certificate must carry when tls-hostname is not set. */
+int mig_tls_resolve_locked(struct migration *g, bool server, const char *uri_host, struct mig_tls *t, char *err,
+			   size_t errlen);
+void mig_tls_release(struct mig_tls *t);
+void mig_objects_free(struct migration *g);
 /* migrate-source.c: the source's thread, for migration_start(). */
 int mig_source_start(struct migration *g, const char *uri, char *err, size_t errlen);
 

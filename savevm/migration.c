@@ -208,6 +208,7 @@ void migration_query(struct migration *g, struct migration_info *info)
 	info->kmig.shrink_passes = g->shrink_passes;
 	info->kmig.channels = g->channels;
 	info->kmig.send_mode = savevm_send_mode_name(g->send_mode);
+	info->kmig.tls = g->tls_mode ? g->tls_mode : "none";
 	info->kmig.zc_notifications = g->zc_sends;
 	info->kmig.zc_copied = g->zc_copied;
 	info->kmig.has_switchover_expected_downtime = g->switchover_decided;
@@ -242,6 +243,8 @@ void migration_free(struct migration *g)
 	if (!g)
 		return;
 	migration_abort(g);
+	mig_tls_release(&g->tls);
+	mig_objects_free(g);
 	pthread_mutex_destroy(&g->lock);
 	free(g);
 }

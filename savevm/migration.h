@@ -68,6 +68,9 @@ struct migration_kmig_stats {
 	/* the RAM path of the last (or current) migration, source side */
 	unsigned int channels;		/* 0 = RAM on the main connection */
 	const char *send_mode;		/* "copy", "zero-copy", "auto" (not yet chosen) */
+	/* the last (or current) migration's connections: "none" (plaintext)
+	 * or "gnutls" (TLS records in user space) */
+	const char *tls;
 	uint64_t zc_notifications, zc_copied;
 	/* who counts dirty pages per vCPU: "bpf" (eBPF on the KVM
 	 * tracepoints), "ring" (the harvester counts; why_not_bpf says why),
@@ -235,6 +238,28 @@ void migration_incoming_uri(struct migration *g, char *buf, size_t len);
 void migration_query(struct migration *g, struct migration_info *info);
 /* The dirty-limit capability limits the vCPUs now. */
 bool migration_throttling(struct migration *g);
+
+/* User-created objects (QEMU's --object and object-add), in QEMU's type
+ * and property names: what tls-creds and tls-authz name. */
+enum migration_object_type { MIGRATION_OBJECT_TLS_CREDS_X509, MIGRATION_OBJECT_AUTHZ_SIMPLE };
+struct migration_object_spec {
+	enum migration_object_type type;
+	char id[MIGRATION_OBJECT_ID_MAX + 1];
+	bool server;			/* tls-creds-x509: endpoint=server (else client) */
+	bool verify_peer;		/* tls-creds-x509: verify-peer (default on) */
+	char dir[1024];			/* tls-creds-x509: the PEM files */
+	char identity[1024];		/* authz-simple: the allowed client DN */
+};
+/* A spec of type ("tls-creds-x509", "authz-simple") with its defaults,
+ * then its properties one by one (QEMU's names and refusals). */
+int migration_object_init(struct migration_object_spec *o, const char *type, char *err, size_t errlen);
+int migration_object_set(struct migration_object_spec *o, const char *key, const char *value, char *err,
+			 size_t errlen);
+/* --object's "TYPE,key=value,..." */
+int migration_object_parse(const char *text, struct migration_object_spec *o, char *err, size_t errlen);
+/* Create it (credentials are read now: a bad directory fails here). */
+int migration_object_add(struct migration *g, const struct migration_object_spec *o, char *err, size_t errlen);
+int migration_object_del(struct migration *g, const char *id, char *err, size_t errlen);
 
 void migration_get_params(struct migration *g, struct migration_params *p);
 /* migrate-set-parameters: checked (QEMU's words), then applied at once. */

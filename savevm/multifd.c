@@ -154,9 +154,25 @@ static int send_hello(struct multifd_chan *c, uint64_t cookie)
 	return r;
 }
 
+/* A RAM channel gets the main connection's TLS; on failure *ch is still
+ * the plain channel, the caller's to close. */
+static int secure_chan(struct ring_channel **ch, const struct ring_tls_peer *tls, unsigned int i, char *err,
+		       size_t errlen)
+{
+	struct ring_channel *w;
+	char why[400];
+	int r = tls ? ring_tls_wrap(*ch, tls, CONNECT_TIMEOUT_MS, &w, why, sizeof(why)) : 0;
+
+	if (r)
+		snprintf(err, errlen, "migration channel %u: %s", i, why);
+	else if (tls)
+		*ch = w;
+	return r;
+}
+
 int multifd_send_start(struct savevm_out *out, const struct ring_uri *uri, unsigned int nr,
-		       uint64_t cookie, enum savevm_send_mode mode, struct multifd_send **mfp,
-		       char *err, size_t errlen)
+		       uint64_t cookie, enum savevm_send_mode mode, const struct ring_tls_peer *tls,
+		       struct multifd_send **mfp, char *err, size_t errlen)
 {
 	struct multifd_send *mf = calloc(1, sizeof(*mf));
 	int r = -ENOMEM;
@@ -186,6 +202,8 @@ int multifd_send_start(struct savevm_out *out, const struct ring_uri *uri, unsig
 		}
 		/* a silent destination times out on every channel alike */
 		ring_channel_set_timeout(c->ch, ring_channel_timeout(out->ch));
+		if ((r = secure_chan(&c->ch, tls, i, err, errlen)))
+			return r;
 		r = send_hello(c, cookie);
 		if (r) {
 			snprintf(err, errlen, "cannot open migration channel %u: %s", i, strerror(-r));
@@ -509,8 +527,8 @@ static int check_hello(const struct stream_chan_hello *h, const struct stream_ch
 }
 
 /* Accept one connection and read its hello. */
-static int accept_chan(struct ring_listener *l, const struct stream_channels *sc, struct ring_channel **chp,
-		       struct stream_chan_hello *h, char *err, size_t errlen)
+static int accept_chan(struct ring_listener *l, const struct stream_channels *sc, const struct ring_tls_peer *tls,
+		       struct ring_channel **chp, struct stream_chan_hello *h, char *err, size_t errlen)
 {
 	struct savevm_in in;
 	int r = ring_accept(l, chp, CONNECT_TIMEOUT_MS);
@@ -519,6 +537,8 @@ static int accept_chan(struct ring_listener *l, const struct stream_channels *sc
 		snprintf(err, errlen, "channel did not connect: %s", strerror(-r));
 		return r;
 	}
+	if ((r = secure_chan(chp, tls, 0, err, errlen)))
+		return r;
 	r = ring_poll_readable(*chp, HELLO_TIMEOUT_MS);
 	if (r <= 0) {
 		snprintf(err, errlen, "channel said no hello: %s", r ? strerror(-r) : "timed out");
@@ -530,7 +550,8 @@ static int accept_chan(struct ring_listener *l, const struct stream_channels *sc
 }
 
 int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc, struct ring_channel *main,
-		       multifd_ram_fn fn, void *opaque, struct multifd_recv **mrp, char *err, size_t errlen)
+		       const struct ring_tls_peer *tls, multifd_ram_fn fn, void *opaque, struct multifd_recv **mrp,
+		       char *err, size_t errlen)
 {
 	struct multifd_recv *mr = calloc(1, sizeof(*mr));
 
@@ -549,7 +570,7 @@ int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc
 	for (unsigned int i = 0; i < sc->nr; i++) {
 		struct stream_chan_hello h;
 		struct ring_channel *ch = NULL;
-		int r = accept_chan(l, sc, &ch, &h, err, errlen);
+		int r = accept_chan(l, sc, tls, &ch, &h, err, errlen);
 
 		if (!r && mr->chans[h.index].ch) {
 			snprintf(err, errlen, "channel %u connected twice", h.index);

@@ -24,11 +24,12 @@
 struct multifd_send;
 struct multifd_chan;
 
-/* Connect nr channels to uri and start a sender thread on each.  Bytes are
- * counted in out (and paced by out->rate). */
+/* Connect nr channels to uri (each in TLS when tls is not NULL, as the
+ * main connection) and start a sender thread on each.  Bytes are counted
+ * in out (and paced by out->rate). */
 int multifd_send_start(struct savevm_out *out, const struct ring_uri *uri, unsigned int nr,
-		       uint64_t cookie, enum savevm_send_mode mode, struct multifd_send **mfp,
-		       char *err, size_t errlen);
+		       uint64_t cookie, enum savevm_send_mode mode, const struct ring_tls_peer *tls,
+		       struct multifd_send **mfp, char *err, size_t errlen);
 unsigned int multifd_send_nr(const struct multifd_send *mf);
 /* Every wait below also watches the main connection: the destination
  * writes on it before the end of the stream only to refuse, so anything
@@ -77,7 +78,8 @@ typedef int (*multifd_ram_fn)(void *opaque, struct savevm_in *in, uint64_t *page
  * connection): its reader would otherwise wait for a source that itself
  * waits for the failed channel. */
 int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc, struct ring_channel *main,
-		       multifd_ram_fn fn, void *opaque, struct multifd_recv **mrp, char *err, size_t errlen);
+		       const struct ring_tls_peer *tls, multifd_ram_fn fn, void *opaque, struct multifd_recv **mrp,
+		       char *err, size_t errlen);
 /* Wait for every channel's EOF; the first error wins.  *pages = sum. */
 int multifd_recv_finish(struct multifd_recv *mr, uint64_t *pages, char *err, size_t errlen);
 void multifd_recv_abort(struct multifd_recv *mr);

@@ -12,6 +12,7 @@
 #define BANDWIDTH_MAX ((uint64_t)SIZE_MAX / 2)
 
 #define U64(field, bit) MIGRATION_PARAM_UINT64, MIGRATION_PARAM_##bit, offsetof(struct migration_params, field)
+#define STR(field, bit) MIGRATION_PARAM_STRING, MIGRATION_PARAM_##bit, offsetof(struct migration_params, field)
 #define CAP(field, bit) MIGRATION_PARAM_BOOL, MIGRATION_PARAM_##bit, offsetof(struct migration_params, field)
 
 const struct migration_param migration_param_table[] = {
@@ -38,6 +39,12 @@ const struct migration_param migration_param_table[] = {
 	{ "x-kmig-send-mode", false, MIGRATION_PARAM_SEND_MODE_ENUM, MIGRATION_PARAM_SEND_MODE,
 	  offsetof(struct migration_params, send_mode), SAVEVM_SEND_AUTO, SAVEVM_SEND_ZC, SAVEVM_SEND_AUTO,
 	  RANGE_BETWEEN, "x-kmig-send-mode", "", "how guest pages are sent: auto (measure, keep the faster), copy, zero-copy" },
+	{ "tls-creds", false, STR(tls_creds, TLS_CREDS), 0, MIGRATION_OBJECT_ID_MAX, 0, RANGE_BETWEEN, "tls-creds", "",
+	  "id of the tls-creds-x509 object that encrypts and authenticates every migration connection; \"\" = plaintext" },
+	{ "tls-hostname", false, STR(tls_hostname, TLS_HOSTNAME), 0, 255, 0, RANGE_BETWEEN, "tls-hostname", "",
+	  "the name the destination's certificate must carry; \"\" = the host of the migration URI" },
+	{ "tls-authz", false, STR(tls_authz, TLS_AUTHZ), 0, MIGRATION_OBJECT_ID_MAX, 0, RANGE_BETWEEN, "tls-authz", "",
+	  "destination: id of the authz-simple object naming the source identity allowed; \"\" = any the CA signed" },
 	{ "multifd", true, CAP(multifd, MULTIFD), 0, 1, 0, RANGE_BETWEEN, "multifd", "",
 	  "send RAM over multifd-channels extra connections" },
 	{ "zero-copy-send", true, CAP(zero_copy_send, ZERO_COPY_SEND), 0, 1, 0, RANGE_BETWEEN, "zero-copy-send", "",
@@ -47,6 +54,7 @@ const struct migration_param migration_param_table[] = {
 };
 
 #undef U64
+#undef STR
 #undef CAP
 
 const size_t migration_param_count = sizeof(migration_param_table) / sizeof(migration_param_table[0]);
@@ -68,6 +76,8 @@ uint64_t migration_param_get(const struct migration_params *p, const struct migr
 		return (uint64_t)*(const enum savevm_send_mode *)at;
 	case MIGRATION_PARAM_BOOL:
 		return *(const bool *)at;
+	case MIGRATION_PARAM_STRING:
+		return 0;
 	default:
 		return *(const uint64_t *)at;
 	}
@@ -84,10 +94,33 @@ void migration_param_put(struct migration_params *p, const struct migration_para
 	case MIGRATION_PARAM_BOOL:
 		*(bool *)at = v != 0;
 		break;
+	case MIGRATION_PARAM_STRING:
+		break;
 	default:
 		*(uint64_t *)at = v;
 		break;
 	}
+}
+
+const char *migration_param_get_str(const struct migration_params *p, const struct migration_param *d)
+{
+	return d->type == MIGRATION_PARAM_STRING ? (const char *)p + d->offset : "";
+}
+
+int migration_param_put_str(struct migration_params *p, const struct migration_param *d, const char *v, char *err,
+			    size_t errlen)
+{
+	size_t len = v ? strlen(v) : 0;
+
+	if (d->type != MIGRATION_PARAM_STRING)
+		return -EINVAL;
+	if (len > d->max) {
+		kmig_set_err(err, errlen, "Parameter '%s' expects a string of at most %" PRIu64 " bytes", d->error_name,
+			     d->max);
+		return -EINVAL;
+	}
+	memcpy((char *)p + d->offset, v ? v : "", len + 1);
+	return 0;
 }
 
 int migration_param_check(const struct migration_param *d, uint64_t v, char *err, size_t errlen)
@@ -134,7 +167,11 @@ void migration_params_copy(struct migration_params *dst, const struct migration_
 	for (size_t i = 0; i < migration_param_count; i++) {
 		const struct migration_param *d = &migration_param_table[i];
 
-		if (mask & d->mask)
+		if (!(mask & d->mask))
+			continue;
+		if (d->type == MIGRATION_PARAM_STRING)
+			migration_param_put_str(dst, d, migration_param_get_str(src, d), NULL, 0);
+		else
 			migration_param_put(dst, d, migration_param_get(src, d));
 	}
 }

@@ -14,6 +14,9 @@
 
 #include "savevm/savevm.h"
 
+/* the longest id of a user-created object (--object, object-add) */
+#define MIGRATION_OBJECT_ID_MAX 63
+
 struct migration_params {
 	uint64_t downtime_limit_ms;
 	uint64_t max_bandwidth;			/* bytes/s; 0 = unlimited */
@@ -25,6 +28,13 @@ struct migration_params {
 	uint64_t stall_ms;
 	uint64_t io_timeout_ms;
 	enum savevm_send_mode send_mode;
+	/* TLS (QEMU's names): the tls-creds-x509 object's id ("" =
+	 * plaintext), the name the destination's certificate must carry
+	 * ("" = the URI's host), the authz-simple object's id ("" = any
+	 * client the CA signed) */
+	char tls_creds[MIGRATION_OBJECT_ID_MAX + 1];
+	char tls_hostname[256];
+	char tls_authz[MIGRATION_OBJECT_ID_MAX + 1];
 	/* capabilities the machine acts on */
 	bool multifd;
 	bool zero_copy_send;
@@ -45,11 +55,15 @@ struct migration_params {
 #define MIGRATION_PARAM_VCPU_DIRTY_LIMIT (1u << 10)
 #define MIGRATION_PARAM_VCPU_DIRTY_LIMIT_PERIOD (1u << 11)
 #define MIGRATION_PARAM_IO_TIMEOUT (1u << 12)
+#define MIGRATION_PARAM_TLS_CREDS (1u << 13)
+#define MIGRATION_PARAM_TLS_HOSTNAME (1u << 14)
+#define MIGRATION_PARAM_TLS_AUTHZ (1u << 15)
 
 enum migration_param_type {
 	MIGRATION_PARAM_UINT64,
 	MIGRATION_PARAM_SEND_MODE_ENUM,	/* a string: savevm_send_mode_name() */
 	MIGRATION_PARAM_BOOL,		/* a capability */
+	MIGRATION_PARAM_STRING,		/* at most max bytes; QEMU's StrOrNull (null = "") */
 };
 
 /* How a value out of range is refused, in QEMU's shapes:
@@ -79,8 +93,14 @@ extern const size_t migration_param_count;
 /* The row called name (a parameter or, with capability, a capability), or
  * NULL. */
 const struct migration_param *migration_param_find(const char *name, bool capability);
+/* Numbers, enums and booleans (a string row reads 0 and ignores a put). */
 uint64_t migration_param_get(const struct migration_params *p, const struct migration_param *d);
 void migration_param_put(struct migration_params *p, const struct migration_param *d, uint64_t v);
+/* String rows: the value, and setting it (-EINVAL, QEMU-like words in err,
+ * when too long). */
+const char *migration_param_get_str(const struct migration_params *p, const struct migration_param *d);
+int migration_param_put_str(struct migration_params *p, const struct migration_param *d, const char *v, char *err,
+			    size_t errlen);
 /* 0, or -EINVAL with the row's refusal in err */
 int migration_param_check(const struct migration_param *d, uint64_t v, char *err, size_t errlen);
 /* Every member in mask, in table order; the first refusal wins. */

@@ -220,7 +220,14 @@ static void print_parameters(JsonObject *p)
 
 		if (d->capability)
 			continue;
-		if (d->type == MIGRATION_PARAM_SEND_MODE_ENUM) {
+		if (d->type == MIGRATION_PARAM_STRING) {
+			const char *str = json_str_member(p, d->name);
+			char *shown = str && str[0] ? qmp_printable(str) : NULL;
+
+			if (shown)	/* unset TLS members say nothing */
+				g_string_append_printf(line, " %s: %s", d->name, shown);
+			g_free(shown);
+		} else if (d->type == MIGRATION_PARAM_SEND_MODE_ENUM) {
 			const char *mode = json_str_member(p, d->name);
 			char *shown = mode ? qmp_printable(mode) : NULL;
 

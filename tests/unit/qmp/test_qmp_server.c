@@ -1165,7 +1165,7 @@ static void check_params(struct tclient *c, int64_t downtime, int64_t bw)
 	static const char *const m[] = { "downtime-limit", "max-bandwidth", "avail-switchover-bandwidth",
 					 "multifd-channels", "x-vcpu-dirty-limit-period", "vcpu-dirty-limit",
 					 "x-kmig-stall-iterations", "x-kmig-stall-ms", "x-kmig-io-timeout",
-					 "x-kmig-send-mode", NULL };
+					 "x-kmig-send-mode", "tls-creds", "tls-hostname", "tls-authz", NULL };
 
 	assert_members(o, m);
 	assert_int_equal(json_object_get_int_member(o, "downtime-limit"), downtime);
@@ -1191,6 +1191,9 @@ static void test_param_table_round_trip(void **state)
 		if (d->type == MIGRATION_PARAM_SEND_MODE_ENUM)
 			snprintf(req, sizeof(req), "{\"execute\": \"migrate-set-parameters\", \"arguments\": "
 				 "{\"%s\": \"%s\"}}", d->name, migration_param_enum_name(d, v));
+		else if (d->type == MIGRATION_PARAM_STRING)
+			snprintf(req, sizeof(req), "{\"execute\": \"migrate-set-parameters\", \"arguments\": "
+				 "{\"%s\": \"x-%s\"}}", d->name, d->name);
 		else
 			snprintf(req, sizeof(req), "{\"execute\": \"migrate-set-parameters\", \"arguments\": "
 				 "{\"%s\": %" PRIu64 "}}", d->name, v);
@@ -1203,6 +1206,9 @@ static void test_param_table_round_trip(void **state)
 		assert_non_null(got);
 		if (d->type == MIGRATION_PARAM_SEND_MODE_ENUM) {
 			assert_string_equal(json_node_get_string(got), migration_param_enum_name(d, v));
+		} else if (d->type == MIGRATION_PARAM_STRING) {
+			snprintf(want, sizeof(want), "x-%s", d->name);
+			assert_string_equal(json_node_get_string(got), want);
 		} else {
 			assert_true(qmp_json_get_uint64(got, &back));
 			assert_int_equal(back, v);
@@ -1286,8 +1292,13 @@ static void test_parameters(void **state)
 		"Parameter 'xbzrle-cache-size' is not supported by kmig yet");
 	cmd_err(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"announce-initial\": 50}}", ge,
 		"Parameter 'announce-initial' is not supported by kmig yet");
-	cmd_err(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"tls-creds\": \"tls0\"}}", ge,
-		"Parameter 'tls-creds' is not supported by kmig yet");
+	/* StrOrNull: null is "", a number is refused, a long id is refused */
+	cmd_ok(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"tls-creds\": null}}");
+	cmd_err(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"tls-creds\": 5}}", ge,
+		"Parameter 'tls-creds' expects string");
+	cmd_err(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"tls-authz\": "
+		"\"0123456789012345678901234567890123456789012345678901234567890123\"}}", ge,
+		"Parameter 'tls-authz' expects a string of at most 63 bytes");
 	cmd_err(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"compress-level\": 1}}", ge,
 		"Parameter 'compress-level' is not supported by kmig yet");
 	cmd_err(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"bogus\": 1}}", ge,
@@ -1302,12 +1313,12 @@ static void test_parameters(void **state)
 		"{\"max-bandwidth\": 100, \"downtime-limit\": 9999999}}",
 		ge, "Parameter 'downtime_limit' expects an integer in the range of 0 to 2000000 ms");
 	check_params(c, 300, 0);
-	assert_int_equal(fake_machine_calls(f->m, "machine_set_params"), 5);
+	assert_int_equal(fake_machine_calls(f->m, "machine_set_params"), 6);	/* with tls-creds: null */
 
 	/* nothing to set is fine, and does not bother the machine */
 	cmd_ok(c, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {}}");
 	cmd_ok(c, "{\"execute\": \"migrate-set-parameters\"}");
-	assert_int_equal(fake_machine_calls(f->m, "machine_set_params"), 5);
+	assert_int_equal(fake_machine_calls(f->m, "machine_set_params"), 6);
 
 	/* the machine has the last word */
 	fake_machine_fail_next(f->m, "machine_set_params", -EINVAL, "max-bandwidth too small for this guest");

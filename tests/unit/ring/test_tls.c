@@ -82,7 +82,8 @@ static void *server_main(void *p)
 						    .nr_identities = a->cfg.identity ? 1 : 0 };
 
 		r = ring_tls_wrap(ch, &peer, 2000, &tls, a->res.err, sizeof(a->res.err));
-		ch = NULL;
+		if (!r)
+			ch = NULL;
 	}
 	if (!r) {
 		a->res.mode = ring_tls_mode(tls);
@@ -137,7 +138,8 @@ static void run(const struct side_cfg *ccfg, const struct side_cfg *scfg, size_t
 		const struct ring_tls_peer peer = { .creds = creds, .hostname = ccfg->hostname };
 
 		r = ring_tls_wrap(ch, &peer, 1000, &tls, cres->err, sizeof(cres->err));
-		ch = NULL;
+		if (!r)
+			ch = NULL;
 	}
 	if (!r && !ccfg->plain) {
 		uint8_t *out = malloc(n), *back = malloc(n);

@@ -26,6 +26,7 @@
 
 #include "common/util.h"
 #include "savevm/migration.h"
+#include "tests/tls/tls_certs.h"
 
 #define UNITS 256
 #define UNIT_SIZE (16u << 10)
@@ -765,6 +766,239 @@ static void test_free_while_active(void **state)
 	pair_fini(&p);
 }
 
+/* ------------------------------------------------------------------- TLS */
+
+static char tls_root[64];
+
+static void add_object(struct side *s, const char *fmt, ...)
+{
+	struct migration_object_spec o;
+	char text[512], err[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (migration_object_parse(text, &o, err, sizeof(err)) || migration_object_add(s->g, &o, err, sizeof(err)))
+		fail_msg("%s: --object %s: %s", s->host.name, text, err);
+}
+
+static void set_tls(struct migration_params *p, void *v)
+{
+	const char *const *kv = v;
+
+	snprintf(p->tls_creds, sizeof(p->tls_creds), "%s", kv[0]);
+	snprintf(p->tls_hostname, sizeof(p->tls_hostname), "%s", kv[1] ? kv[1] : "");
+	snprintf(p->tls_authz, sizeof(p->tls_authz), "%s", kv[2] ? kv[2] : "");
+}
+
+/* A source with the credentials of client_dir (under tls_root). */
+static void tls_source(struct side *s, const char *client_dir)
+{
+	const char *kv[3] = { "tls0", "localhost", NULL };
+
+	add_object(s, "tls-creds-x509,id=tls0,endpoint=client,dir=%s/%s", tls_root, client_dir);
+	set_param(s, MIGRATION_PARAM_TLS_CREDS | MIGRATION_PARAM_TLS_HOSTNAME, set_tls, kv);
+}
+
+/* A destination that lets only the test client in. */
+static void tls_destination(struct side *s)
+{
+	const char *kv[3] = { "tls0", NULL, "auth0" };
+
+	add_object(s, "tls-creds-x509,id=tls0,endpoint=server,dir=%s/server,verify-peer=on", tls_root);
+	/* QEMU's --object syntax: a comma inside a value is doubled */
+	add_object(s, "authz-simple,id=auth0,identity=O=kmig,,CN=%s", TLS_CLIENT_CN);
+	set_param(s, MIGRATION_PARAM_TLS_CREDS | MIGRATION_PARAM_TLS_AUTHZ, set_tls, kv);
+}
+
+static void set_multifd(struct migration_params *p, void *v)
+{
+	(void)v;
+	p->multifd = true;
+	p->multifd_channels = 3;
+}
+
+/* The whole migration in TLS, main connection and RAM channels, the
+ * state checked unit by unit as without it. */
+static void test_tls_completes(void **state)
+{
+	struct pair p;
+	struct migration_info info;
+
+	(void)state;
+	pair_init(&p);
+	p.src.iter.dirty_per_sync = 16;
+	tls_source(&p.src, "client");
+	tls_destination(&p.dst);
+	set_param(&p.src, MIGRATION_PARAM_MULTIFD | MIGRATION_PARAM_MULTIFD_CHANNELS, set_multifd, NULL);
+	pair_listen_and_start(&p);
+	expect_status(&p, &p.src, MIGRATION_STATUS_COMPLETED);
+	expect_status(&p, &p.dst, MIGRATION_STATUS_COMPLETED);
+	settle(&p);
+	for (unsigned int i = 0; i < UNITS; i++)
+		assert_int_equal(p.dst.iter.version[i], p.src.iter.version[i]);
+	assert_memory_equal(p.dst.dev.state, p.src.dev.state, DEV_STATE);
+	migration_query(p.src.g, &info);
+	assert_string_equal(info.kmig.tls, "gnutls");
+	assert_int_equal(info.kmig.channels, 3);
+	assert_string_equal(info.kmig.send_mode, "copy");	/* nothing to send zero-copy from */
+	migration_query(p.dst.g, &info);
+	assert_string_equal(info.kmig.tls, "gnutls");
+	pair_fini(&p);
+}
+
+/* A source the destination refuses fails, told why; the destination
+ * goes on waiting, and the real source then migrates. */
+static void refused_then_real(void (*setup_bad)(struct side *s), const char *bad_says)
+{
+	struct pair p;
+	struct side bad;
+	struct migration_info info;
+	char err[256];
+
+	pair_init(&p);
+	tls_destination(&p.dst);
+	side_init(&bad, "refused source", true);
+	setup_bad(&bad);
+	if (migration_listen(p.dst.g, p.uri, err, sizeof(err)))
+		fail_msg("listen: %s", err);
+	if (migration_start(bad.g, p.uri, err, sizeof(err)))
+		fail_msg("start: %s", err);
+	if (!wait_event(&bad.host, MIGRATION_EVENT_STATUS, MIGRATION_STATUS_FAILED))
+		fail_msg("the refused source did not fail");
+	migration_query(bad.g, &info);
+	printf("  refused source: %s\n", info.error_desc);
+	if (!strstr(info.error_desc, bad_says))
+		fail_msg("the refused source said '%s', expected '%s'", info.error_desc, bad_says);
+	assert_int_equal(bad.host.resumes, 0);	/* never paused: it ran throughout */
+	assert_true(bad.host.running);
+	/* the destination still waits */
+	assert_int_equal(migration_status(p.dst.g), MIGRATION_STATUS_NONE);
+	migration_query(p.dst.g, &info);
+	assert_true(info.has_socket_address);
+	tls_source(&p.src, "client");
+	if (migration_start(p.src.g, p.uri, err, sizeof(err)))
+		fail_msg("start: %s", err);
+	expect_status(&p, &p.src, MIGRATION_STATUS_COMPLETED);
+	expect_status(&p, &p.dst, MIGRATION_STATUS_COMPLETED);
+	settle(&p);
+	assert_int_equal(p.dst.host.starts, 1);
+	side_fini(&bad);
+	pair_fini(&p);
+}
+
+static void bad_nocert(struct side *s)
+{
+	tls_source(s, "client-nocert");
+}
+
+static void bad_other_ca(struct side *s)
+{
+	tls_source(s, "client-other-ca");
+}
+
+static void bad_plaintext(struct side *s)
+{
+	(void)s;
+}
+
+static void test_tls_refuses_no_certificate(void **state)
+{
+	(void)state;
+	refused_then_real(bad_nocert, "Certificate is required");
+}
+
+static void test_tls_refuses_other_ca(void **state)
+{
+	(void)state;
+	refused_then_real(bad_other_ca, "the destination refused the session");
+}
+
+static void test_tls_refuses_plaintext_source(void **state)
+{
+	(void)state;
+	refused_then_real(bad_plaintext, "if it has tls-creds, set tls-creds here too");
+}
+
+/* A TLS source to a plaintext destination: refused on both sides. */
+static void test_tls_source_plain_destination(void **state)
+{
+	struct pair p;
+	struct migration_info info;
+
+	(void)state;
+	pair_init(&p);
+	tls_source(&p.src, "client");
+	pair_listen_and_start(&p);
+	expect_status(&p, &p.src, MIGRATION_STATUS_FAILED);
+	migration_query(p.src.g, &info);
+	printf("  source: %s\n", info.error_desc);
+	if (!strstr(info.error_desc, "is tls-creds set on both sides?"))
+		fail_msg("source said '%s'", info.error_desc);
+	assert_int_equal(migration_status(p.dst.g), MIGRATION_STATUS_NONE);
+	pair_fini(&p);
+}
+
+/* QEMU's refusals of what tls-creds names, and of zero-copy with TLS. */
+static void test_tls_refusals(void **state)
+{
+	struct pair p;
+	struct migration_info info;
+	struct migration_object_spec o;
+	char err[512];
+	const char *nope[3] = { "nope", "localhost", NULL };
+	const char *authz[3] = { "auth0", "localhost", NULL };
+	const char *server[3] = { "srv", "localhost", NULL };
+	const struct { const char *const *kv; const char *says; } cases[] = {
+		{ nope, "No TLS credentials with id 'nope'" },
+		{ authz, "Object with id 'auth0' is not TLS credentials" },
+		{ server, "Expected TLS credentials for a client endpoint" },
+	};
+
+	(void)state;
+	pair_init(&p);
+	add_object(&p.src, "authz-simple,id=auth0,identity=CN=x");
+	add_object(&p.src, "tls-creds-x509,id=srv,endpoint=server,dir=%s/server", tls_root);
+	assert_int_equal(migration_object_parse("tls-creds-x509,id=srv,endpoint=server,dir=/nonexistent", &o, err,
+						sizeof(err)), 0);
+	assert_int_equal(migration_object_add(p.src.g, &o, err, sizeof(err)), -ENOENT);
+	assert_int_equal(migration_object_parse("tls-creds-x509,id=x,bogus=1", &o, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "Property 'tls-creds-x509.bogus' not found");
+	assert_int_equal(migration_object_parse("secret,id=x", &o, err, sizeof(err)), -EINVAL);
+	assert_int_equal(migration_object_parse("tls-creds-x509,id=srv,endpoint=server,dir=x", &o, err, sizeof(err)), 0);
+	snprintf(o.dir, sizeof(o.dir), "%s/server", tls_root);
+	assert_int_equal(migration_object_add(p.src.g, &o, err, sizeof(err)), -EEXIST);
+	assert_int_equal(migration_object_del(p.src.g, "nope", err, sizeof(err)), -ENOENT);
+	assert_string_equal(err, "object 'nope' not found");
+	if (migration_listen(p.dst.g, p.uri, err, sizeof(err)))
+		fail_msg("listen: %s", err);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memset(&p.src.host.events, 0, sizeof(p.src.host.events));
+		p.src.host.nr_events = 0;
+		set_param(&p.src, MIGRATION_PARAM_TLS_CREDS | MIGRATION_PARAM_TLS_HOSTNAME, set_tls,
+			  (void *)cases[i].kv);
+		assert_int_equal(migration_start(p.src.g, p.uri, err, sizeof(err)), 0);
+		expect_status(&p, &p.src, MIGRATION_STATUS_FAILED);
+		migration_query(p.src.g, &info);
+		assert_string_equal(info.error_desc, cases[i].says);
+	}
+	/* zero-copy-send with TLS, as QEMU */
+	tls_source(&p.src, "client");
+	struct migration_params mp;
+
+	migration_get_params(p.src.g, &mp);
+	mp.zero_copy_send = true;
+	assert_int_equal(migration_set_params(p.src.g, &mp, MIGRATION_PARAM_ZERO_COPY_SEND, err, sizeof(err)), 0);
+	p.src.host.nr_events = 0;
+	assert_int_equal(migration_start(p.src.g, p.uri, err, sizeof(err)), 0);
+	expect_status(&p, &p.src, MIGRATION_STATUS_FAILED);
+	migration_query(p.src.g, &info);
+	assert_string_equal(info.error_desc, "Zero copy only available for non-compressed non-TLS multifd migration");
+	assert_int_equal(migration_object_del(p.src.g, "srv", err, sizeof(err)), 0);
+	pair_fini(&p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -776,7 +1010,24 @@ int main(void)
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_start_fails),
 		cmocka_unit_test(test_free_while_active),
+		cmocka_unit_test(test_tls_completes),
+		cmocka_unit_test(test_tls_refuses_no_certificate),
+		cmocka_unit_test(test_tls_refuses_other_ca),
+		cmocka_unit_test(test_tls_refuses_plaintext_source),
+		cmocka_unit_test(test_tls_source_plain_destination),
+		cmocka_unit_test(test_tls_refusals),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	snprintf(tls_root, sizeof(tls_root), "/tmp/kmig-engine-tls-XXXXXX");
+	if (!mkdtemp(tls_root) || tls_make_set(tls_root)) {
+		printf("cannot make the test certificates in %s\n", tls_root);
+		return 1;
+	}
+	int r = cmocka_run_group_tests(tests, NULL, NULL);
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tls_root);
+	if (system(cmd))
+		fprintf(stderr, "could not remove %s\n", tls_root);
+	return r;
 }

@@ -37,7 +37,10 @@ static void markdown(FILE *f)
 
 		fprintf(f, "| `%s` | %s | %s | ", d->name, d->capability ? "capability" : "parameter",
 			d->unit[0] ? d->unit : "-");
-		if (d->type == MIGRATION_PARAM_BOOL) {
+		if (d->type == MIGRATION_PARAM_STRING) {
+			fprintf(f, "a string of at most %" PRIu64 " bytes | `\"\"` | %s |\n", d->max, d->doc);
+			continue;
+		} else if (d->type == MIGRATION_PARAM_BOOL) {
 			fprintf(f, "on, off");
 		} else if (d->type == MIGRATION_PARAM_SEND_MODE_ENUM) {
 			for (uint64_t v = d->min; v <= d->max; v++)
@@ -94,6 +97,29 @@ static void test_defaults_and_copy(void **state)
 	assert_int_equal(p.send_mode, SAVEVM_SEND_ZC);
 	assert_true(p.multifd);
 	assert_int_equal(p.downtime_limit_ms, 300);	/* not in the mask */
+	/* strings: default "", copied by the mask, bounded */
+	const struct migration_param *creds = migration_param_find("tls-creds", false);
+	char err[256];
+
+	assert_string_equal(p.tls_creds, "");
+	assert_string_equal(migration_param_get_str(&p, creds), "");
+	memset(&q, 0, sizeof(q));
+	assert_int_equal(migration_param_put_str(&q, creds, "tls0", err, sizeof(err)), 0);
+	migration_params_copy(&p, &q, MIGRATION_PARAM_TLS_HOSTNAME);
+	assert_string_equal(p.tls_creds, "");
+	migration_params_copy(&p, &q, MIGRATION_PARAM_TLS_CREDS);
+	assert_string_equal(p.tls_creds, "tls0");
+	char longid[MIGRATION_OBJECT_ID_MAX + 2];
+
+	memset(longid, 'x', sizeof(longid) - 1);
+	longid[sizeof(longid) - 1] = 0;
+	assert_int_equal(migration_param_put_str(&q, creds, longid, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "Parameter 'tls-creds' expects a string of at most 63 bytes");
+	assert_string_equal(q.tls_creds, "tls0");	/* unchanged */
+	longid[MIGRATION_OBJECT_ID_MAX] = 0;
+	assert_int_equal(migration_param_put_str(&q, creds, longid, err, sizeof(err)), 0);
+	assert_int_equal(migration_param_put_str(&q, migration_param_find("downtime-limit", false), "1", err,
+						 sizeof(err)), -EINVAL);
 }
 
 /* one check, one text, the first wrong member in QEMU's order */
