@@ -345,6 +345,42 @@ static int check_devices(const struct machine_config *c, char *err, size_t errle
 	return 0;
 }
 
+/* --object: each parses (the credentials are read at creation) */
+static int check_objects(const struct machine_config *c, char *err, size_t errlen)
+{
+	for (unsigned int i = 0; i < c->nr_objects; i++) {
+		struct migration_object_spec o;
+		char why[512];
+		int r = migration_object_parse(c->objects[i], &o, why, sizeof(why));
+
+		if (!r)
+			r = migration_object_check(&o, why, sizeof(why));
+		if (r) {
+			snprintf(err, errlen, "--object %s: %s", c->objects[i], why);
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* --object, once the engine exists */
+static int add_objects(struct machine *m, char *err, size_t errlen)
+{
+	for (unsigned int i = 0; i < m->cfg.nr_objects; i++) {
+		struct migration_object_spec o;
+		char why[512];
+		int r = migration_object_parse(m->cfg.objects[i], &o, why, sizeof(why));
+
+		if (!r)
+			r = migration_object_add(m->mig, &o, why, sizeof(why));
+		if (r) {
+			snprintf(err, errlen, "--object %s: %s", m->cfg.objects[i], why);
+			return r;
+		}
+	}
+	return 0;
+}
+
 static int check_incoming(const char *incoming, char *err, size_t errlen)
 {
 	if (!incoming || !strcmp(incoming, "defer"))
@@ -441,7 +477,7 @@ int machine_config_check(const struct machine_config *c, char *err, size_t errle
 		snprintf(err, errlen, "--vcpus: 1 to %d", KMIG_MAX_VCPUS);
 		return -EINVAL;
 	}
-	if ((r = check_guest(c, err, errlen)) || (r = check_devices(c, err, errlen)) ||
+	if ((r = check_guest(c, err, errlen)) || (r = check_devices(c, err, errlen)) || (r = check_objects(c, err, errlen)) ||
 	    (r = check_incoming(c->incoming, err, errlen)) || (r = check_outputs(c, err, errlen)))
 		return r;
 	return 0;
@@ -498,6 +534,8 @@ int machine_create(const struct machine_config *cfg, struct machine **out, char 
 		};
 		r = migration_new(&env, &m->mig);
 	}
+	if (!r)
+		r = add_objects(m, err, errlen);
 	/* last: a run refused above has truncated nothing */
 	if (!r)
 		r = open_serial(m, err, errlen);
@@ -716,6 +754,16 @@ void machine_query_migrate(struct machine *m, struct migration_info *info)
 	if (migration_throttling(m->mig))
 		info->has_dirty_limit = dirtylimit_migration_stats(m, &info->dirty_limit_throttle_time_per_round_us,
 								   &info->dirty_limit_ring_full_time_us);
+}
+
+int machine_object_add(struct machine *m, const struct migration_object_spec *o, char *err, size_t errlen)
+{
+	return migration_object_add(m->mig, o, err, errlen);
+}
+
+int machine_object_del(struct machine *m, const char *id, char *err, size_t errlen)
+{
+	return migration_object_del(m->mig, id, err, errlen);
 }
 
 void machine_get_params(struct machine *m, struct migration_params *p)

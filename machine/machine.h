@@ -41,6 +41,10 @@ struct machine_config {
 	 * (a source and its destination need the same list) */
 	const char *const *devices;
 	unsigned int nr_devices;
+	/* objects (QEMU's --object): "tls-creds-x509,id=ID,endpoint=...,dir=...
+	 * [,verify-peer=on|off]" or "authz-simple,id=ID,identity=DN" */
+	const char *const *objects;
+	unsigned int nr_objects;
 };
 
 /* QEMU's RunState names (query-status) */
@@ -126,6 +130,9 @@ void machine_get_params(struct machine *m, struct migration_params *p);
  * change; checked as a whole first (migration_params_check: one check,
  * QEMU's words), then what depends on this VM (dirty-limit needs the dirty
  * ring: -ENOTSUP). */
+/* object-add, object-del: the objects tls-creds and tls-authz name */
+int machine_object_add(struct machine *m, const struct migration_object_spec *o, char *err, size_t errlen);
+int machine_object_del(struct machine *m, const char *id, char *err, size_t errlen);
 int machine_set_params(struct machine *m, const struct migration_params *p, unsigned int mask,
 		       char *err, size_t errlen);
 

@@ -367,6 +367,52 @@ static JsonNode *cmd_migrate(struct qmp_server *s, struct qmp_conn *c, JsonObjec
 	return machine_result(machine_migrate(qmp_server_state(s)->machine, uri, e, sizeof(e)), e, err);
 }
 
+/* object-add: QEMU's flat form, the members of the two types kmig has */
+static const struct qmp_arg_spec object_add_args[] = {
+	{ "qom-type", QMP_ARG_STR, true },
+	{ "id", QMP_ARG_STR, true },
+	{ "endpoint", QMP_ARG_STR, false },
+	{ "dir", QMP_ARG_STR, false },
+	{ "verify-peer", QMP_ARG_BOOL, false },
+	{ "identity", QMP_ARG_STR, false },
+	{ NULL, 0, false },
+};
+
+static JsonNode *cmd_object_add(struct qmp_server *s, struct qmp_conn *c, JsonObject *args, GError **err)
+{
+	static const char *const props[] = { "id", "endpoint", "dir", "verify-peer", "identity" };
+	struct migration_object_spec o;
+	char e[512] = "";
+	int r = migration_object_init(&o, json_object_get_string_member(args, "qom-type"), e, sizeof(e));
+
+	for (size_t i = 0; !r && i < G_N_ELEMENTS(props); i++) {
+		JsonNode *n = json_object_get_member(args, props[i]);
+
+		if (!n)
+			continue;
+		const char *v = JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_BOOLEAN
+			? (json_node_get_boolean(n) ? "on" : "off") : json_node_get_string(n);
+
+		r = migration_object_set(&o, props[i], v, e, sizeof(e));
+	}
+	if (!r)
+		r = machine_object_add(qmp_server_state(s)->machine, &o, e, sizeof(e));
+	return machine_result(r, e, err);
+}
+
+static const struct qmp_arg_spec object_del_args[] = {
+	{ "id", QMP_ARG_STR, true },
+	{ NULL, 0, false },
+};
+
+static JsonNode *cmd_object_del(struct qmp_server *s, struct qmp_conn *c, JsonObject *args, GError **err)
+{
+	char e[512] = "";
+
+	return machine_result(machine_object_del(qmp_server_state(s)->machine,
+						 json_object_get_string_member(args, "id"), e, sizeof(e)), e, err);
+}
+
 static const struct qmp_arg_spec migrate_incoming_args[] = {
 	{ "uri", QMP_ARG_STR, true },
 	{ NULL, 0, false },
@@ -970,6 +1016,8 @@ const struct qmp_command qmp_commands[] = {
 	{ "quit", NULL, cmd_quit, 0 },
 	{ "migrate", migrate_args, cmd_migrate, 0 },
 	{ "migrate-incoming", migrate_incoming_args, cmd_migrate_incoming, 0 },
+	{ "object-add", object_add_args, cmd_object_add, 0 },
+	{ "object-del", object_del_args, cmd_object_del, 0 },
 	{ "migrate_cancel", NULL, cmd_migrate_cancel, 0 },
 	{ "query-migrate", NULL, cmd_query_migrate, 0 },
 	{ "migrate-set-parameters", set_params_args, cmd_migrate_set_parameters, 0 },

@@ -260,6 +260,9 @@ int migration_object_parse(const char *text, struct migration_object_spec *o, ch
 /* Create it (credentials are read now: a bad directory fails here). */
 int migration_object_add(struct migration *g, const struct migration_object_spec *o, char *err, size_t errlen);
 int migration_object_del(struct migration *g, const char *id, char *err, size_t errlen);
+/* Would it be created?  Reads the credentials and lets them go: lets a
+ * run refuse a bad --object before it starts anything. */
+int migration_object_check(const struct migration_object_spec *o, char *err, size_t errlen);
 
 void migration_get_params(struct migration *g, struct migration_params *p);
 /* migrate-set-parameters: checked (QEMU's words), then applied at once. */

@@ -49,6 +49,13 @@ static void run_usage(FILE *f)
 		"                        device) rewritten at dirty-rate while the guest runs, plus\n"
 		"                        stop-copy bytes sent only when stopped; K/M/G suffixes;\n"
 		"                        repeatable; a destination needs the same devices\n"
+		"  --object tls-creds-x509,id=ID,endpoint=server|client,dir=DIR[,verify-peer=on|off]\n"
+		"  --object authz-simple,id=ID,identity=DN\n"
+		"                        QEMU's objects for TLS: DIR holds ca-cert.pem and\n"
+		"                        server-cert.pem/server-key.pem or client-cert.pem/\n"
+		"                        client-key.pem; name them with the tls-creds and tls-authz\n"
+		"                        parameters (migrate-set-parameters); a comma inside a\n"
+		"                        value is written ',,' (identity=O=kmig,,CN=src); repeatable\n"
 		"  --stats-file PATH     while a migration runs (either side), append to PATH one JSON\n"
 		"                        line per period: the MigrationInfo query-migrate returns, plus\n"
 		"                        one member \"x-kmig-timestamp-ms\" (wall clock, ms since the\n"
@@ -131,6 +138,7 @@ static int run_main(int argc, char **argv, struct guest_strings *gs)
 		{ "incoming", required_argument, NULL, 'i' }, { "dirty-ring", required_argument, NULL, 'r' },
 		{ "dirty-bitmap", no_argument, NULL, 'b' }, { "dirty-tracking", required_argument, NULL, 'T' },
 		{ "device", required_argument, NULL, 'D' }, { "mem-prealloc", no_argument, NULL, 'p' },
+		{ "object", required_argument, NULL, 'O' },
 		{ "stats-file", required_argument, NULL, 'S' }, { "stats-period", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' }, { 0 },
 	};
@@ -139,8 +147,8 @@ static int run_main(int argc, char **argv, struct guest_strings *gs)
 	const char *qmp_path = NULL, *append = NULL, *stats_path = NULL;
 	uint64_t stats_period = STATS_PERIOD_DEFAULT_MS;
 	bool has_stats_period = false;
-	const char *devices[8];
-	unsigned int nr_devices = 0;
+	const char *devices[8], *objects[16];
+	unsigned int nr_devices = 0, nr_objects = 0;
 	uint64_t v;
 	int o;
 
@@ -203,6 +211,14 @@ static int run_main(int argc, char **argv, struct guest_strings *gs)
 			}
 			devices[nr_devices++] = optarg;
 			break;
+		case 'O':
+			if (nr_objects == sizeof(objects) / sizeof(objects[0])) {
+				fprintf(stderr, "kmig run: at most %zu --object options\n",
+					sizeof(objects) / sizeof(objects[0]));
+				return 2;
+			}
+			objects[nr_objects++] = optarg;
+			break;
 		case 'S': stats_path = optarg; break;
 		case 'P':
 			if (parse_u64(optarg, STATS_PERIOD_MAX_MS, &stats_period) ||
@@ -233,6 +249,8 @@ static int run_main(int argc, char **argv, struct guest_strings *gs)
 	cfg.guest_name = gs->name;
 	cfg.devices = devices;
 	cfg.nr_devices = nr_devices;
+	cfg.objects = objects;
+	cfg.nr_objects = nr_objects;
 	cfg.cmdline = gs->name ? gs->cmdline : append;
 
 	char err[512] = "";

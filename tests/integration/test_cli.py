@@ -34,6 +34,23 @@ def devices_refused():
         "two devices with id 'x'")
 
 
+def objects_refused(tmp):
+    """--object: QEMU's names, checked (credentials read) before anything starts."""
+    run(["run", "--guest", "idle", "--object", "secret,id=s"], 1, "invalid object type: secret")
+    run(["run", "--guest", "idle", "--object", "tls-creds-x509,id=t,endpoint=middle,dir=/x"], 1,
+        "Parameter 'endpoint' does not accept value 'middle'")
+    run(["run", "--guest", "idle", "--object", "tls-creds-x509,id=t,verify-peer=maybe,dir=/x"], 1,
+        "Parameter 'verify-peer' expects 'on' or 'off'")
+    run(["run", "--guest", "idle", "--object", "tls-creds-x509,id=t,color=red"], 1,
+        "Property 'tls-creds-x509.color' not found")
+    run(["run", "--guest", "idle", "--object", "tls-creds-x509,id=t,dir=/nonexistent"], 1,
+        "cannot read TLS CA certificate '/nonexistent/ca-cert.pem'")
+    run(["run", "--guest", "idle", "--object", f"tls-creds-x509,id=t,endpoint=server,dir={tmp}"], 1,
+        f"cannot read TLS CA certificate '{tmp}/ca-cert.pem'")
+    run(["run", "--guest", "idle", "--object", "authz-simple,id=a,dir=/x"], 1,
+        "Property 'authz-simple.dir' not found")
+
+
 def files_never_emptied(tmp):
     """A refused run truncates nothing: not --serial, not --stats-file, and
     never the kernel it would read."""
@@ -98,6 +115,7 @@ def main():
     run(["run", "--guest", "idle", "--serial", tmp], 1, "Is a directory")
     run(["run", "--guest", "idle", "--stats-file", "/nonexistent/dir/s.jsonl"], 1, "cannot open stats file")
     devices_refused()
+    objects_refused(tmp)
     files_never_emptied(tmp)
     require_kvm()
     # preallocating more than the host has is refused up front (populating

@@ -33,6 +33,7 @@ struct machine {
 	GHashTable *calls;	/* fn name -> count */
 	GList *fails;		/* struct fail_rule * */
 	char last_uri[256];
+	char last_object[64];		/* the id object-add last created */
 	bool quit;
 	GPtrArray *threads;
 	/* dirty rate and dirty limit: scripted answers, last arguments */
@@ -521,6 +522,32 @@ int machine_set_params(struct machine *m, const struct migration_params *p, unsi
 	if (!ret)
 		migration_params_copy(&m->params, p, mask);
 out:
+	g_mutex_unlock(&m->lock);
+	return ret;
+}
+
+int machine_object_add(struct machine *m, const struct migration_object_spec *o, char *err, size_t errlen)
+{
+	int ret = 0;
+
+	g_mutex_lock(&m->lock);
+	if (!record(m, "machine_object_add", &ret, err, errlen))
+		snprintf(m->last_object, sizeof(m->last_object), "%s", o->id);
+	g_mutex_unlock(&m->lock);
+	return ret;
+}
+
+int machine_object_del(struct machine *m, const char *id, char *err, size_t errlen)
+{
+	int ret = 0;
+
+	g_mutex_lock(&m->lock);
+	if (!record(m, "machine_object_del", &ret, err, errlen) && strcmp(id, m->last_object)) {
+		snprintf(err, errlen, "object '%s' not found", id);
+		ret = -ENOENT;
+	}
+	if (!ret)
+		m->last_object[0] = 0;
 	g_mutex_unlock(&m->lock);
 	return ret;
 }

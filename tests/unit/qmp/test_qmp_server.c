@@ -1492,6 +1492,34 @@ static void test_migrate_incoming_defer(void **state)
 	tc_close(c);
 }
 
+/* object-add/object-del: QEMU's flat form, each property checked by the
+ * shared spec code, the machine asked only with a whole spec */
+static void test_objects(void **state)
+{
+	struct fx *f = *state;
+	struct tclient *c = tc_connect_negotiated(f->path);
+	const char *ge = "GenericError";
+
+	cmd_ok(c, "{\"execute\": \"object-add\", \"arguments\": {\"qom-type\": \"tls-creds-x509\", "
+		  "\"id\": \"tls0\", \"endpoint\": \"server\", \"dir\": \"/etc/pki\", \"verify-peer\": false}}");
+	assert_int_equal(fake_machine_calls(f->m, "machine_object_add"), 1);
+	cmd_err(c, "{\"execute\": \"object-add\", \"arguments\": {\"qom-type\": \"secret\", \"id\": \"s\"}}", ge,
+		"invalid object type: secret (kmig has tls-creds-x509 and authz-simple)");
+	cmd_err(c, "{\"execute\": \"object-add\", \"arguments\": {\"qom-type\": \"authz-simple\", \"id\": \"a\", "
+		   "\"dir\": \"/x\"}}", ge, "Property 'authz-simple.dir' not found");
+	cmd_err(c, "{\"execute\": \"object-add\", \"arguments\": {\"qom-type\": \"tls-creds-x509\", \"id\": \"t\", "
+		   "\"endpoint\": \"middle\"}}", ge, "Parameter 'endpoint' does not accept value 'middle'");
+	cmd_err(c, "{\"execute\": \"object-add\", \"arguments\": {\"qom-type\": \"tls-creds-x509\"}}", ge,
+		"Parameter 'id' is missing");
+	cmd_err(c, "{\"execute\": \"object-add\", \"arguments\": {\"qom-type\": \"tls-creds-x509\", \"id\": \"t\", "
+		   "\"verify-peer\": \"yes\"}}", ge, "Parameter 'verify-peer' expects boolean");
+	assert_int_equal(fake_machine_calls(f->m, "machine_object_add"), 1);
+	cmd_err(c, "{\"execute\": \"object-del\", \"arguments\": {\"id\": \"nope\"}}", ge,
+		"object 'nope' not found");
+	cmd_ok(c, "{\"execute\": \"object-del\", \"arguments\": {\"id\": \"tls0\"}}");
+	tc_close(c);
+}
+
 /* ------------------------------------------------------- simple queries */
 
 static void test_queries(void **state)
@@ -1504,7 +1532,7 @@ static void test_queries(void **state)
 		"migrate", "migrate-incoming", "migrate_cancel", "query-migrate", "migrate-set-parameters",
 		"query-migrate-parameters", "migrate-set-capabilities", "query-migrate-capabilities",
 		"x-kmig-blob-set", "pmemsave", "calc-dirty-rate", "query-dirty-rate", "set-vcpu-dirty-limit",
-		"cancel-vcpu-dirty-limit", "query-vcpu-dirty-limit", NULL,
+		"cancel-vcpu-dirty-limit", "query-vcpu-dirty-limit", "object-add", "object-del", NULL,
 	};
 	static const struct {
 		enum machine_runstate rs;
@@ -2282,6 +2310,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_id_echo, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_request_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_classes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_objects, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_then_valid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_clients, setup, teardown),
