@@ -9,9 +9,11 @@
  *
  * usage: ram_path [--mem MiB] [--fill MiB] [--channels N] [--send copy|zero-copy|auto]
  *                 [--recv write|splice|mapping] [--prealloc] [--ws MiB] [--passes N]
- *                 [--uri URI] [--runs N]
+ *                 [--uri URI] [--runs N] [--tls DIR]
  * --fill MiB of RAM hold data (the rest is never touched: holes);
  * --ws MiB: a writer rewrites that much during --passes live passes.
+ * --tls DIR: every connection in TLS (GnuTLS), with the certificate set
+ * `build/tests/tls/tls-certs DIR` made.
  *
  * ram_path --soak N: N migrations in a row from this one long-lived source
  * process (a fresh destination each), alternating the main connection and
@@ -186,7 +188,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: ram_path [--mem MiB] [--fill MiB] [--channels N] [--send copy|zero-copy|auto]\n"
 			"                [--recv write|splice|mapping] [--prealloc] [--ws MiB] [--passes N]\n"
-			"                [--uri URI] [--runs N] [--soak N]\n");
+			"                [--uri URI] [--runs N] [--soak N] [--tls DIR]\n");
 	exit(2);
 }
 
@@ -196,6 +198,7 @@ int main(int argc, char **argv)
 		{ "mem", 1, 0, 'm' }, { "fill", 1, 0, 'f' }, { "channels", 1, 0, 'c' }, { "send", 1, 0, 's' },
 		{ "recv", 1, 0, 'r' }, { "prealloc", 0, 0, 'p' }, { "ws", 1, 0, 'w' }, { "passes", 1, 0, 'P' },
 		{ "uri", 1, 0, 'u' }, { "runs", 1, 0, 'n' }, { "soak", 1, 0, 'S' }, { "help", 0, 0, 'h' },
+		{ "tls", 1, 0, 't' },
 		{ 0, 0, 0, 0 },
 	};
 	struct fill f = { .fill_bytes = 1024ull << 20 };
@@ -216,6 +219,7 @@ int main(int argc, char **argv)
 		case 'u': o.uri = optarg; break;
 		case 'n': runs = atoi(optarg); break;
 		case 'S': soak_n = atoi(optarg); break;
+		case 't': o.tls_dir = optarg; break;
 		default: usage();
 		}
 	}

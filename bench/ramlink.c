@@ -139,6 +139,28 @@ static int dst_open_channels(void *opaque, const struct stream_channels *sc, str
 	return multifd_recv_start(d->l, sc, main->ch, d->tls, fn, fn_opaque, mr, err, errlen);
 }
 
+/* The credentials of side (client/ or server/) of a tls-certs set. */
+static int ramlink_tls(const char *dir, bool server, struct ring_tls_peer *p, char *err, size_t errlen)
+{
+	char path[1024];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, server ? "server" : "client");
+	memset(p, 0, sizeof(*p));
+	p->hostname = "127.0.0.1";
+	return ring_tls_creds_load(path, server, true, &p->creds, err, errlen);
+}
+
+/* The TLS handshake on a main connection; *ch becomes the TLS channel. */
+static int ramlink_secure(struct ring_channel **ch, const struct ring_tls_peer *p, char *err, size_t errlen)
+{
+	struct ring_channel *w;
+	int r = ring_tls_wrap(*ch, p, 5000, &w, err, errlen);
+
+	if (!r)
+		*ch = w;
+	return r;
+}
+
 /* The stream through kmig's own loader (savevm/load.h), as a VM's is. */
 static int dst_receive(struct dst *d, struct dst_report *rep)
 {
@@ -155,6 +177,8 @@ static int dst_receive(struct dst *d, struct dst_report *rep)
 	double cpu0 = cpu_s();
 
 	ring_channel_set_timeout(d->ch, d->o->io_timeout_ms);
+	if (d->tls && (r = ramlink_secure(&d->ch, d->tls, rep->err, sizeof(rep->err))))
+		return r;
 	if (d->o->silent == RAMLINK_SILENT_DST) {
 		/* hold the connection and read nothing */
 		usleep(4000 * (useconds_t)d->o->io_timeout_ms);
@@ -182,7 +206,13 @@ static void dst_main(const struct ramlink_opts *o, int to_parent)
 
 	if (o->recv_path)
 		setenv("KMIG_RECV_PATH", o->recv_path, 1);
-	r = kvm_mem_create(o->mem_bytes, o->dst_prealloc, &d.mem, rep.err, sizeof(rep.err));
+	struct ring_tls_peer tls = { 0 };
+
+	r = o->tls_dir ? ramlink_tls(o->tls_dir, true, &tls, rep.err, sizeof(rep.err)) : 0;
+	if (!r && o->tls_dir)
+		d.tls = &tls;
+	if (!r)
+		r = kvm_mem_create(o->mem_bytes, o->dst_prealloc, &d.mem, rep.err, sizeof(rep.err));
 	if (!r && !(d.reg = savevm_registry_new()))
 		r = -ENOMEM;
 	if (!r)
@@ -236,6 +266,7 @@ struct src {
 	atomic_bool cancel;
 	struct savevm_out out;
 	atomic_bool stop_writer;
+	struct ring_tls_peer tls_peer;
 	const struct ring_tls_peer *tls;	/* NULL: plaintext */
 	char err[512];
 };
@@ -334,6 +365,8 @@ static int src_run(struct src *s, const char *where)
 	struct ring_uri uri;
 	int r = ring_uri_parse(where, &uri, s->err, sizeof(s->err));
 
+	if (!r && s->o->tls_dir && !(r = ramlink_tls(s->o->tls_dir, false, &s->tls_peer, s->err, sizeof(s->err))))
+		s->tls = &s->tls_peer;
 	if (r)
 		return r;
 	savevm_rate_init(&s->rate);
@@ -345,6 +378,8 @@ static int src_run(struct src *s, const char *where)
 		return r;
 	}
 	ring_channel_set_timeout(s->out.ch, s->o->io_timeout_ms);
+	if (s->tls && (r = ramlink_secure(&s->out.ch, s->tls, s->err, sizeof(s->err))))
+		return r;
 	savevm_sendpath_init(&s->out.path, s->out.ch, s->o->send_mode);
 	r = send_declarations(s);
 	if (!r && s->o->channels)
@@ -535,6 +570,7 @@ int ramlink_run(const struct ramlink_opts *o, struct ramlink_result *res)
 	int status;
 
 	waitpid(pid, &status, 0);
+	ring_tls_creds_unref(s.tls_peer.creds);
 	return r;
 }
 

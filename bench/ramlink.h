@@ -55,6 +55,10 @@ struct ramlink_opts {
 	/* kill -9 of the destination this long after the source starts
 	 * (0 = never) */
 	unsigned int kill_dst_ms;
+	/* TLS on every connection: the directory of tests/tls's certificate
+	 * set (`tls-certs DIR`), its client/ and server/ credentials; NULL =
+	 * plaintext */
+	const char *tls_dir;
 };
 
 struct ramlink_result {
