@@ -213,12 +213,7 @@ static void *incoming_main(void *arg)
 	return NULL;
 fail:
 	close_listener(g);
-	pthread_mutex_lock(&g->lock);
-	g->end_ns = kmig_now_ns();
-	g->ch = NULL;
-	pthread_mutex_unlock(&g->lock);
-	if (ch)
-		ring_channel_close(ch);
+	mig_end_connection(g, ch);
 	savevm_load_reset(g->env.reg);
 	mig_tls_release(&g->tls);
 	mig_set_status(g, g->cancel ? MIGRATION_STATUS_CANCELLED : MIGRATION_STATUS_FAILED);

@@ -581,12 +581,7 @@ fail:
 		FOR_EACH_ENTRY(g, e, true)
 			e->ops->save_cleanup(e->opaque);
 	release_dirty_limit(g);
-	pthread_mutex_lock(&g->lock);
-	g->end_ns = kmig_now_ns();
-	g->ch = NULL;
-	pthread_mutex_unlock(&g->lock);
-	if (ch)
-		ring_channel_close(ch);
+	mig_end_connection(g, ch);
 	savevm_rate_destroy(&rate);
 	mig_tls_release(&g->tls);
 	source_fail(g, r, io_timeout);

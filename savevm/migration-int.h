@@ -88,6 +88,9 @@ void __attribute__((format(printf, 2, 3))) mig_set_error(struct migration *g, co
 void mig_ram_stats(struct migration *g, struct ram_stats *rs);
 /* Abort every connection of the migration (cancel, abort); g->lock held. */
 void mig_abort_channels_locked(struct migration *g);
+/* A failed migration's end: its time, and its connection unpublished
+ * (cancel no longer reaches it) and closed. */
+void mig_end_connection(struct migration *g, struct ring_channel *ch);
 /* The thread of the last migration, and a listener it left. */
 void mig_join(struct migration *g);
 /* objects.c: the TLS of a migration from its parameters (QEMU's words

@@ -63,6 +63,15 @@ void mig_abort_channels_locked(struct migration *g)
 	multifd_recv_abort(g->mf_recv);
 }
 
+void mig_end_connection(struct migration *g, struct ring_channel *ch)
+{
+	pthread_mutex_lock(&g->lock);
+	g->end_ns = kmig_now_ns();
+	g->ch = NULL;
+	pthread_mutex_unlock(&g->lock);
+	ring_channel_close(ch);
+}
+
 void mig_join(struct migration *g)
 {
 	if (g->thread_running) {

@@ -536,6 +536,15 @@ static void never_converge(struct pair *p)
 	set_param(&p->src, MIGRATION_PARAM_MAX_BANDWIDTH, set_bandwidth, &bw);
 }
 
+/* A pair whose migration runs and cannot end: in its second pass. */
+static void start_never_converging(struct pair *p)
+{
+	pair_init(p);
+	never_converge(p);
+	pair_listen_and_start(p);
+	expect_event(p, MIGRATION_EVENT_PASS, 2);
+}
+
 /* ------------------------------------------------------------------ cases */
 
 /* The whole contract of a good migration: the source guest is paused
@@ -642,10 +651,7 @@ static void test_cancel(void **state)
 	struct pair p;
 
 	(void)state;
-	pair_init(&p);
-	never_converge(&p);
-	pair_listen_and_start(&p);
-	expect_event(&p, MIGRATION_EVENT_PASS, 2);
+	start_never_converging(&p);
 	migration_cancel(p.src.g);
 	expect_status(&p, &p.src, MIGRATION_STATUS_CANCELLING);
 	expect_status(&p, &p.src, MIGRATION_STATUS_CANCELLED);
@@ -755,10 +761,7 @@ static void test_free_while_active(void **state)
 	struct pair p;
 
 	(void)state;
-	pair_init(&p);
-	never_converge(&p);
-	pair_listen_and_start(&p);
-	expect_event(&p, MIGRATION_EVENT_PASS, 2);
+	start_never_converging(&p);
 	migration_abort(p.src.g);
 	assert_int_equal(migration_status(p.src.g), MIGRATION_STATUS_CANCELLED);
 	migration_abort(p.dst.g);
