@@ -9,11 +9,14 @@
  *
  * usage: ram_path [--mem MiB] [--fill MiB] [--channels N] [--send copy|zero-copy|auto]
  *                 [--recv write|splice|mapping] [--prealloc] [--ws MiB] [--passes N]
- *                 [--uri URI] [--runs N] [--tls DIR]
+ *                 [--uri URI] [--runs N] [--tls DIR] [--dst-netns NAME]
  * --fill MiB of RAM hold data (the rest is never touched: holes);
  * --ws MiB: a writer rewrites that much during --passes live passes.
  * --tls DIR: every connection in TLS (GnuTLS), with the certificate set
  * `build/tests/tls/tls-certs DIR` made.
+ * --dst-netns NAME: the destination in network namespace NAME (listening
+ * on --uri there), the source where ram_path runs: two hosts on one
+ * machine (tests/integration/netns.py sets them up).
  *
  * ram_path --soak N: N migrations in a row from this one long-lived source
  * process (a fresh destination each), alternating the main connection and
@@ -188,7 +191,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: ram_path [--mem MiB] [--fill MiB] [--channels N] [--send copy|zero-copy|auto]\n"
 			"                [--recv write|splice|mapping] [--prealloc] [--ws MiB] [--passes N]\n"
-			"                [--uri URI] [--runs N] [--soak N] [--tls DIR]\n");
+			"                [--uri URI] [--runs N] [--soak N] [--tls DIR] [--dst-netns NAME]\n");
 	exit(2);
 }
 
@@ -198,7 +201,7 @@ int main(int argc, char **argv)
 		{ "mem", 1, 0, 'm' }, { "fill", 1, 0, 'f' }, { "channels", 1, 0, 'c' }, { "send", 1, 0, 's' },
 		{ "recv", 1, 0, 'r' }, { "prealloc", 0, 0, 'p' }, { "ws", 1, 0, 'w' }, { "passes", 1, 0, 'P' },
 		{ "uri", 1, 0, 'u' }, { "runs", 1, 0, 'n' }, { "soak", 1, 0, 'S' }, { "help", 0, 0, 'h' },
-		{ "tls", 1, 0, 't' },
+		{ "tls", 1, 0, 't' }, { "dst-netns", 1, 0, 'N' },
 		{ 0, 0, 0, 0 },
 	};
 	struct fill f = { .fill_bytes = 1024ull << 20 };
@@ -220,6 +223,7 @@ int main(int argc, char **argv)
 		case 'n': runs = atoi(optarg); break;
 		case 'S': soak_n = atoi(optarg); break;
 		case 't': o.tls_dir = optarg; break;
+		case 'N': o.dst_netns = optarg; break;
 		default: usage();
 		}
 	}

@@ -1,8 +1,13 @@
 /* The RAM path alone: see ramlink.h.  The stream is the real one, cut down
  * to what RAM needs: [CHANNELS], RAM records (or, with channels, their
  * RAM records on the channels), PASS_END after every pass, EOF. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -195,6 +200,23 @@ static int dst_receive(struct dst *d, struct dst_report *rep)
 	return r;
 }
 
+/* The destination's other host: a network namespace of `ip netns`. */
+static int enter_netns(const char *name, char *err, size_t errlen)
+{
+	char path[256];
+	int fd, r = 0;
+
+	snprintf(path, sizeof(path), "/var/run/netns/%s", name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || setns(fd, CLONE_NEWNET) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot enter network namespace %s: %s", name, strerror(errno));
+	}
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
 /* The child: listen, tell the parent where, receive, report. */
 static void dst_main(const struct ramlink_opts *o, int to_parent)
 {
@@ -206,6 +228,12 @@ static void dst_main(const struct ramlink_opts *o, int to_parent)
 
 	if (o->recv_path)
 		setenv("KMIG_RECV_PATH", o->recv_path, 1);
+	r = o->dst_netns ? enter_netns(o->dst_netns, rep.err, sizeof(rep.err)) : 0;
+	if (r) {
+		write_all(to_parent, where, sizeof(where));
+		write_all(to_parent, &rep, sizeof(rep));
+		_exit(1);
+	}
 	struct ring_tls_peer tls = { 0 };
 
 	r = o->tls_dir ? ramlink_tls(o->tls_dir, true, &tls, rep.err, sizeof(rep.err)) : 0;

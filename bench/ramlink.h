@@ -59,6 +59,10 @@ struct ramlink_opts {
 	 * set (`tls-certs DIR`), its client/ and server/ credentials; NULL =
 	 * plaintext */
 	const char *tls_dir;
+	/* the destination runs in this network namespace (`ip netns add`
+	 * NAME: /var/run/netns/NAME), the source where the caller is: two
+	 * hosts on one machine (tests/integration/netns.py); NULL = here */
+	const char *dst_netns;
 };
 
 struct ramlink_result {

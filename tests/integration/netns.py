@@ -1,0 +1,80 @@
+"""Two hosts on one machine: two network namespaces joined by a veth pair,
+with addresses on those interfaces only, and link shapes on both ends.
+
+    with TwoHosts() as h:            # needs root; skip() otherwise
+        h.shape("1gbit")             # tbf on both ends, both directions
+        subprocess.run(h.on_a(["cmd"]))
+        # h.a, h.b: namespace names; h.addr_a, h.addr_b: their addresses
+
+Everything is removed on exit (deleting a namespace deletes its end of
+the veth, and so the pair).  Names carry this process's pid, so runs in
+parallel do not meet."""
+import os
+import subprocess
+
+from kmiglib import skip
+
+
+def _ip(*args):
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+class TwoHosts:
+    addr_a = "10.77.0.1"
+    addr_b = "10.77.0.2"
+
+    def __init__(self):
+        if os.geteuid() != 0:
+            skip("network namespaces need root")
+        tag = os.getpid() % 100000
+        self.a, self.b = f"kmig{tag}a", f"kmig{tag}b"
+        self.veth_a, self.veth_b = f"kv{tag}a", f"kv{tag}b"
+
+    def __enter__(self):
+        try:
+            _ip("netns", "add", self.a)
+            _ip("netns", "add", self.b)
+            _ip("link", "add", self.veth_a, "type", "veth", "peer", "name", self.veth_b)
+            for ns, dev, addr in ((self.a, self.veth_a, self.addr_a), (self.b, self.veth_b, self.addr_b)):
+                _ip("link", "set", dev, "netns", ns)
+                _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+                _ip("-n", ns, "link", "set", dev, "up")
+                _ip("-n", ns, "link", "set", "lo", "up")
+        except (subprocess.CalledProcessError, FileNotFoundError) as e:
+            self.__exit__(None, None, None)
+            why = e.stderr.strip() if isinstance(e, subprocess.CalledProcessError) else str(e)
+            skip(f"cannot make two network namespaces: {why}")
+        return self
+
+    def __exit__(self, *exc):
+        for ns in (self.a, self.b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def shape(self, rate, burst="256k", latency="50ms"):
+        """A link of rate (tc's words: 1gbit, 10gbit), both directions.
+        Delay and loss need netem, which this kernel may lack: see
+        docs/transport.md."""
+        for ns, dev in ((self.a, self.veth_a), (self.b, self.veth_b)):
+            subprocess.run(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate,
+                            "burst", burst, "latency", latency], check=True, capture_output=True)
+
+    def lossy(self, obj):
+        """Drop packets at random on both ends (the tc BPF program obj,
+        tests/netem/loss.bpf.c: 1 %), where netem is missing.  The program
+        sees packets before segmentation: GSO is turned off, so that a
+        drop loses one wire packet, not a 64 KiB train of them."""
+        for ns, dev in ((self.a, self.veth_a), (self.b, self.veth_b)):
+            _ip("-n", ns, "link", "set", "dev", dev, "gso_max_segs", "1")
+            subprocess.run(["tc", "-n", ns, "qdisc", "add", "dev", dev, "clsact"], check=True, capture_output=True)
+            subprocess.run(["tc", "-n", ns, "filter", "add", "dev", dev, "egress", "bpf", "direct-action",
+                            "obj", obj, "sec", "tc"], check=True, capture_output=True)
+
+    def retransmits(self):
+        """TCP segments host a has retransmitted so far (/proc/net/snmp)."""
+        out = subprocess.run(self.on_a(["cat", "/proc/net/snmp"]), check=True, capture_output=True,
+                             text=True).stdout
+        names, values = [l.split()[1:] for l in out.splitlines() if l.startswith("Tcp:")][:2]
+        return int(values[names.index("RetransSegs")])
+
+    def on_a(self, argv):
+        return ["ip", "netns", "exec", self.a, *argv]

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""kmig's RAM path between two hosts built on this machine (two network
+namespaces and a veth pair, tests/integration/netns.py), without KVM:
+bench/ram_path's source in one namespace, its destination in the other,
+plaintext and TLS, the main connection and multifd channels, on an
+unshaped link and on a 1 Gbit/s one (tbf).  Every run compares the
+destination's RAM with the source's page by page; on the shaped link the
+rate must also show the shape (at most ~1 Gbit/s, and not far below).
+--shape lossy: a link that drops 1 % of the packets each way (a tc BPF
+program, tests/netem/loss.bpf.c, since this kernel has no netem)."""
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+
+from kmiglib import skip
+from netns import TwoHosts
+
+RAM_PATH = os.environ["RAM_PATH"]
+
+
+def run(h, label, args):
+    cmd = h.on_a([RAM_PATH, "--mem", "256", "--fill", "192", "--dst-netns", h.b,
+                  "--uri", f"tcp:{h.addr_b}:0", *args])
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, f"{label}: exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["mismatched"] == 0 and r["holes_filled"] == 0, f"{label}: {r}"
+    print(f"ok: {label:<34} {r['MBps']:>6.0f} MB/s  {r['seconds']:.2f} s  recv {r['recv_path']}")
+    return r
+
+
+def lossy(h, certs):
+    obj = os.environ.get("NETEM_LOSS", "")
+    if not obj:
+        skip("no lossy link: clang cannot build tests/netem/loss.bpf.c")
+    try:
+        h.lossy(obj)
+    except subprocess.CalledProcessError as e:
+        skip(f"no lossy link: tc cannot attach the BPF program: {e.stderr.strip()}")
+    for label, extra in (("1 % loss, main connection", []),
+                         ("1 % loss, TLS, 4 channels", ["--channels", "4", "--tls", certs])):
+        before = h.retransmits()
+        r = run(h, label, extra)
+        segs = r["bytes"] / 1448
+        lost = h.retransmits() - before
+        # the link really lost packets (a clean link resends next to none)
+        assert lost >= segs * 0.001, f"{label}: only {lost} retransmits for ~{segs:.0f} segments"
+        print(f"   {lost} segments retransmitted of ~{segs:.0f} ({100 * lost / segs:.2f} %)")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", choices=["clean", "lossy"], default="clean")
+    args = ap.parse_args()
+    certs = tempfile.mkdtemp(prefix="kmig-netns-certs-")
+    subprocess.run([os.environ["TLS_CERTS"], certs], check=True)
+    with TwoHosts() as h:
+        if args.shape == "lossy":
+            lossy(h, certs)
+            return
+        run(h, "unshaped, main connection", [])
+        run(h, "unshaped, 4 channels", ["--channels", "4"])
+        run(h, "unshaped, TLS, 4 channels", ["--channels", "4", "--tls", certs])
+        h.shape("1gbit")
+        for label, extra in (("1 Gbit/s, main connection", []),
+                             ("1 Gbit/s, TLS, 4 channels", ["--channels", "4", "--tls", certs])):
+            r = run(h, label, extra)
+            # 125 MB/s on the wire; the stream's own bytes are all counted
+            assert 60 <= r["MBps"] <= 135, f"{label}: {r['MBps']} MB/s does not look like 1 Gbit/s: {r}"
+    subprocess.run(["rm", "-rf", certs])
+
+
+if __name__ == "__main__":
+    main()
