@@ -676,10 +676,13 @@ int machine_cont(struct machine *m, char *err, size_t errlen)
 		return -EPERM;
 	}
 	/* As QEMU: on a destination, cont means "run once the migration
-	 * has arrived", which is what kmig does anyway. */
+	 * has arrived", which is what kmig does anyway; but a loaded guest
+	 * whose source never decided runs only on this cont (the operator's
+	 * word that the source says completed). */
 	if (s == RUNSTATE_RUNNING || s == RUNSTATE_INMIGRATE) {
 		pthread_mutex_unlock(&m->lock);
-		return 0;
+		return s == RUNSTATE_INMIGRATE && migration_unresolved(m->mig) ? migration_resolve(m->mig, err, errlen)
+										: 0;
 	}
 	machine_set_runstate_locked(m, RUNSTATE_RUNNING);
 	pthread_mutex_unlock(&m->lock);

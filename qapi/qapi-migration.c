@@ -76,6 +76,10 @@ static void add_kmig(JsonBuilder *b, const struct migration_kmig_stats *k)
 	qmp_builder_add_uint(b, "passes", k->passes);
 	qmp_builder_add_uint(b, "shrink-passes", k->shrink_passes);
 	qmp_builder_add_uint(b, "channels", k->channels);
+	if (k->unresolved) {
+		json_builder_set_member_name(b, "unresolved");
+		json_builder_add_boolean_value(b, true);
+	}
 	if (k->tls) {
 		json_builder_set_member_name(b, "tls");
 		json_builder_add_string_value(b, k->tls);

@@ -60,6 +60,49 @@ static void send_ack(struct ring_channel *ch, int status, const char *msg)
 	ring_send(ch, buf, n);
 }
 
+/* After a positive ACK: the source's decision, within the connection's
+ * timeout (x-kmig-io-timeout; 0 = for ever). */
+static int await_commit(struct ring_channel *ch, enum stream_commit *decision, char *err, size_t errlen)
+{
+	struct savevm_in in;
+	int timeout = ring_channel_timeout(ch);
+	int r = ring_poll_readable(ch, timeout > 0 ? timeout : -1);
+
+	if (r == 0) {
+		snprintf(err, errlen, "nothing within %d ms (x-kmig-io-timeout)", timeout);
+		return -ETIMEDOUT;
+	}
+	if (r < 0) {
+		snprintf(err, errlen, "%s", strerror(-r));
+		return r;
+	}
+	savevm_in_init(&in, ch);
+	r = stream_read_commit(&in.src, decision, err, errlen);
+	savevm_in_fini(&in);
+	return r;
+}
+
+/* No decision came: the source may have given up its guest or kept it,
+ * and only it knows.  The loaded guest stays here, stopped, for the
+ * operator: never started on a guess, never thrown away on one
+ * (docs/stream-format.md, "The end of a migration"). */
+static void keep_unresolved(struct migration *g, struct ring_channel *ch, const char *why)
+{
+	mig_set_error(g, "no decision from the source after the stream was loaded (%s): the guest is kept here, "
+		      "stopped. If the source's query-migrate says completed, run cont here; if it says failed, the "
+		      "source runs the guest: quit here", why);
+	fprintf(stderr, "kmig: incoming migration unresolved: no decision from the source after the stream was "
+		"loaded (%s); the guest is kept, stopped: cont here if the source says completed, quit if it says "
+		"failed\n", why);
+	pthread_mutex_lock(&g->lock);
+	g->unresolved = true;
+	pthread_mutex_unlock(&g->lock);
+	mig_end_connection(g, ch);
+	savevm_load_reset(g->env.reg);
+	mig_tls_release(&g->tls);
+	mig_set_status(g, MIGRATION_STATUS_FAILED);
+}
+
 /* An incoming migration is over, loaded or failed: like QEMU, stop
  * listening, so that a second source is refused at once instead of
  * waiting on a connection nobody will read. */
@@ -194,7 +237,20 @@ static void *incoming_main(void *arg)
 
 	close_listener(g);
 	send_ack(ch, 0, "loaded");
-	/* Only a complete, valid, loaded stream starts the guest. */
+	/* Only a complete, valid, loaded stream, and then the source's go,
+	 * starts the guest (the point of no return is the source's). */
+	enum stream_commit decision;
+
+	r = await_commit(ch, &decision, err, sizeof(err));
+	if (r) {
+		keep_unresolved(g, ch, err);
+		return NULL;
+	}
+	if (decision != STREAM_COMMIT_GO) {
+		mig_set_error(g, "incoming migration failed: the source kept its guest after the stream was loaded "
+			      "(it sent abort)");
+		goto fail;
+	}
 	r = g->env.host->start(g->env.opaque);
 	if (r) {
 		mig_set_error(g, "cannot start the vCPUs: %s", strerror(-r));

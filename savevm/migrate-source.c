@@ -373,6 +373,9 @@ static int stop_and_copy(struct migration *g, struct savevm_out *out)
 					  .nr_pages = rs.headers };
 		stream_encode_eof(buf, &eof);
 		r = savevm_out_send(out, buf, sizeof(buf));
+		pthread_mutex_lock(&g->lock);
+		g->eof_sent = !r;
+		pthread_mutex_unlock(&g->lock);
 	}
 	ph.eof_us = (kmig_now_ns() - t0) / 1000;
 	pthread_mutex_lock(&g->lock);
@@ -485,6 +488,47 @@ static int secure_main(struct migration *g, struct ring_channel **ch, int io_tim
 	return 0;
 }
 
+/* The point of no return: the destination acknowledged the whole stream
+ * loaded.  From here the guest is the destination's: this side never
+ * resumes it on its own (postmigrate), and tells the destination to run
+ * it.  If that go is lost, the destination keeps the guest stopped until
+ * an operator runs cont there (docs/stream-format.md). */
+static void commit(struct migration *g, struct ring_channel *ch)
+{
+	uint8_t buf[STREAM_COMMIT_SIZE];
+
+	pthread_mutex_lock(&g->lock);
+	g->paused = false;
+	g->committed = true;
+	pthread_mutex_unlock(&g->lock);
+	g->env.host->migrated(g->env.opaque);
+	stream_encode_commit(buf, STREAM_COMMIT_GO);
+	int r = ring_send(ch, buf, sizeof(buf));
+
+	if (r)
+		fprintf(stderr, "kmig: the go to the destination may not have arrived (%s): if its query-migrate "
+			"says failed with no decision, run cont there\n", strerror(-r));
+}
+
+/* A failure after the end of the stream, before the point of no return:
+ * this side runs the guest again, and says so, so that the destination
+ * drops what it loaded instead of keeping it for an operator.  Best
+ * effort: the connection may be gone, and then the destination waits. */
+static void abort_commit(struct migration *g, struct ring_channel *ch)
+{
+	uint8_t buf[STREAM_COMMIT_SIZE];
+
+	pthread_mutex_lock(&g->lock);
+	bool tell = g->eof_sent && !g->committed;
+
+	pthread_mutex_unlock(&g->lock);
+	if (!tell || !ch)
+		return;
+	ring_channel_set_timeout(ch, 200);
+	stream_encode_commit(buf, STREAM_COMMIT_ABORT);
+	ring_send(ch, buf, sizeof(buf));
+}
+
 static void *source_main(void *arg)
 {
 	struct migration *g = arg;
@@ -552,6 +596,7 @@ static void *source_main(void *arg)
 			fetch_refusal(g, ch);
 		goto fail;
 	}
+	commit(g, ch);
 	/* no guest page may stay in flight once migration says completed */
 	savevm_sendpath_flush(&out.path);
 	/* channel threads joined before the handlers free what they walk */
@@ -563,10 +608,8 @@ static void *source_main(void *arg)
 	g->end_ns = g->downtime_start_ns + g->phases.end_us * 1000;
 	g->downtime_ms = g->phases.end_us / 1000;
 	g->precopy_bytes = out.bytes - g->downtime_bytes;
-	g->paused = false;
 	g->ch = NULL;
 	pthread_mutex_unlock(&g->lock);
-	g->env.host->migrated(g->env.opaque);
 	ring_channel_close(ch);
 	savevm_rate_destroy(&rate);
 	mig_tls_release(&g->tls);
@@ -581,6 +624,7 @@ fail:
 		FOR_EACH_ENTRY(g, e, true)
 			e->ops->save_cleanup(e->opaque);
 	release_dirty_limit(g);
+	abort_commit(g, ch);
 	mig_end_connection(g, ch);
 	savevm_rate_destroy(&rate);
 	mig_tls_release(&g->tls);

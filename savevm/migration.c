@@ -218,11 +218,42 @@ void migration_query(struct migration *g, struct migration_info *info)
 	info->kmig.channels = g->channels;
 	info->kmig.send_mode = savevm_send_mode_name(g->send_mode);
 	info->kmig.tls = g->tls_mode ? g->tls_mode : "none";
+	info->kmig.unresolved = g->unresolved;
 	info->kmig.zc_notifications = g->zc_sends;
 	info->kmig.zc_copied = g->zc_copied;
 	info->kmig.has_switchover_expected_downtime = g->switchover_decided;
 	info->kmig.switchover_expected_downtime = g->switchover_expected_ms;
 	pthread_mutex_unlock(&g->lock);
+}
+
+bool migration_unresolved(struct migration *g)
+{
+	pthread_mutex_lock(&g->lock);
+	bool u = g->unresolved;
+
+	pthread_mutex_unlock(&g->lock);
+	return u;
+}
+
+int migration_resolve(struct migration *g, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&g->lock);
+	bool u = g->unresolved;
+
+	g->unresolved = false;
+	pthread_mutex_unlock(&g->lock);
+	if (!u) {
+		snprintf(err, errlen, "no incoming migration waits for a decision");
+		return -EINVAL;
+	}
+	int r = g->env.host->start(g->env.opaque);
+
+	if (r) {
+		snprintf(err, errlen, "cannot start the vCPUs: %s", strerror(-r));
+		return r;
+	}
+	mig_set_status(g, MIGRATION_STATUS_COMPLETED);
+	return 0;
 }
 
 bool migration_throttling(struct migration *g)

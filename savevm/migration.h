@@ -71,6 +71,9 @@ struct migration_kmig_stats {
 	/* the last (or current) migration's connections: "none" (plaintext)
 	 * or "gnutls" (TLS records in user space) */
 	const char *tls;
+	/* destination: loaded, no decision from the source (see
+	 * migration_unresolved) */
+	bool unresolved;
 	uint64_t zc_notifications, zc_copied;
 	/* who counts dirty pages per vCPU: "bpf" (eBPF on the KVM
 	 * tracepoints), "ring" (the harvester counts; why_not_bpf says why),
@@ -236,6 +239,12 @@ void migration_incoming_uri(struct migration *g, char *buf, size_t len);
 /* query-migrate's figures that the engine knows (not the VM's own:
  * dirty tracking, telemetry, dirty-limit throttle). */
 void migration_query(struct migration *g, struct migration_info *info);
+/* Destination: the stream was loaded but the source's decision never
+ * came; the guest waits, stopped (docs/stream-format.md, "The end of a
+ * migration").  migration_resolve() is the operator's cont: it starts the
+ * guest here (only right when the source says completed). */
+bool migration_unresolved(struct migration *g);
+int migration_resolve(struct migration *g, char *err, size_t errlen);
 /* The dirty-limit capability limits the vCPUs now. */
 bool migration_throttling(struct migration *g);
 

@@ -1,5 +1,5 @@
 /* savevm/stream.c — encoder and validating decoder for the kmig migration
- * stream, version 1.  The format is specified in stream.h and, for people,
+ * stream, version 2.  The format is specified in stream.h and, for people,
  * in docs/stream-format.md.
  *
  * Every multi-byte field is stored and loaded byte by byte in little-endian
@@ -22,7 +22,7 @@
 
 /* The largest errno value the kernel ever returns (MAX_ERRNO). */
 #define STREAM_MAX_ERRNO 4095
-/* stream header, version 1: the only page size */
+/* stream header, version 2: the only page size */
 #define STREAM_PAGE_SIZE 4096u
 #define STREAM_MAX_VCPUS 1024u
 _Static_assert(KMIG_MAX_VCPUS <= STREAM_MAX_VCPUS, "every VM kmig runs fits the stream format");
@@ -262,6 +262,13 @@ size_t stream_encode_ack(uint8_t *buf, size_t len, int32_t status, const char *m
 	if (msg_len)
 		memcpy(buf + 16, msg, msg_len);
 	return 16 + msg_len;
+}
+
+void stream_encode_commit(uint8_t buf[STREAM_COMMIT_SIZE], enum stream_commit decision)
+{
+	memcpy(buf, STREAM_COMMIT_MAGIC, 8);
+	put_le32(buf + 8, (uint32_t)decision);
+	put_le32(buf + 12, 0);
 }
 
 /* --------------------------------------------------------------- decoders */
@@ -643,6 +650,32 @@ int stream_read_eof(const struct stream_source *src, struct stream_eof *e, char 
 	}
 	e->nr_sections = nr_sections;
 	e->nr_pages = get_le64(b + 8);
+	return 0;
+}
+
+int stream_read_commit(const struct stream_source *src, enum stream_commit *decision, char *err, size_t errlen)
+{
+	uint8_t b[STREAM_COMMIT_SIZE];
+	char shown[4 * 8 + 1];
+	int r;
+
+	clear_err(err, errlen);
+	r = read_exact(src, b, sizeof(b), "the COMMIT", err, errlen);
+	if (r)
+		return r;
+	if (memcmp(b, STREAM_COMMIT_MAGIC, 8)) {
+		escape_bytes(shown, b, 8);
+		kmig_set_err(err, errlen, "bad COMMIT magic '%s' (expected %s)", shown, STREAM_COMMIT_MAGIC);
+		return -EPROTO;
+	}
+	uint32_t d = get_le32(b + 8), reserved = get_le32(b + 12);
+
+	if (d > STREAM_COMMIT_GO || reserved) {
+		kmig_set_err(err, errlen, "COMMIT decision %" PRIu32 " (reserved %" PRIu32 ") is neither go (1) nor "
+			     "abort (0)", d, reserved);
+		return -EPROTO;
+	}
+	*decision = (enum stream_commit)d;
 	return 0;
 }
 

@@ -33,6 +33,11 @@
  * After EOF the destination answers on the same connection with an ACK:
  *   magic "KMIGACK1" (8 bytes), i32 status (0 = loaded, else -errno),
  *   u32 msg_len (0..STREAM_MAX_ACK_MSG), msg bytes.
+ * After an ACK with status 0 the source answers with its decision, the
+ * COMMIT: magic "KMIGCMT1", u32 decision (1 = go: the destination runs the
+ * guest; 0 = abort: the source runs it again), u32 reserved (0).  The
+ * destination starts its guest only on go (docs/stream-format.md, "The
+ * end of a migration: the point of no return").
  *
  * The codec checks syntax and bounds only: magic, version, sizes, lengths,
  * name characters, page alignment and flag bits.  What depends on the
@@ -47,7 +52,8 @@
 
 #define STREAM_MAGIC "KMIGSTRM"
 #define STREAM_ACK_MAGIC "KMIGACK1"
-#define STREAM_VERSION 1u
+#define STREAM_COMMIT_MAGIC "KMIGCMT1"
+#define STREAM_VERSION 2u	/* 2: the COMMIT after the ACK */
 #define STREAM_HEADER_SIZE 32u
 #define STREAM_MAX_NAME 64u
 #define STREAM_MAX_PAGES_PER_REC 256u
@@ -119,6 +125,8 @@ struct stream_eof {
 #define STREAM_EOF_SIZE 20u
 #define STREAM_CHANNELS_SIZE 20u
 #define STREAM_ACK_MAX_SIZE (16 + STREAM_MAX_ACK_MSG)
+#define STREAM_COMMIT_SIZE 16u
+enum stream_commit { STREAM_COMMIT_ABORT = 0, STREAM_COMMIT_GO = 1 };
 
 size_t stream_encode_header(uint8_t buf[STREAM_HEADER_SIZE], const struct stream_header *h);
 int stream_encode_section(uint8_t *buf, size_t len, const struct stream_section *s);
@@ -130,6 +138,7 @@ size_t stream_encode_channels(uint8_t buf[STREAM_CHANNELS_SIZE], const struct st
 size_t stream_encode_chan_hello(uint8_t buf[STREAM_CHAN_HELLO_SIZE], const struct stream_chan_hello *h);
 size_t stream_encode_eof(uint8_t buf[STREAM_EOF_SIZE], const struct stream_eof *e);
 size_t stream_encode_ack(uint8_t *buf, size_t len, int32_t status, const char *msg);
+void stream_encode_commit(uint8_t buf[STREAM_COMMIT_SIZE], enum stream_commit decision);
 /* page headers are stored as u64 LE; on x86 that is the host order */
 static inline uint64_t stream_page_hdr(uint64_t gpa, int zero)
 {
@@ -168,6 +177,8 @@ int stream_read_channels(const struct stream_source *src, struct stream_channels
 int stream_read_chan_hello(const struct stream_source *src, struct stream_chan_hello *h,
 			   char *err, size_t errlen);
 int stream_read_eof(const struct stream_source *src, struct stream_eof *e, char *err, size_t errlen);
+/* COMMIT: the source's decision after a positive ACK. */
+int stream_read_commit(const struct stream_source *src, enum stream_commit *decision, char *err, size_t errlen);
 /* ACK: msg (capacity STREAM_MAX_ACK_MSG + 1) gets the NUL-terminated text. */
 int stream_read_ack(const struct stream_source *src, int32_t *status, char *msg,
 		    char *err, size_t errlen);

@@ -366,6 +366,8 @@ class StreamReader:
             return self._take(size, kind)
         if not self._need(4):
             return None
+        if self.buf.startswith(b"KMIG"):  # after EOF and the ACK: the source's COMMIT (version 2)
+            return self._take(16, "commit") if self._need(16) else None
         (t,) = struct.unpack_from("<I", self.buf)
         if t == REC_SECTION:
             if not self._need(24):

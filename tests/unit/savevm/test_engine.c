@@ -16,9 +16,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +55,19 @@ struct fake_host {
 	uint64_t throttles[16];
 };
 
+/* Guests running now, over every fake host; two_ran latches the moment
+ * two ran at once (the fault-injection case checks it). */
+static atomic_int running_guests;
+static atomic_bool two_ran;
+
+static void guest_runs(bool runs)
+{
+	int n = atomic_fetch_add(&running_guests, runs ? 1 : -1) + (runs ? 1 : -1);
+
+	if (n > 1)
+		atomic_store(&two_ran, true);
+}
+
 static struct fake_host *host_of(void *opaque)
 {
 	return opaque;
@@ -66,6 +82,8 @@ static bool fake_pause(void *opaque)
 
 	h->running = false;
 	h->pauses++;
+	if (was)
+		guest_runs(false);
 	pthread_mutex_unlock(&h->lock);
 	return was;
 }
@@ -78,6 +96,8 @@ static void fake_resume(void *opaque, bool was_running)
 	h->resumes++;
 	h->resumed_running = was_running;
 	h->running = was_running;
+	if (was_running)
+		guest_runs(true);
 	pthread_mutex_unlock(&h->lock);
 }
 
@@ -97,6 +117,8 @@ static int fake_start(void *opaque)
 	pthread_mutex_lock(&h->lock);
 	h->starts++;
 	h->running = !h->start_result;
+	if (h->running)
+		guest_runs(true);
 	int r = h->start_result;
 	pthread_mutex_unlock(&h->lock);
 	return r;
@@ -1002,6 +1024,321 @@ static void test_tls_refusals(void **state)
 	pair_fini(&p);
 }
 
+/* ------------------------------------------- faults in the final handshake */
+
+/* The end of a migration is three messages on the main connection: the
+ * source's EOF, the destination's ACK, the source's COMMIT.  A proxy
+ * between the two engines meets one of them and then loses it for good
+ * (a link gone silent), holds it back shortly or past the timeouts, or
+ * cuts the connection.  Whatever happens, at most one guest may ever run,
+ * the right one must be reachable with one documented command (the
+ * destination's cont when the source says completed), and the guest that
+ * runs holds every unit in its last version. */
+enum fault_at { AT_EOF, AT_ACK, AT_COMMIT, NR_AT };
+enum fault_kind { F_BLACKHOLE, F_DELAY_SHORT, F_DELAY_LONG, F_CUT, NR_KIND };
+static const char *const at_names[] = { "EOF", "ACK", "COMMIT" };
+static const char *const kind_names[] = { "lost", "delayed 100 ms", "delayed 800 ms", "cut" };
+
+#define FAULT_IO_TIMEOUT_MS 250
+
+struct proxy {
+	int lfd, a, b;			/* listener; the source's and the destination's side */
+	char path[100];
+	struct sockaddr_un target;
+	enum fault_at at;
+	enum fault_kind kind;
+	pthread_t acceptor, up, down;
+	bool started;
+};
+
+struct pump {
+	struct proxy *p;
+	int from, to;
+	bool up;			/* source to destination */
+};
+
+static int write_all_fd(int fd, const uint8_t *b, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+
+		if (w <= 0)
+			return -1;
+		b += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Where in buf (after tail_len bytes of earlier reads, kept in tail) the
+ * message this pump watches for begins; -1 if not there. */
+static ssize_t find_trigger(const struct pump *u, const uint8_t *tail, size_t tail_len, const uint8_t *buf,
+			    size_t n)
+{
+	static uint8_t win[64 + 65536];
+	uint8_t dev[DEV_STATE];
+	const void *pat;
+	size_t plen;
+
+	if (!u->up)	/* the destination says nothing before its ACK */
+		return u->p->at == AT_ACK ? 0 : -1;
+	if (u->p->at == AT_ACK)
+		return -1;
+	if (u->p->at == AT_COMMIT) {
+		pat = STREAM_COMMIT_MAGIC;
+		plen = 8;
+	} else {		/* EOF follows the last device's state */
+		for (unsigned int i = 0; i < DEV_STATE; i++)
+			dev[i] = (uint8_t)(0xa5 ^ i);
+		pat = dev;
+		plen = DEV_STATE;
+	}
+	memcpy(win, tail, tail_len);
+	memcpy(win + tail_len, buf, n);
+	const uint8_t *hit = memmem(win, tail_len + n, pat, plen);
+
+	if (!hit)
+		return -1;
+	ssize_t at = (hit - win) - (ssize_t)tail_len + (u->p->at == AT_EOF ? (ssize_t)plen : 0);
+
+	return at < 0 ? 0 : at;
+}
+
+static void *pump_main(void *arg)
+{
+	struct pump *u = arg;
+	uint8_t buf[65536], tail[64];
+	size_t tail_len = 0;
+	bool fired = false, lost = false;
+	ssize_t n;
+
+	while ((n = recv(u->from, buf, sizeof(buf), 0)) > 0) {
+		ssize_t k = fired ? -1 : find_trigger(u, tail, tail_len, buf, (size_t)n);
+
+		if (k > n)
+			k = -1;
+		if (k >= 0) {
+			fired = true;
+			if (write_all_fd(u->to, buf, (size_t)k))
+				break;
+			switch (u->p->kind) {
+			case F_BLACKHOLE: lost = true; break;
+			case F_DELAY_SHORT: usleep(100 * 1000); break;
+			case F_DELAY_LONG: usleep(800 * 1000); break;
+			case F_CUT:
+				shutdown(u->p->a, SHUT_RDWR);
+				shutdown(u->p->b, SHUT_RDWR);
+				return NULL;
+			default: break;
+			}
+			memmove(buf, buf + k, (size_t)(n - k));
+			n -= k;
+		}
+		if (!lost && write_all_fd(u->to, buf, (size_t)n))
+			break;
+		/* the last bytes, for a pattern split across two reads */
+		size_t keep = (size_t)n < sizeof(tail) ? (size_t)n : sizeof(tail);
+
+		if (tail_len + keep > sizeof(tail)) {
+			size_t drop = tail_len + keep - sizeof(tail);
+
+			memmove(tail, tail + drop, tail_len - drop);
+			tail_len -= drop;
+		}
+		memcpy(tail + tail_len, buf + n - (ssize_t)keep, keep);
+		tail_len += keep;
+	}
+	if (!lost)
+		shutdown(u->to, SHUT_WR);
+	return NULL;
+}
+
+static void *acceptor_main(void *arg)
+{
+	struct proxy *p = arg;
+	static struct pump up, down;
+
+	p->a = accept(p->lfd, NULL, NULL);
+	if (p->a < 0)
+		return NULL;
+	p->b = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (connect(p->b, (struct sockaddr *)&p->target, sizeof(p->target)) < 0) {
+		shutdown(p->a, SHUT_RDWR);
+		return NULL;
+	}
+	up = (struct pump){ p, p->a, p->b, true };
+	down = (struct pump){ p, p->b, p->a, false };
+	pthread_create(&p->up, NULL, pump_main, &up);
+	pthread_create(&p->down, NULL, pump_main, &down);
+	p->started = true;
+	return NULL;
+}
+
+static void proxy_start(struct proxy *p, const char *dir, const char target_path[100], enum fault_at at,
+			enum fault_kind kind)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	memset(p, 0, sizeof(*p));
+	p->a = p->b = -1;
+	p->at = at;
+	p->kind = kind;
+	snprintf(p->path, sizeof(p->path), "%s/proxy", dir);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", p->path);
+	p->target = (struct sockaddr_un){ .sun_family = AF_UNIX };
+	snprintf(p->target.sun_path, sizeof(p->target.sun_path), "%s", target_path);
+	p->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(p->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(p->lfd, 4), 0);
+	assert_int_equal(pthread_create(&p->acceptor, NULL, acceptor_main, p), 0);
+}
+
+static void proxy_stop(struct proxy *p)
+{
+	shutdown(p->lfd, SHUT_RDWR);
+	pthread_join(p->acceptor, NULL);
+	if (p->started) {
+		shutdown(p->a, SHUT_RDWR);
+		shutdown(p->b, SHUT_RDWR);
+		pthread_join(p->up, NULL);
+		pthread_join(p->down, NULL);
+	}
+	if (p->a >= 0)
+		close(p->a);
+	if (p->b >= 0)
+		close(p->b);
+	close(p->lfd);
+	unlink(p->path);
+}
+
+/* The first final status a host saw (completed, failed, cancelled). */
+static enum migration_status wait_final(struct fake_host *h)
+{
+	struct timespec ts;
+	enum migration_status st = MIGRATION_STATUS_NONE;
+	int r = 0;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += WAIT_MS / 1000;
+	pthread_mutex_lock(&h->lock);
+	while (st == MIGRATION_STATUS_NONE && r != ETIMEDOUT) {
+		for (unsigned int i = 0; i < h->nr_events; i++) {
+			enum migration_status e = (enum migration_status)h->events[i].arg;
+
+			if (h->events[i].ev == MIGRATION_EVENT_STATUS &&
+			    (e == MIGRATION_STATUS_COMPLETED || e == MIGRATION_STATUS_FAILED ||
+			     e == MIGRATION_STATUS_CANCELLED))
+				st = e;
+		}
+		if (st == MIGRATION_STATUS_NONE)
+			r = pthread_cond_timedwait(&h->cond, &h->lock, &ts);
+	}
+	pthread_mutex_unlock(&h->lock);
+	return st;
+}
+
+static void set_io_timeout(struct migration_params *p, void *v)
+{
+	(void)v;
+	p->io_timeout_ms = FAULT_IO_TIMEOUT_MS;
+}
+
+/* Whether the guest that runs on the destination is whole. */
+static bool destination_whole(struct pair *p)
+{
+	for (unsigned int i = 0; i < UNITS; i++)
+		if (p->dst.iter.version[i] != p->src.iter.version[i])
+			return false;
+	return !memcmp(p->dst.dev.state, p->src.dev.state, DEV_STATE);
+}
+
+/* One fault; its outcome for the matrix: 0 the destination ran at once,
+ * 1 it ran after cont (no decision came, the source said completed), 2
+ * the source ran again (failed); -1 when a rule broke (why says what). */
+static int one_fault(enum fault_at at, enum fault_kind kind, char *why, size_t whylen)
+{
+	struct pair p;
+	struct proxy px;
+	char err[256], proxy_uri[200], target[100];
+	int outcome = -1;
+
+	pair_init(&p);
+	atomic_store(&running_guests, 1);
+	atomic_store(&two_ran, false);
+	p.src.iter.dirty_per_sync = 16;
+	set_param(&p.src, MIGRATION_PARAM_IO_TIMEOUT, set_io_timeout, NULL);
+	set_param(&p.dst, MIGRATION_PARAM_IO_TIMEOUT, set_io_timeout, NULL);
+	snprintf(target, sizeof(target), "%s/sock", p.dir);
+	if (migration_listen(p.dst.g, p.uri, err, sizeof(err)))
+		fail_msg("listen: %s", err);
+	proxy_start(&px, p.dir, target, at, kind);
+	snprintf(proxy_uri, sizeof(proxy_uri), "unix:%s", px.path);
+	if (migration_start(p.src.g, proxy_uri, err, sizeof(err)))
+		fail_msg("start: %s", err);
+	enum migration_status s = wait_final(&p.src.host), d = wait_final(&p.dst.host);
+
+	settle(&p);
+	proxy_stop(&px);
+	bool unresolved = migration_unresolved(p.dst.g);
+	struct migration_info si;
+
+	migration_query(p.src.g, &si);
+	snprintf(why, whylen, "source %s (%s), destination %s%s, running: source %d destination %d",
+		 migration_status_name(s), si.error_desc, migration_status_name(d), unresolved ? " unresolved" : "",
+		 p.src.host.running, p.dst.host.running);
+	if (atomic_load(&two_ran) || (p.src.host.running && p.dst.host.running)) {
+		snprintf(why + strlen(why), whylen - strlen(why), "; TWO GUESTS RAN AT ONCE");
+	} else if (s == MIGRATION_STATUS_COMPLETED) {
+		/* the guest is the destination's: running, or kept for cont */
+		if (!p.src.host.running && (p.dst.host.running || unresolved)) {
+			outcome = unresolved;
+			if (unresolved && migration_resolve(p.dst.g, err, sizeof(err)))
+				outcome = -1;
+			if (!p.dst.host.running || !destination_whole(&p))
+				outcome = -1;
+		}
+	} else if (s == MIGRATION_STATUS_FAILED) {
+		/* the source runs its own guest; the destination never did */
+		outcome = p.src.host.running && !p.dst.host.running && !p.dst.host.starts ? 2 : -1;
+	}
+	pair_fini(&p);
+	return outcome;
+}
+
+#define FAULT_ROUNDS 9		/* 9 x 12 = 108 faults */
+
+static void test_final_handshake_faults(void **state)
+{
+	static const char *const outcome_names[] = { "destination ran", "destination ran after cont",
+						     "source ran again" };
+	unsigned int matrix[NR_AT][NR_KIND][3] = { 0 }, n = 0;
+	char why[1024];
+
+	(void)state;
+	for (int round = 0; round < FAULT_ROUNDS; round++) {
+		for (int at = 0; at < NR_AT; at++) {
+			for (int kind = 0; kind < NR_KIND; kind++) {
+				int o = one_fault((enum fault_at)at, (enum fault_kind)kind, why, sizeof(why));
+
+				if (o < 0)
+					fail_msg("fault %u: %s %s: %s", n, at_names[at], kind_names[kind], why);
+				matrix[at][kind][o]++;
+				n++;
+			}
+		}
+	}
+	printf("  %u faults in the final handshake; never two guests running; the guest whole where it ran:\n", n);
+	for (int at = 0; at < NR_AT; at++) {
+		for (int kind = 0; kind < NR_KIND; kind++) {
+			printf("  %-6s %-15s", at_names[at], kind_names[kind]);
+			for (int o = 0; o < 3; o++)
+				if (matrix[at][kind][o])
+					printf("  %s: %u", outcome_names[o], matrix[at][kind][o]);
+			printf("\n");
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1019,6 +1356,7 @@ int main(void)
 		cmocka_unit_test(test_tls_refuses_plaintext_source),
 		cmocka_unit_test(test_tls_source_plain_destination),
 		cmocka_unit_test(test_tls_refusals),
+		cmocka_unit_test(test_final_handshake_faults),
 	};
 
 	snprintf(tls_root, sizeof(tls_root), "/tmp/kmig-engine-tls-XXXXXX");

@@ -287,7 +287,7 @@ static void check_decoded_in_bounds(const struct decoded *d)
 
 static void check_header_in_bounds(const struct stream_header *h)
 {
-	assert_int_equal(h->version, 1);
+	assert_int_equal(h->version, STREAM_VERSION);
 	assert_int_equal(h->page_size, PAGE);
 	assert_int_equal(h->flags, 0);
 	assert_true(h->ram_size != 0);
@@ -327,7 +327,7 @@ static void test_header_layout_and_round_trip(void **state)
 {
 	static const uint8_t golden[32] = {
 		'K', 'M', 'I', 'G', 'S', 'T', 'R', 'M',
-		0x01, 0x00, 0x00, 0x00,			/* version */
+		0x02, 0x00, 0x00, 0x00,			/* version */
 		0x00, 0x10, 0x00, 0x00,			/* page_size 4096 */
 		0x00, 0x00, 0x00, 0x40, 0x01, 0x00, 0x00, 0x00,	/* ram 5 GiB */
 		0x04, 0x00, 0x00, 0x00,			/* nr_vcpus */
@@ -848,7 +848,7 @@ static void test_header_bad_magic(void **state)
 
 static void test_header_bad_version(void **state)
 {
-	static const uint32_t bad[] = { 0, 2, 7, 0x01000000, UINT32_MAX };
+	static const uint32_t bad[] = { 0, 1, 3, 7, 0x01000000, UINT32_MAX };
 	static struct bb b;
 	char want[128];
 	size_t i;
@@ -858,7 +858,7 @@ static void test_header_bad_version(void **state)
 		b.n = 0;
 		bb_header(&b, STREAM_MAGIC, bad[i], PAGE, 1 << 20, 1, 0);
 		snprintf(want, sizeof(want),
-			 "unsupported stream version %u (this kmig reads version 1)", bad[i]);
+			 "unsupported stream version %u (this kmig reads version 2)", bad[i]);
 		expect_header_reject(&b, want);
 	}
 }
@@ -873,7 +873,7 @@ static void test_header_bad_page_size(void **state)
 	(void)state;
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		b.n = 0;
-		bb_header(&b, STREAM_MAGIC, 1, bad[i], 1 << 22, 1, 0);
+		bb_header(&b, STREAM_MAGIC, STREAM_VERSION, bad[i], 1 << 22, 1, 0);
 		snprintf(want, sizeof(want), "page size %u", bad[i]);
 		expect_header_reject(&b, want);
 	}
@@ -885,10 +885,10 @@ static void test_header_bad_flags(void **state)
 
 	(void)state;
 	b.n = 0;
-	bb_header(&b, STREAM_MAGIC, 1, PAGE, 1 << 20, 1, 1);
+	bb_header(&b, STREAM_MAGIC, STREAM_VERSION, PAGE, 1 << 20, 1, 1);
 	expect_header_reject(&b, "flags 0x1");
 	b.n = 0;
-	bb_header(&b, STREAM_MAGIC, 1, PAGE, 1 << 20, 1, 0x80000000u);
+	bb_header(&b, STREAM_MAGIC, STREAM_VERSION, PAGE, 1 << 20, 1, 0x80000000u);
 	expect_header_reject(&b, "flags 0x80000000");
 }
 
@@ -898,16 +898,16 @@ static void test_header_bad_ram_size(void **state)
 
 	(void)state;
 	b.n = 0;
-	bb_header(&b, STREAM_MAGIC, 1, PAGE, 0, 1, 0);
+	bb_header(&b, STREAM_MAGIC, STREAM_VERSION, PAGE, 0, 1, 0);
 	expect_header_reject(&b, "RAM size is 0");
 	b.n = 0;
-	bb_header(&b, STREAM_MAGIC, 1, PAGE, PAGE + 1, 1, 0);
+	bb_header(&b, STREAM_MAGIC, STREAM_VERSION, PAGE, PAGE + 1, 1, 0);
 	expect_header_reject(&b, "RAM size 4097 is not a multiple of the page size 4096");
 	b.n = 0;
-	bb_header(&b, STREAM_MAGIC, 1, PAGE, 100, 1, 0);
+	bb_header(&b, STREAM_MAGIC, STREAM_VERSION, PAGE, 100, 1, 0);
 	expect_header_reject(&b, "not a multiple of the page size");
 	b.n = 0;
-	bb_header(&b, STREAM_MAGIC, 1, PAGE, UINT64_MAX, 1, 0);
+	bb_header(&b, STREAM_MAGIC, STREAM_VERSION, PAGE, UINT64_MAX, 1, 0);
 	expect_header_reject(&b, "not a multiple of the page size");
 }
 
@@ -917,13 +917,13 @@ static void test_header_bad_vcpus(void **state)
 
 	(void)state;
 	b.n = 0;
-	bb_header(&b, STREAM_MAGIC, 1, PAGE, 1 << 20, 0, 0);
+	bb_header(&b, STREAM_MAGIC, STREAM_VERSION, PAGE, 1 << 20, 0, 0);
 	expect_header_reject(&b, "vCPU count 0 is outside 1..1024");
 	b.n = 0;
-	bb_header(&b, STREAM_MAGIC, 1, PAGE, 1 << 20, 1025, 0);
+	bb_header(&b, STREAM_MAGIC, STREAM_VERSION, PAGE, 1 << 20, 1025, 0);
 	expect_header_reject(&b, "vCPU count 1025 is outside 1..1024");
 	b.n = 0;
-	bb_header(&b, STREAM_MAGIC, 1, PAGE, 1 << 20, UINT32_MAX, 0);
+	bb_header(&b, STREAM_MAGIC, STREAM_VERSION, PAGE, 1 << 20, UINT32_MAX, 0);
 	expect_header_reject(&b, "vCPU count 4294967295");
 }
 
@@ -1352,6 +1352,48 @@ static void expect_ack_reject(const struct bb *b, const char *sub)
 	assert_string_equal(msg, "untouched");
 }
 
+/* COMMIT, the source's decision after a positive ACK: its bytes, both
+ * decisions back, and every malformed or cut one refused. */
+static void test_commit(void **state)
+{
+	static const uint8_t golden[STREAM_COMMIT_SIZE] = { 'K', 'M', 'I', 'G', 'C', 'M', 'T', '1', 1, 0, 0, 0,
+							    0, 0, 0, 0 };
+	uint8_t buf[STREAM_COMMIT_SIZE];
+	enum stream_commit d = STREAM_COMMIT_ABORT;
+	char err[256];
+	struct memsrc m;
+	struct stream_source src;
+
+	(void)state;
+	stream_encode_commit(buf, STREAM_COMMIT_GO);
+	assert_memory_equal(buf, golden, sizeof(buf));
+	src = mem_source(&m, buf, sizeof(buf));
+	assert_int_equal(stream_read_commit(&src, &d, err, sizeof(err)), 0);
+	assert_int_equal(d, STREAM_COMMIT_GO);
+	stream_encode_commit(buf, STREAM_COMMIT_ABORT);
+	src = mem_source(&m, buf, sizeof(buf));
+	assert_int_equal(stream_read_commit(&src, &d, err, sizeof(err)), 0);
+	assert_int_equal(d, STREAM_COMMIT_ABORT);
+	/* cut at every byte */
+	for (size_t n = 0; n < sizeof(buf); n++) {
+		src = mem_source(&m, buf, n);
+		assert_int_equal(stream_read_commit(&src, &d, err, sizeof(err)), -EPIPE);
+	}
+	memcpy(buf, STREAM_ACK_MAGIC, 8);
+	src = mem_source(&m, buf, sizeof(buf));
+	assert_int_equal(stream_read_commit(&src, &d, err, sizeof(err)), -EPROTO);
+	assert_non_null(strstr(err, "bad COMMIT magic 'KMIGACK1'"));
+	stream_encode_commit(buf, STREAM_COMMIT_GO);
+	buf[8] = 2;
+	src = mem_source(&m, buf, sizeof(buf));
+	assert_int_equal(stream_read_commit(&src, &d, err, sizeof(err)), -EPROTO);
+	assert_non_null(strstr(err, "COMMIT decision 2 (reserved 0) is neither go (1) nor abort (0)"));
+	buf[8] = 1;
+	buf[15] = 1;
+	src = mem_source(&m, buf, sizeof(buf));
+	assert_int_equal(stream_read_commit(&src, &d, err, sizeof(err)), -EPROTO);
+}
+
 static void test_ack_bad(void **state)
 {
 	struct bb *b = malloc(sizeof(*b));
@@ -1473,7 +1515,7 @@ static void test_err_buffer_optional(void **state)
 	assert_int_equal(decode_header(b.b, 5, &h, NULL, 0), -EPIPE);
 	/* success clears a previous message */
 	b.n = 0;
-	bb_header(&b, STREAM_MAGIC, 1, PAGE, 1 << 20, 1, 0);
+	bb_header(&b, STREAM_MAGIC, STREAM_VERSION, PAGE, 1 << 20, 1, 0);
 	strcpy(small, "old");
 	assert_int_equal(decode_header(b.b, b.n, &h, small, sizeof(small)), 0);
 	assert_string_equal(small, "");
@@ -1800,6 +1842,7 @@ int main(void)
 		cmocka_unit_test(test_full_stream),
 		cmocka_unit_test(test_header_bad_magic),
 		cmocka_unit_test(test_header_bad_version),
+		cmocka_unit_test(test_commit),
 		cmocka_unit_test(test_header_bad_page_size),
 		cmocka_unit_test(test_header_bad_flags),
 		cmocka_unit_test(test_header_bad_ram_size),
