@@ -9,7 +9,7 @@
  *
  * usage: ram_path [--mem MiB] [--fill MiB] [--channels N] [--send copy|zero-copy|auto]
  *                 [--recv write|splice|mapping] [--prealloc] [--ws MiB] [--passes N]
- *                 [--uri URI] [--runs N] [--tls DIR] [--dst-netns NAME]
+ *                 [--uri URI] [--runs N] [--tls DIR] [--dst-netns NAME] [--io-timeout MS]
  * --fill MiB of RAM hold data (the rest is never touched: holes);
  * --ws MiB: a writer rewrites that much during --passes live passes.
  * --tls DIR: every connection in TLS (GnuTLS), with the certificate set
@@ -191,7 +191,8 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: ram_path [--mem MiB] [--fill MiB] [--channels N] [--send copy|zero-copy|auto]\n"
 			"                [--recv write|splice|mapping] [--prealloc] [--ws MiB] [--passes N]\n"
-			"                [--uri URI] [--runs N] [--soak N] [--tls DIR] [--dst-netns NAME]\n");
+			"                [--uri URI] [--runs N] [--soak N] [--tls DIR] [--dst-netns NAME]\n"
+			"                [--io-timeout MS]\n");
 	exit(2);
 }
 
@@ -201,7 +202,7 @@ int main(int argc, char **argv)
 		{ "mem", 1, 0, 'm' }, { "fill", 1, 0, 'f' }, { "channels", 1, 0, 'c' }, { "send", 1, 0, 's' },
 		{ "recv", 1, 0, 'r' }, { "prealloc", 0, 0, 'p' }, { "ws", 1, 0, 'w' }, { "passes", 1, 0, 'P' },
 		{ "uri", 1, 0, 'u' }, { "runs", 1, 0, 'n' }, { "soak", 1, 0, 'S' }, { "help", 0, 0, 'h' },
-		{ "tls", 1, 0, 't' }, { "dst-netns", 1, 0, 'N' },
+		{ "tls", 1, 0, 't' }, { "dst-netns", 1, 0, 'N' }, { "io-timeout", 1, 0, 'T' },
 		{ 0, 0, 0, 0 },
 	};
 	struct fill f = { .fill_bytes = 1024ull << 20 };
@@ -224,6 +225,7 @@ int main(int argc, char **argv)
 		case 'S': soak_n = atoi(optarg); break;
 		case 't': o.tls_dir = optarg; break;
 		case 'N': o.dst_netns = optarg; break;
+		case 'T': o.io_timeout_ms = atoi(optarg); break;
 		default: usage();
 		}
 	}

@@ -10,6 +10,7 @@ Everything is removed on exit (deleting a namespace deletes its end of
 the veth, and so the pair).  Names carry this process's pid, so runs in
 parallel do not meet."""
 import os
+import re
 import subprocess
 
 from kmiglib import skip
@@ -76,5 +77,19 @@ class TwoHosts:
         names, values = [l.split()[1:] for l in out.splitlines() if l.startswith("Tcp:")][:2]
         return int(values[names.index("RetransSegs")])
 
+    def link(self, ns, up):
+        """Host ns's end of the link up or down (down: no reset, packets
+        just stop)."""
+        dev = self.veth_a if ns == self.a else self.veth_b
+        _ip("-n", ns, "link", "set", dev, "up" if up else "down")
+
     def on_a(self, argv):
         return ["ip", "netns", "exec", self.a, *argv]
+
+
+def acked_bytes(h):
+    """Bytes host a's established connections to host b have had
+    acknowledged: how far a transfer between them got."""
+    out = subprocess.run(["ip", "netns", "exec", h.a, "ss", "-tni", "state", "established", "dst", h.addr_b],
+                         capture_output=True, text=True).stdout
+    return sum(int(x) for x in re.findall(r"bytes_acked:(\d+)", out))

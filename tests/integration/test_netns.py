@@ -7,15 +7,19 @@ unshaped link and on a 1 Gbit/s one (tbf).  Every run compares the
 destination's RAM with the source's page by page; on the shaped link the
 rate must also show the shape (at most ~1 Gbit/s, and not far below).
 --shape lossy: a link that drops 1 % of the packets each way (a tc BPF
-program, tests/netem/loss.bpf.c, since this kernel has no netem)."""
+program, tests/netem/loss.bpf.c, since this kernel has no netem).
+--shape silent: the link goes down in the middle of the transfer, without
+a reset; both sides must give up within the I/O timeout (1 s here) and
+say so, and once the link is back a new migration goes through."""
 import argparse
 import json
 import os
 import subprocess
 import tempfile
+import time
 
 from kmiglib import skip
-from netns import TwoHosts
+from netns import TwoHosts, acked_bytes
 
 RAM_PATH = os.environ["RAM_PATH"]
 
@@ -50,15 +54,43 @@ def lossy(h, certs):
         print(f"   {lost} segments retransmitted of ~{segs:.0f} ({100 * lost / segs:.2f} %)")
 
 
+SILENT_TIMEOUT_MS = 1000
+
+
+def silent(h, certs):
+    h.shape("1gbit")  # slow enough to be mid-transfer when the link goes
+    for label, extra in (("link down, main connection", []),
+                         ("link down, TLS, 4 channels", ["--channels", "4", "--tls", certs])):
+        cmd = h.on_a([RAM_PATH, "--mem", "512", "--fill", "448", "--dst-netns", h.b, "--uri",
+                      f"tcp:{h.addr_b}:0", "--io-timeout", str(SILENT_TIMEOUT_MS), *extra])
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while acked_bytes(h) < (64 << 20) and p.poll() is None:
+            time.sleep(0.02)
+        h.link(h.b, False)
+        t0 = time.time()
+        out, err = p.communicate(timeout=60)
+        took = time.time() - t0
+        h.link(h.b, True)
+        assert p.returncode == 1, f"{label}: exit {p.returncode}: {out} {err}"
+        assert took <= SILENT_TIMEOUT_MS / 1000 + 1.5, f"{label}: noticed after {took:.2f} s: {err}"
+        assert err.count("timed out") >= 2, f"{label}: both sides must name the timeout: {err}"
+        print(f"ok: {label:<34} both sides gave up after {took:.2f} s: {err.strip()}")
+        time.sleep(0.3)
+        run(h, label.replace("link down", "link back"), extra)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", choices=["clean", "lossy"], default="clean")
+    ap.add_argument("--shape", choices=["clean", "lossy", "silent"], default="clean")
     args = ap.parse_args()
     certs = tempfile.mkdtemp(prefix="kmig-netns-certs-")
     subprocess.run([os.environ["TLS_CERTS"], certs], check=True)
     with TwoHosts() as h:
         if args.shape == "lossy":
             lossy(h, certs)
+            return
+        if args.shape == "silent":
+            silent(h, certs)
             return
         run(h, "unshaped, main connection", [])
         run(h, "unshaped, 4 channels", ["--channels", "4"])
