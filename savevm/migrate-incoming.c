@@ -242,6 +242,8 @@ static void *incoming_main(void *arg)
 	enum stream_commit decision;
 
 	r = await_commit(ch, &decision, err, sizeof(err));
+	if (r && g->cancel)	/* this kmig is shutting down */
+		goto fail;
 	if (r) {
 		keep_unresolved(g, ch, err);
 		return NULL;
