@@ -27,6 +27,7 @@ static int sock_sendv(void *self, const struct iovec *iov, int iovcnt);
 static int sock_recvv(void *self, const struct iovec *iov, int iovcnt);
 static int sock_recv(void *self, void *buf, size_t len);
 static int sock_poll_readable(void *self, int timeout_ms);
+static int sock_socket_error(void *self);
 static void sock_set_timeout(void *self, int timeout_ms);
 static int sock_timeout(const void *self);
 static void sock_abort(void *self);
@@ -46,6 +47,7 @@ static const struct ring_transport sock_transport = {
 	.recvv = sock_recvv,
 	.recv_splice = ring_sock_recv_splice,
 	.poll_readable = sock_poll_readable,
+	.socket_error = sock_socket_error,
 	.set_timeout = sock_set_timeout,
 	.timeout = sock_timeout,
 	.abort = sock_abort,
@@ -350,6 +352,17 @@ static int sock_poll_readable(void *self, int timeout_ms)
 		ret = ring_check(ch);
 		return ret ? ret : 1;
 	}
+}
+
+static int sock_socket_error(void *self)
+{
+	struct ring_sock *ch = self;
+	int e = 0;
+	socklen_t len = sizeof(e);
+
+	if (!ch || getsockopt(ch->fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
+		return 0;
+	return -e;
 }
 
 static void sock_set_timeout(void *self, int timeout_ms)

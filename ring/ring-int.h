@@ -108,6 +108,8 @@ struct ring_transport {
 	int (*recvv)(void *impl, const struct iovec *iov, int iovcnt);
 	int (*recv_splice)(void *impl, int fd, uint64_t off, size_t len);
 	int (*poll_readable)(void *impl, int timeout_ms);
+	/* the connection's pending error (SO_ERROR) as -errno, or 0 */
+	int (*socket_error)(void *impl);
 	void (*set_timeout)(void *impl, int timeout_ms);
 	int (*timeout)(const void *impl);
 	void (*abort)(void *impl);

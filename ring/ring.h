@@ -149,6 +149,10 @@ int ring_recvv(struct ring_channel *ch, const struct iovec *iov, int iovcnt);
 void ring_channel_set_timeout(struct ring_channel *ch, int timeout_ms);
 int ring_channel_timeout(const struct ring_channel *ch);
 
+/* Why the connection broke, as the kernel holds it (SO_ERROR: a peer
+ * unreachable, a reset, a retransmission timeout), as -errno; 0 if it
+ * holds none.  Reading it clears it. */
+int ring_channel_socket_error(struct ring_channel *ch);
 /* Wait up to timeout_ms for data to be readable: 1 readable, 0 timeout. */
 int ring_poll_readable(struct ring_channel *ch, int timeout_ms);
 

@@ -71,6 +71,11 @@ int ring_recv_splice(struct ring_channel *ch, int fd, uint64_t off, size_t len)
 	return ch->t->recv_splice ? ch->t->recv_splice(ch->impl, fd, off, len) : -EOPNOTSUPP;
 }
 
+int ring_channel_socket_error(struct ring_channel *ch)
+{
+	return ch && ch->t->socket_error ? ch->t->socket_error(ch->impl) : 0;
+}
+
 int ring_poll_readable(struct ring_channel *ch, int timeout_ms)
 {
 	return ch ? ch->t->poll_readable(ch->impl, timeout_ms) : -EINVAL;

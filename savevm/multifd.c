@@ -258,10 +258,14 @@ static int wait_job_locked(struct multifd_send *mf, int ms)
 		}
 		if (pthread_cond_timedwait(&mf->cond, &mf->lock, &ts) != ETIMEDOUT)
 			continue;
-		/* readable, or broken: either way the stream is over */
+		/* readable, or broken: either way the stream is over; say
+		 * why when the kernel knows (a dead link is not a peer that
+		 * hung up) */
 		if (mf->out->ch && ring_poll_readable(mf->out->ch, 0) != 0) {
+			int why = ring_channel_socket_error(mf->out->ch);
+
 			pthread_mutex_unlock(&mf->lock);
-			send_fail(mf, -EPIPE);
+			send_fail(mf, why ? why : -EPIPE);
 			pthread_mutex_lock(&mf->lock);
 		}
 		if (last)
@@ -403,6 +407,10 @@ struct recv_chan {
 struct multifd_recv {
 	unsigned int nr;
 	struct ring_channel *main;	/* the main connection, not owned */
+	/* its x-kmig-io-timeout, lifted while the RAM channels run (they
+	 * carry the passes: main may be idle for a whole pass) */
+	int main_timeout;
+	bool main_timeout_lifted;
 	multifd_ram_fn fn;
 	void *opaque;
 	pthread_mutex_t lock;
@@ -598,7 +606,21 @@ int multifd_recv_start(struct ring_listener *l, const struct stream_channels *sc
 		}
 		mr->chans[i].started = true;
 	}
+	/* While the channels run, main may carry nothing for a whole pass:
+	 * a silent source is noticed by the channels (each keeps the
+	 * timeout), and a failed channel stops main's reads. */
+	mr->main_timeout = ring_channel_timeout(main);
+	mr->main_timeout_lifted = true;
+	ring_channel_set_timeout(main, 0);
 	return 0;
+}
+
+/* The main connection's own timeout again, once the channels are done. */
+static void restore_main_timeout(struct multifd_recv *mr)
+{
+	if (mr->main_timeout_lifted)
+		ring_channel_set_timeout(mr->main, mr->main_timeout);
+	mr->main_timeout_lifted = false;
 }
 
 int multifd_recv_finish(struct multifd_recv *mr, uint64_t *pages, char *err, size_t errlen)
@@ -615,6 +637,7 @@ int multifd_recv_finish(struct multifd_recv *mr, uint64_t *pages, char *err, siz
 		}
 		*pages += c->pages;
 	}
+	restore_main_timeout(mr);
 	/* report the channel that failed first: the others mostly stopped
 	 * because of it (the source gives up and closes every channel) */
 	struct recv_chan *f = NULL;
@@ -653,6 +676,7 @@ void multifd_recv_free(struct multifd_recv *mr)
 	for (unsigned int i = 0; i < mr->nr; i++)
 		if (mr->chans[i].started)
 			pthread_join(mr->chans[i].thread, NULL);
+	restore_main_timeout(mr);
 	for (unsigned int i = 0; i < mr->nr; i++) {
 		ring_channel_close(mr->chans[i].ch);
 		savevm_in_fini(&mr->chans[i].in);
