@@ -55,6 +55,12 @@ struct ring_tls {
 	int io_errno;			/* what push/pull last failed with */
 	uint8_t *stage;			/* TLS_RECORD_MAX bytes of plaintext to send */
 	size_t staged;
+	/* poll_readable's look ahead: application data it decrypted (the
+	 * next receive returns it first), or the error it met */
+	uint8_t *ahead;			/* TLS_RECORD_MAX bytes */
+	size_t ahead_len, ahead_off;
+	int ahead_err;
+	bool nonblock;			/* the pull returns at once */
 	uint64_t sent, received;	/* __atomic: plaintext bytes */
 };
 
@@ -254,6 +260,10 @@ static ssize_t tls_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 		}
 		if (errno != EAGAIN && errno != EINTR)
 			break;
+		if (errno == EAGAIN && t->nonblock) {
+			gnutls_transport_set_errno(t->s, EAGAIN);
+			return -1;
+		}
 		if (errno == EAGAIN && tls_wait(t, POLLIN))
 			break;
 	}
@@ -349,6 +359,16 @@ static int tls_recv(void *self, void *buf, size_t len)
 	struct ring_tls *t = self;
 	uint8_t *p = buf;
 
+	if (t->ahead_off < t->ahead_len) {
+		size_t n = t->ahead_len - t->ahead_off < len ? t->ahead_len - t->ahead_off : len;
+
+		memcpy(p, t->ahead + t->ahead_off, n);
+		t->ahead_off += n;
+		p += n;
+		len -= n;
+	}
+	if (len && t->ahead_err)
+		return t->ahead_err;
 	while (len) {
 		ssize_t n = gnutls_record_recv(t->s, p, len);
 
@@ -374,13 +394,43 @@ static int tls_recvv(void *self, const struct iovec *iov, int iovcnt)
 	return 0;
 }
 
+/* Readable means application data (or the end, or an error) is there:
+ * bytes on the socket may be only a record TLS consumes itself (a key
+ * update, a ticket), so a readable socket is read ahead, without
+ * blocking, and what it held is kept for the next receive. */
 static int tls_poll_readable(void *self, int timeout_ms)
 {
 	struct ring_tls *t = self;
+	int64_t deadline = ring_deadline(timeout_ms);
 
-	if (gnutls_record_check_pending(t->s))
-		return 1;
-	return t->inner->t->poll_readable(t->inner->impl, timeout_ms);
+	for (;;) {
+		if (t->ahead_off < t->ahead_len || t->ahead_err || gnutls_record_check_pending(t->s))
+			return 1;
+		int r = t->inner->t->poll_readable(t->inner->impl, ring_left_ms(deadline));
+
+		if (r <= 0)
+			return r;
+		t->nonblock = true;
+		ssize_t n = gnutls_record_recv(t->s, t->ahead, TLS_RECORD_MAX);
+
+		t->nonblock = false;
+		if (n > 0) {
+			t->ahead_len = (size_t)n;
+			t->ahead_off = 0;
+			__atomic_add_fetch(&t->received, (uint64_t)n, __ATOMIC_RELAXED);
+		} else if (n != GNUTLS_E_AGAIN && n != GNUTLS_E_INTERRUPTED) {
+			t->ahead_err = tls_error(t, (int)n);
+		} else if (!ring_left_ms(deadline)) {
+			return 0;
+		}
+	}
+}
+
+static int tls_socket_error(void *self)
+{
+	struct ring_tls *t = self;
+
+	return t->inner->t->socket_error ? t->inner->t->socket_error(t->inner->impl) : 0;
 }
 
 static void tls_set_timeout(void *self, int timeout_ms)
@@ -418,6 +468,7 @@ static void tls_free(struct ring_tls *t)
 	ring_tls_creds_unref(t->creds);
 	ring_channel_close(t->inner);
 	free(t->stage);
+	free(t->ahead);
 	free(t);
 }
 
@@ -457,6 +508,7 @@ static const struct ring_transport tls_transport = {
 	.recv = tls_recv,
 	.recvv = tls_recvv,
 	.poll_readable = tls_poll_readable,
+	.socket_error = tls_socket_error,
 	.set_timeout = tls_set_timeout,
 	.timeout = tls_timeout,
 	.abort = tls_abort,
@@ -518,7 +570,10 @@ static void tls_explain(struct ring_tls *t, int gr, bool server, char *err, size
 static int tls_session_new(struct ring_tls *t, const struct ring_tls_peer *p, char *err, size_t errlen)
 {
 	bool server = p->creds->server;
-	int gr = gnutls_init(&t->s, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NO_SIGNAL);
+	/* no session tickets: kmig never resumes a session, and a ticket
+	 * arriving on an idle main connection would read as the peer
+	 * speaking (multifd watches it for a refusal) */
+	int gr = gnutls_init(&t->s, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NO_SIGNAL | GNUTLS_NO_TICKETS);
 
 	if (gr >= 0)
 		gr = gnutls_set_default_priority(t->s);
@@ -618,6 +673,7 @@ int ring_tls_wrap(struct ring_channel *ch, const struct ring_tls_peer *p, int ti
 		return -EINVAL;
 	}
 	if (!(t = calloc(1, sizeof(*t))) || !(t->stage = malloc(TLS_RECORD_MAX)) ||
+	    !(t->ahead = malloc(TLS_RECORD_MAX)) ||
 	    !(wrapped = malloc(sizeof(*wrapped)))) {
 		kmig_set_err(err, errlen, "out of memory for a TLS session");
 		goto fail;
