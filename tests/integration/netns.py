@@ -70,12 +70,18 @@ class TwoHosts:
             subprocess.run(["tc", "-n", ns, "filter", "add", "dev", dev, "egress", "bpf", "direct-action",
                             "obj", obj, "sec", "tc"], check=True, capture_output=True)
 
-    def retransmits(self):
-        """TCP segments host a has retransmitted so far (/proc/net/snmp)."""
-        out = subprocess.run(self.on_a(["cat", "/proc/net/snmp"]), check=True, capture_output=True,
-                             text=True).stdout
-        names, values = [l.split()[1:] for l in out.splitlines() if l.startswith("Tcp:")][:2]
-        return int(values[names.index("RetransSegs")])
+    def lossy_counts(self):
+        """(packets, dropped) so far by the loss program, both ends: tc's
+        own counters of the clsact qdisc it runs in."""
+        pkts = dropped = 0
+        for ns, dev in ((self.a, self.veth_a), (self.b, self.veth_b)):
+            out = subprocess.run(["tc", "-s", "-n", ns, "qdisc", "show", "dev", dev], check=True,
+                                 capture_output=True, text=True).stdout
+            m = re.search(r"qdisc clsact.*?\n Sent \d+ bytes (\d+) pkt \(dropped (\d+)", out, re.S)
+            if m:
+                pkts += int(m.group(1))
+                dropped += int(m.group(2))
+        return pkts, dropped
 
     def link(self, ns, up):
         """Host ns's end of the link up or down (down: no reset, packets
