@@ -178,7 +178,6 @@ uint64_t ring_channel_bytes_received(const struct ring_channel *ch);
 struct ring_tls_creds;
 int ring_tls_creds_load(const char *dir, bool server, bool verify_peer, struct ring_tls_creds **out, char *err,
 			size_t errlen);
-bool ring_tls_creds_server(const struct ring_tls_creds *c);
 /* Credentials are shared by reference: each session holds one. */
 struct ring_tls_creds *ring_tls_creds_ref(struct ring_tls_creds *c);
 void ring_tls_creds_unref(struct ring_tls_creds *c);

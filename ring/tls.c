@@ -178,11 +178,6 @@ int ring_tls_creds_load(const char *dir, bool server, bool verify_peer, struct r
 	return 0;
 }
 
-bool ring_tls_creds_server(const struct ring_tls_creds *c)
-{
-	return c && c->server;
-}
-
 struct ring_tls_creds *ring_tls_creds_ref(struct ring_tls_creds *c)
 {
 	if (c)

@@ -82,6 +82,16 @@ static int await_commit(struct ring_channel *ch, enum stream_commit *decision, c
 	return r;
 }
 
+/* An incoming migration that ends without running the guest: its
+ * connection, what the loader held, the TLS it took, then its status. */
+static void end_incoming(struct migration *g, struct ring_channel *ch, enum migration_status s)
+{
+	mig_end_connection(g, ch);
+	savevm_load_reset(g->env.reg);
+	mig_tls_release(&g->tls);
+	mig_set_status(g, s);
+}
+
 /* No decision came: the source may have given up its guest or kept it,
  * and only it knows.  The loaded guest stays here, stopped, for the
  * operator: never started on a guess, never thrown away on one
@@ -97,10 +107,7 @@ static void keep_unresolved(struct migration *g, struct ring_channel *ch, const 
 	pthread_mutex_lock(&g->lock);
 	g->unresolved = true;
 	pthread_mutex_unlock(&g->lock);
-	mig_end_connection(g, ch);
-	savevm_load_reset(g->env.reg);
-	mig_tls_release(&g->tls);
-	mig_set_status(g, MIGRATION_STATUS_FAILED);
+	end_incoming(g, ch, MIGRATION_STATUS_FAILED);
 }
 
 /* An incoming migration is over, loaded or failed: like QEMU, stop
@@ -271,10 +278,7 @@ static void *incoming_main(void *arg)
 	return NULL;
 fail:
 	close_listener(g);
-	mig_end_connection(g, ch);
-	savevm_load_reset(g->env.reg);
-	mig_tls_release(&g->tls);
-	mig_set_status(g, g->cancel ? MIGRATION_STATUS_CANCELLED : MIGRATION_STATUS_FAILED);
+	end_incoming(g, ch, g->cancel ? MIGRATION_STATUS_CANCELLED : MIGRATION_STATUS_FAILED);
 	g->env.host->incoming_failed(g->env.opaque);
 	return NULL;
 }

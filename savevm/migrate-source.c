@@ -493,40 +493,42 @@ static int secure_main(struct migration *g, struct ring_channel **ch, int io_tim
  * resumes it on its own (postmigrate), and tells the destination to run
  * it.  If that go is lost, the destination keeps the guest stopped until
  * an operator runs cont there (docs/stream-format.md). */
-static void commit(struct migration *g, struct ring_channel *ch)
+static int send_commit(struct ring_channel *ch, enum stream_commit decision)
 {
 	uint8_t buf[STREAM_COMMIT_SIZE];
 
+	stream_encode_commit(buf, decision);
+	return ring_send(ch, buf, sizeof(buf));
+}
+
+static void commit(struct migration *g, struct ring_channel *ch)
+{
 	pthread_mutex_lock(&g->lock);
 	g->paused = false;
-	g->committed = true;
 	pthread_mutex_unlock(&g->lock);
 	g->env.host->migrated(g->env.opaque);
-	stream_encode_commit(buf, STREAM_COMMIT_GO);
-	int r = ring_send(ch, buf, sizeof(buf));
+	int r = send_commit(ch, STREAM_COMMIT_GO);
 
 	if (r)
 		fprintf(stderr, "kmig: the go to the destination may not have arrived (%s): if its query-migrate "
 			"says failed with no decision, run cont there\n", strerror(-r));
 }
 
-/* A failure after the end of the stream, before the point of no return:
- * this side runs the guest again, and says so, so that the destination
- * drops what it loaded instead of keeping it for an operator.  Best
- * effort: the connection may be gone, and then the destination waits. */
+/* A failure after the end of the stream (the failure path never runs
+ * past the point of no return): this side runs the guest again, and says
+ * so, so that the destination drops what it loaded instead of keeping it
+ * for an operator.  Best effort: the connection may be gone, and then the
+ * destination waits. */
 static void abort_commit(struct migration *g, struct ring_channel *ch)
 {
-	uint8_t buf[STREAM_COMMIT_SIZE];
-
 	pthread_mutex_lock(&g->lock);
-	bool tell = g->eof_sent && !g->committed;
+	bool tell = g->eof_sent;
 
 	pthread_mutex_unlock(&g->lock);
 	if (!tell || !ch)
 		return;
 	ring_channel_set_timeout(ch, 200);
-	stream_encode_commit(buf, STREAM_COMMIT_ABORT);
-	ring_send(ch, buf, sizeof(buf));
+	send_commit(ch, STREAM_COMMIT_ABORT);
 }
 
 static void *source_main(void *arg)

@@ -78,10 +78,10 @@ struct migration {
 	bool dirty_limit_engaged;
 	struct mig_tls tls;		/* released when the migration ends */
 	const char *tls_mode;		/* the main connection's ring_tls_mode(), or NULL */
-	/* the end of the stream (docs/stream-format.md): source, EOF sent,
-	 * and past the point of no return; destination, loaded but no
-	 * decision came (the guest waits, stopped, for cont or quit) */
-	bool eof_sent, committed;
+	/* the end of the stream (docs/stream-format.md): source, EOF sent;
+	 * destination, loaded but no decision came (the guest waits,
+	 * stopped, for cont or quit) */
+	bool eof_sent;
 	bool unresolved;
 };
 

@@ -49,7 +49,7 @@ void mig_set_error(struct migration *g, const char *fmt, ...)
 	pthread_mutex_lock(&g->lock);
 	if (!g->error[0]) {
 		va_start(ap, fmt);
-		vsnprintf(g->error, sizeof(g->error), fmt, ap);
+		kmig_vset_err(g->error, sizeof(g->error), fmt, ap);
 		va_end(ap);
 	}
 	pthread_mutex_unlock(&g->lock);

@@ -19,6 +19,23 @@ struct migration_object {
 	struct migration_object *next;
 };
 
+/* A tls-creds-x509's credentials, read from its directory; nothing for
+ * an authz-simple. */
+static int load_creds(const struct migration_object_spec *spec, struct ring_tls_creds **creds, char *err,
+		      size_t errlen)
+{
+	*creds = NULL;
+	if (spec->type != MIGRATION_OBJECT_TLS_CREDS_X509)
+		return 0;
+	return ring_tls_creds_load(spec->dir, spec->server, spec->verify_peer, creds, err, errlen);
+}
+
+static void object_free(struct migration_object *o)
+{
+	ring_tls_creds_unref(o->creds);
+	free(o);
+}
+
 static struct migration_object **find(struct migration *g, const char *id)
 {
 	struct migration_object **p = &g->objects;
@@ -46,8 +63,7 @@ int migration_object_add(struct migration *g, const struct migration_object_spec
 	o->spec = *spec;
 	/* like QEMU: the files are read now, so a bad directory is an error
 	 * of the command, not of a later migration */
-	if (spec->type == MIGRATION_OBJECT_TLS_CREDS_X509)
-		r = ring_tls_creds_load(spec->dir, spec->server, spec->verify_peer, &o->creds, err, errlen);
+	r = load_creds(spec, &o->creds, err, errlen);
 	pthread_mutex_lock(&g->lock);
 	if (!r && *find(g, spec->id)) {
 		kmig_set_err(err, errlen, "attempt to add duplicate property '%s' to object (type 'container')",
@@ -59,20 +75,16 @@ int migration_object_add(struct migration *g, const struct migration_object_spec
 		g->objects = o;
 	}
 	pthread_mutex_unlock(&g->lock);
-	if (r) {
-		ring_tls_creds_unref(o->creds);
-		free(o);
-	}
+	if (r)
+		object_free(o);
 	return r;
 }
 
 int migration_object_check(const struct migration_object_spec *spec, char *err, size_t errlen)
 {
-	struct ring_tls_creds *c = NULL;
-	int r = 0;
+	struct ring_tls_creds *c;
+	int r = load_creds(spec, &c, err, errlen);
 
-	if (spec->type == MIGRATION_OBJECT_TLS_CREDS_X509)
-		r = ring_tls_creds_load(spec->dir, spec->server, spec->verify_peer, &c, err, errlen);
 	ring_tls_creds_unref(c);
 	return r;
 }
@@ -89,8 +101,7 @@ int migration_object_del(struct migration *g, const char *id, char *err, size_t 
 		kmig_set_err(err, errlen, "object '%s' not found", id ? id : "");
 		return -ENOENT;
 	}
-	ring_tls_creds_unref(o->creds);
-	free(o);
+	object_free(o);
 	return 0;
 }
 
@@ -100,8 +111,7 @@ void mig_objects_free(struct migration *g)
 		struct migration_object *o = g->objects;
 
 		g->objects = o->next;
-		ring_tls_creds_unref(o->creds);
-		free(o);
+		object_free(o);
 	}
 }
 
