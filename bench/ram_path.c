@@ -12,7 +12,8 @@
  *                 [--uri URI] [--runs N] [--tls DIR] [--dst-netns NAME] [--io-timeout MS]
  * --fill MiB of RAM hold data (the rest is never touched: holes);
  * --ws MiB: a writer rewrites that much during --passes live passes.
- * --tls DIR: every connection in TLS (GnuTLS), with the certificate set
+ * --tls DIR: every connection in TLS (kTLS where the kernel has the "tls"
+ * ULP, else GnuTLS records; KMIG_KTLS=0 keeps GnuTLS), with the certificate set
  * `build/tests/tls/tls-certs DIR` made.
  * --dst-netns NAME: the destination in network namespace NAME (listening
  * on --uri there), the source where ram_path runs: two hosts on one

@@ -78,6 +78,7 @@ int ring_channel_new(int fd, struct ring_channel **out)
 		goto err_free;
 	ch->fd = fd;
 	ch->pipe[0] = ch->pipe[1] = -1;
+	ch->send_flags = MSG_NOSIGNAL | MSG_WAITALL;
 	*c = (struct ring_channel){ .t = &sock_transport, .impl = ch };
 	*out = c;
 	return 0;
@@ -258,7 +259,7 @@ int ring_xfer(struct ring_sock *ch, bool send, const struct iovec *iov, int iovc
 		if (!sqe)
 			return -EBUSY;	/* cannot happen: nothing else is queued */
 		if (send)
-			io_uring_prep_sendmsg(sqe, ch->fd, &msg, MSG_NOSIGNAL | MSG_WAITALL);
+			io_uring_prep_sendmsg(sqe, ch->fd, &msg, ch->send_flags);
 		else
 			io_uring_prep_recvmsg(sqe, ch->fd, &msg, MSG_WAITALL);
 

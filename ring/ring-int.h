@@ -86,6 +86,9 @@ struct ring_sock {
 	int pipe[2];			/* splice receive, created on first use */
 	size_t pipe_size;
 	int timeout_ms;			/* no completion for this long: -ETIMEDOUT; 0 = none */
+	/* sendmsg's flags: MSG_WAITALL lets io_uring finish a send in one
+	 * completion, but kTLS refuses it (ring_xfer loops either way) */
+	int send_flags;
 };
 
 /* ---------------------------------------------------------- the seam */

@@ -192,6 +192,9 @@ struct ring_tls_peer {
 	 * authz-simple) allowed; nr_identities 0 = any verified client */
 	const char *const *identities;
 	unsigned int nr_identities;
+	/* keep the records in user space (GnuTLS) even where the kernel
+	 * could take the keys (kTLS); so does KMIG_KTLS=0 in the environment */
+	bool no_ktls;
 };
 
 /* The first bytes of a TLS client's opening, for ring_accept_opening(). */
@@ -207,7 +210,8 @@ extern const uint8_t ring_tls_opening[2];
  * aborting it meanwhile), and err says what went wrong, in words. */
 int ring_tls_wrap(struct ring_channel *ch, const struct ring_tls_peer *p, int timeout_ms, struct ring_channel **out,
 		  char *err, size_t errlen);
-/* "gnutls" (records in user space) for a TLS channel, NULL otherwise */
+/* "ktls" (the kernel holds the keys: splice works) or "gnutls" (records
+ * in user space) for a TLS channel, NULL otherwise */
 const char *ring_tls_mode(const struct ring_channel *ch);
 
 #endif

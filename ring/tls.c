@@ -12,7 +12,13 @@
  * After the handshake the server checks the client's identity against
  * its allowed list and sends one byte of verdict inside the session (or a
  * fatal access-denied alert): so a refused client learns why from the
- * handshake itself, not from a broken pipe later (docs/transport.md). */
+ * handshake itself, not from a broken pipe later (docs/transport.md).
+ *
+ * Then, where the kernel can (the "tls" ULP), the session's keys go to
+ * the kernel (kTLS): the channel becomes the socket again, with the kernel
+ * encrypting each send and decrypting each receive, so splice into guest
+ * memory works under encryption (caps: RING_CAP_SPLICE; still no
+ * zero-copy send, as the kernel must read the pages to encrypt them). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -29,6 +35,9 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <linux/tls.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
@@ -62,7 +71,16 @@ struct ring_tls {
 	int ahead_err;
 	bool nonblock;			/* the pull returns at once */
 	uint64_t sent, received;	/* __atomic: plaintext bytes */
+	bool ktls;			/* the kernel holds the keys: bytes go through inner */
+	uint64_t inner_sent0, inner_received0;	/* inner's counts when kTLS began */
 };
+
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
 
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 static int tls_init_result;
@@ -471,8 +489,9 @@ static void tls_close(void *self)
 {
 	struct ring_tls *t = self;
 
-	/* a polite close_notify, never waited for */
-	if (!__atomic_load_n(&t->sock->aborted, __ATOMIC_SEQ_CST)) {
+	/* a polite close_notify, never waited for (under kTLS GnuTLS's
+	 * record state is stale: the kernel's peer sees a plain FIN) */
+	if (!t->ktls && !__atomic_load_n(&t->sock->aborted, __ATOMIC_SEQ_CST)) {
 		int old = t->sock->timeout_ms;
 
 		t->sock->timeout_ms = 100;
@@ -513,9 +532,192 @@ static const struct ring_transport tls_transport = {
 	.bytes_received = tls_bytes_received,
 };
 
+/* ------------------------------------------------------------------ kTLS */
+
+/* Under kTLS the bytes are the socket's: each op is the inner channel's. */
+static int ktls_sendv(void *self, const struct iovec *iov, int iovcnt)
+{
+	struct ring_tls *t = self;
+
+	return t->inner->t->sendv(t->inner->impl, iov, iovcnt);
+}
+
+static int ktls_recv(void *self, void *buf, size_t len)
+{
+	struct ring_tls *t = self;
+
+	return t->inner->t->recv(t->inner->impl, buf, len);
+}
+
+static int ktls_recvv(void *self, const struct iovec *iov, int iovcnt)
+{
+	struct ring_tls *t = self;
+
+	return t->inner->t->recvv(t->inner->impl, iov, iovcnt);
+}
+
+static int ktls_recv_splice(void *self, int fd, uint64_t off, size_t len)
+{
+	struct ring_tls *t = self;
+
+	return t->inner->t->recv_splice(t->inner->impl, fd, off, len);
+}
+
+static int ktls_poll_readable(void *self, int timeout_ms)
+{
+	struct ring_tls *t = self;
+
+	return t->inner->t->poll_readable(t->inner->impl, timeout_ms);
+}
+
+/* Plaintext bytes: GnuTLS's before the hand-over, the socket's after
+ * (a kTLS socket counts plaintext; before, it counted the handshake). */
+static uint64_t ktls_bytes_sent(const void *self)
+{
+	const struct ring_tls *t = self;
+
+	return t->sent + t->inner->t->bytes_sent(t->inner->impl) - t->inner_sent0;
+}
+
+static uint64_t ktls_bytes_received(const void *self)
+{
+	const struct ring_tls *t = self;
+
+	return t->received + t->inner->t->bytes_received(t->inner->impl) - t->inner_received0;
+}
+
+/* No zero-copy send: the kernel encrypts from the caller's pages into
+ * its own buffers, so a send is already the one pass over the data. */
+static const struct ring_transport ktls_transport = {
+	.name = "ktls",
+	.caps = RING_CAP_SPLICE,
+	.sendv = ktls_sendv,
+	.recv = ktls_recv,
+	.recvv = ktls_recvv,
+	.recv_splice = ktls_recv_splice,
+	.poll_readable = ktls_poll_readable,
+	.socket_error = tls_socket_error,
+	.set_timeout = tls_set_timeout,
+	.timeout = tls_timeout,
+	.abort = tls_abort,
+	.stop_reading = tls_stop_reading,
+	.close = tls_close,
+	.bytes_sent = ktls_bytes_sent,
+	.bytes_received = ktls_bytes_received,
+};
+
 const char *ring_tls_mode(const struct ring_channel *ch)
 {
+	if (ch && ch->t == &ktls_transport)
+		return "ktls";
 	return ch && ch->t == &tls_transport ? "gnutls" : NULL;
+}
+
+/* The kernel's crypto info, one for each cipher it takes. */
+union ktls_info {
+	struct tls_crypto_info base;
+	struct tls12_crypto_info_aes_gcm_128 gcm128;
+	struct tls12_crypto_info_aes_gcm_256 gcm256;
+	struct tls12_crypto_info_chacha20_poly1305 chacha;
+};
+
+/* AES-GCM: a 4-byte salt, then in TLS 1.3 the rest of the 12-byte IV,
+ * in TLS 1.2 the explicit nonce, which GnuTLS takes from the sequence
+ * number (so does the kernel, from rec_seq on). */
+#define KTLS_GCM(f, C)                                                                                   \
+	do {                                                                                             \
+		if (key->size != C##_KEY_SIZE || iv->size < C##_SALT_SIZE ||                              \
+		    (tls13 && iv->size != C##_SALT_SIZE + C##_IV_SIZE))                                  \
+			return -EOPNOTSUPP;                                                              \
+		ki->f.info.cipher_type = C;                                                              \
+		memcpy(ki->f.key, key->data, C##_KEY_SIZE);                                              \
+		memcpy(ki->f.salt, iv->data, C##_SALT_SIZE);                                             \
+		memcpy(ki->f.iv, tls13 ? iv->data + C##_SALT_SIZE : seq, C##_IV_SIZE);                    \
+		memcpy(ki->f.rec_seq, seq, C##_REC_SEQ_SIZE);                                            \
+		*len = sizeof(ki->f);                                                                    \
+	} while (0)
+
+static int ktls_fill(gnutls_cipher_algorithm_t c, bool tls13, const gnutls_datum_t *key, const gnutls_datum_t *iv,
+		     const unsigned char seq[8], union ktls_info *ki, socklen_t *len)
+{
+	switch (c) {
+	case GNUTLS_CIPHER_AES_128_GCM:
+		KTLS_GCM(gcm128, TLS_CIPHER_AES_GCM_128);
+		return 0;
+	case GNUTLS_CIPHER_AES_256_GCM:
+		KTLS_GCM(gcm256, TLS_CIPHER_AES_GCM_256);
+		return 0;
+	case GNUTLS_CIPHER_CHACHA20_POLY1305:
+		/* the whole 12-byte IV, XORed with the sequence in both versions */
+		if (key->size != TLS_CIPHER_CHACHA20_POLY1305_KEY_SIZE ||
+		    iv->size != TLS_CIPHER_CHACHA20_POLY1305_IV_SIZE)
+			return -EOPNOTSUPP;
+		ki->chacha.info.cipher_type = TLS_CIPHER_CHACHA20_POLY1305;
+		memcpy(ki->chacha.key, key->data, key->size);
+		memcpy(ki->chacha.iv, iv->data, iv->size);
+		memcpy(ki->chacha.rec_seq, seq, TLS_CIPHER_CHACHA20_POLY1305_REC_SEQ_SIZE);
+		*len = sizeof(ki->chacha);
+		return 0;
+	default:
+		return -EOPNOTSUPP;
+	}
+}
+
+/* One direction's keys, IV and sequence number as the kernel takes them. */
+static int ktls_info(gnutls_session_t s, bool read, union ktls_info *ki, socklen_t *len)
+{
+	gnutls_protocol_t v = gnutls_protocol_get_version(s);
+	gnutls_datum_t mac, iv, key;
+	unsigned char seq[8];
+
+	memset(ki, 0, sizeof(*ki));
+	if (v != GNUTLS_TLS1_2 && v != GNUTLS_TLS1_3)
+		return -EOPNOTSUPP;
+	if (gnutls_record_get_state(s, read, &mac, &iv, &key, seq) < 0)
+		return -EOPNOTSUPP;
+	ki->base.version = v == GNUTLS_TLS1_3 ? TLS_1_3_VERSION : TLS_1_2_VERSION;
+	return ktls_fill(gnutls_cipher_get(s), v == GNUTLS_TLS1_3, &key, &iv, seq, ki, len);
+}
+
+/* Hand the session to the kernel.  0: done; -EOPNOTSUPP: not possible
+ * here (no "tls" ULP, a cipher the kernel does not take), and the socket
+ * is as it was, so GnuTLS goes on; any other error: the socket is half
+ * handed over and the connection is lost. */
+static int ktls_enable(struct ring_tls *t)
+{
+	union ktls_info tx, rx;
+	socklen_t txlen = 0, rxlen = 0;
+	int fd = t->sock->fd, r = -EOPNOTSUPP;
+
+	/* decrypted bytes GnuTLS still holds would be lost */
+	if (gnutls_record_check_pending(t->s) || t->ahead_off < t->ahead_len)
+		return -EOPNOTSUPP;
+	if (ktls_info(t->s, false, &tx, &txlen) || ktls_info(t->s, true, &rx, &rxlen))
+		goto out;
+	/* ENOENT: no tls module; the socket is untouched */
+	if (setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls")))
+		goto out;
+	/* with the ULP but no keys, the socket passes bytes through as before */
+	if (setsockopt(fd, SOL_TLS, TLS_TX, &tx, txlen))
+		goto out;
+	r = setsockopt(fd, SOL_TLS, TLS_RX, &rx, rxlen) ? -EIO : 0;
+	if (!r) {
+		t->sock->send_flags = MSG_NOSIGNAL;
+		t->inner_sent0 = t->inner->t->bytes_sent(t->inner->impl);
+		t->inner_received0 = t->inner->t->bytes_received(t->inner->impl);
+	}
+out:
+	explicit_bzero(&tx, sizeof(tx));
+	explicit_bzero(&rx, sizeof(rx));
+	return r;
+}
+
+/* kTLS unless the caller or KMIG_KTLS=0 (for comparisons) says no. */
+static bool ktls_wanted(const struct ring_tls_peer *p)
+{
+	const char *env = getenv("KMIG_KTLS");
+
+	return !p->no_ktls && !(env && !strcmp(env, "0"));
 }
 
 /* ---------------------------------------------------------- the handshake */
@@ -696,9 +898,18 @@ int ring_tls_wrap(struct ring_channel *ch, const struct ring_tls_peer *p, int ti
 		r = p->creds->server ? tls_authorize(t, p, err, errlen) : tls_await_verdict(t, err, errlen);
 	}
 	t->sock->timeout_ms = old;
+	if (!r && ktls_wanted(p)) {
+		int k = ktls_enable(t);
+
+		t->ktls = !k;
+		if (k && k != -EOPNOTSUPP) {
+			kmig_set_err(err, errlen, "TLS: handing the session to the kernel (kTLS) failed half-way");
+			r = k;
+		}
+	}
 	if (r)
 		goto fail;
-	*wrapped = (struct ring_channel){ .t = &tls_transport, .impl = t };
+	*wrapped = (struct ring_channel){ .t = t->ktls ? &ktls_transport : &tls_transport, .impl = t };
 	*out = wrapped;
 	return 0;
 fail:

@@ -4,8 +4,13 @@
  * no client certificate, a certificate of another CA on either side, an
  * expired certificate, a wrong hostname, an identity tls-authz does not
  * allow, plaintext against TLS both ways, a silent peer — must fail on
- * both sides, each with its own message. */
+ * both sides, each with its own message.  Where the kernel has the "tls"
+ * ULP the good path runs in kTLS (and splices into a file), and kTLS
+ * talks to GnuTLS records both ways; where it has none, the fallback to
+ * GnuTLS is what is checked. */
 #include "ring_test.h"
+
+#include <sys/mman.h>
 
 #include "tests/tls/tls_certs.h"
 
@@ -18,6 +23,8 @@ struct side_cfg {
 	const char *identity;		/* server: the one allowed, or NULL */
 	bool plain;			/* no TLS: speak raw bytes instead */
 	bool silent;			/* plain: say nothing, wait */
+	bool no_ktls;			/* records in user space even if kTLS is there */
+	bool splice;			/* server: receive by splice into a memfd */
 };
 
 struct result {
@@ -35,6 +42,25 @@ struct server_arg {
 	size_t echo;			/* bytes to receive and send back */
 };
 
+/* Does this kernel offer the "tls" ULP (kTLS)? */
+static bool kernel_has_ktls(void)
+{
+	char ulps[256] = "";
+	FILE *f = fopen("/proc/sys/net/ipv4/tcp_available_ulp", "r");
+
+	if (f) {
+		if (!fgets(ulps, sizeof(ulps), f))
+			ulps[0] = 0;
+		fclose(f);
+	}
+	return strstr(ulps, "tls") != NULL;
+}
+
+static const char *expected_mode(const struct side_cfg *c)
+{
+	return kernel_has_ktls() && !c->no_ktls ? "ktls" : "gnutls";
+}
+
 static int load(const struct side_cfg *c, bool server, struct ring_tls_creds **creds, char *err, size_t len)
 {
 	char dir[160];
@@ -43,11 +69,26 @@ static int load(const struct side_cfg *c, bool server, struct ring_tls_creds **c
 	return ring_tls_creds_load(dir, server, c->verify, creds, err, len);
 }
 
+/* Receive n bytes by splice into a memfd (as the RAM loader does), then
+ * read them back from it. */
+static int recv_by_splice(struct ring_channel *ch, uint8_t *buf, size_t n)
+{
+	int fd = memfd_create("tls-splice", 0), r;
+
+	if (fd < 0)
+		return -errno;
+	r = ftruncate(fd, (off_t)n) ? -errno : ring_recv_splice(ch, fd, 0, n);
+	if (!r && pread(fd, buf, n, 0) != (ssize_t)n)
+		r = -EIO;
+	close(fd);
+	return r;
+}
+
 /* Receive n bytes and send them back, in pieces of several sizes. */
-static int echo(struct ring_channel *ch, size_t n)
+static int echo(struct ring_channel *ch, size_t n, bool splice)
 {
 	uint8_t *buf = malloc(n ? n : 1);
-	int r = ring_recv(ch, buf, n);
+	int r = splice ? recv_by_splice(ch, buf, n) : ring_recv(ch, buf, n);
 
 	if (!r) {
 		struct iovec iov[4] = { { buf, 1 }, { buf + 1, 15 }, { buf + 16, 4096 }, { buf + 4112, n - 4112 } };
@@ -79,7 +120,7 @@ static void *server_main(void *p)
 	if (!r) {
 		const char *ids[1] = { a->cfg.identity };
 		const struct ring_tls_peer peer = { .creds = creds, .identities = ids,
-						    .nr_identities = a->cfg.identity ? 1 : 0 };
+						    .nr_identities = a->cfg.identity ? 1 : 0, .no_ktls = a->cfg.no_ktls };
 
 		r = ring_tls_wrap(ch, &peer, 2000, &tls, a->res.err, sizeof(a->res.err));
 		if (!r)
@@ -88,7 +129,7 @@ static void *server_main(void *p)
 	if (!r) {
 		a->res.mode = ring_tls_mode(tls);
 		a->res.caps = ring_channel_caps(tls);
-		r = echo(tls, a->echo);
+		r = echo(tls, a->echo, a->cfg.splice);
 		a->res.moved = ring_channel_bytes_received(tls);
 	}
 	ring_channel_close(ch);
@@ -135,7 +176,8 @@ static void run(const struct side_cfg *ccfg, const struct side_cfg *scfg, size_t
 		r = load(ccfg, false, &creds, cres->err, sizeof(cres->err));
 	}
 	if (!r && !ccfg->plain) {
-		const struct ring_tls_peer peer = { .creds = creds, .hostname = ccfg->hostname };
+		const struct ring_tls_peer peer = { .creds = creds, .hostname = ccfg->hostname,
+						    .no_ktls = ccfg->no_ktls };
 
 		r = ring_tls_wrap(ch, &peer, 1000, &tls, cres->err, sizeof(cres->err));
 		if (!r)
@@ -194,15 +236,47 @@ static void test_good_path(void **state)
 	run(&good_client, &good_server, 8 << 20, &cr, &sa);
 	if (cr.r || sa.res.r)
 		fail_msg("client %d '%s', server %d '%s'", cr.r, cr.err, sa.res.r, sa.res.err);
-	assert_string_equal(cr.mode, "gnutls");
-	assert_string_equal(sa.res.mode, "gnutls");
-	assert_int_equal(sa.res.caps, 0);	/* no zero-copy, no splice */
+	assert_string_equal(cr.mode, expected_mode(&good_client));
+	assert_string_equal(sa.res.mode, expected_mode(&good_server));
+	/* never zero-copy; splice only once the kernel holds the keys */
+	assert_int_equal(sa.res.caps, kernel_has_ktls() ? RING_CAP_SPLICE : 0);
 	assert_int_equal(cr.moved, 8 << 20);
 	assert_int_equal(sa.res.moved, 8 << 20);
 	by_name.hostname = "localhost";
 	run(&by_name, &good_server, 1 << 20, &cr, &sa);
 	if (cr.r || sa.res.r)
 		fail_msg("by name: client %d '%s', server %d '%s'", cr.r, cr.err, sa.res.r, sa.res.err);
+}
+
+/* Either side may keep its records in user space while the other hands
+ * them to the kernel: the bytes on the wire are the same TLS.  The server
+ * receives by splice wherever it is in kTLS. */
+static void test_ktls_and_gnutls_mixed(void **state)
+{
+	const bool k = kernel_has_ktls();
+	const struct { bool client_no_ktls, server_no_ktls; } pairs[] = {
+		{ false, false }, { true, false }, { false, true }, { true, true },
+	};
+
+	(void)state;
+	printf("  kTLS on this kernel: %s\n", k ? "yes (the tls ULP)" : "no: the fallback is checked");
+	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+		struct side_cfg c = good_client, s = good_server;
+		struct result cr;
+		struct server_arg sa;
+
+		c.no_ktls = pairs[i].client_no_ktls;
+		s.no_ktls = pairs[i].server_no_ktls;
+		s.splice = k && !s.no_ktls;
+		run(&c, &s, 3 << 20, &cr, &sa);
+		printf("  client %s, server %s%s: %d %d\n", cr.mode ? cr.mode : "-", sa.res.mode ? sa.res.mode : "-",
+		       s.splice ? " (splice)" : "", cr.r, sa.res.r);
+		if (cr.r || sa.res.r)
+			fail_msg("pair %zu: client %d '%s', server %d '%s'", i, cr.r, cr.err, sa.res.r, sa.res.err);
+		assert_string_equal(cr.mode, expected_mode(&c));
+		assert_string_equal(sa.res.mode, expected_mode(&s));
+		assert_int_equal(sa.res.moved, 3 << 20);
+	}
 }
 
 /* verify-peer off on both sides: encrypted, nobody checked */
@@ -342,6 +416,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_good_path),
+		cmocka_unit_test(test_ktls_and_gnutls_mixed),
 		cmocka_unit_test(test_no_verification),
 		cmocka_unit_test(test_client_without_certificate),
 		cmocka_unit_test(test_client_of_another_ca),
