@@ -388,11 +388,17 @@ static int check_incoming(const char *incoming, char *err, size_t errlen)
 	return migration_uri_check(incoming, true, err, errlen);
 }
 
+/* Whether a and b are one regular file (or one path not there yet): two
+ * writers of a device such as /dev/null or /dev/full empty nothing. */
 static bool same_file(const char *a, const char *b)
 {
 	struct stat sa, sb;
 
-	return a && b && !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+	if (!a || !b)
+		return false;
+	if (stat(a, &sa) || stat(b, &sb))
+		return !strcmp(a, b);
+	return S_ISREG(sa.st_mode) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 /* Whether the run could open path for writing, asked without opening it:
@@ -433,8 +439,7 @@ int machine_output_check(const struct machine_config *c, const char *option, con
 		snprintf(err, errlen, "--%s '%s' is the kernel file: it would be emptied", option, path);
 		return -EINVAL;
 	}
-	if (path != c->serial_path && c->serial_path &&
-	    (!strcmp(path, c->serial_path) || same_file(path, c->serial_path))) {
+	if (path != c->serial_path && c->serial_path && same_file(path, c->serial_path)) {
 		snprintf(err, errlen, "--%s '%s' is the serial file too", option, path);
 		return -EINVAL;
 	}

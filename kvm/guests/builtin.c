@@ -27,7 +27,7 @@ static struct kvm_builtin_guest guests[] = {
 		.name = "dirty",
 		.summary = "rewrites one dword in every page of a working set, paced per CPU",
 		.params_help = "ws=MiB (64) rate=MiB/s per cpu (0 = max) fill=MiB (0) report=ms (1000) cpus=N (all) "
-			       "lm=0|1 (1)",
+			       "compute=K (0) lm=0|1 (1)",
 		.elf = kvm_guest_elf_dirty,
 	},
 	{
