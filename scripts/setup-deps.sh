@@ -8,6 +8,7 @@ PKGS=(
   libglib2.0-dev libjson-glib-dev liburing-dev libbpf-dev libcmocka-dev
   libgnutls28-dev  # TLS for migration (QEMU's choice)
   iproute2  # ip and tc: the two-host tests (network namespaces, link shapes)
+  iputils-ping  # the two-host tests check a shaped link's round trip
   clang bpftool linux-libc-dev python3
   gnuplot-nox  # the plots of bench/bench.py (make bench, kmig bench)
 )

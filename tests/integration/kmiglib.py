@@ -33,6 +33,16 @@ def require_kvm():
         skip("/dev/kvm is not accessible (run as root or in the kvm group)")
 
 
+def tls_mode_expected():
+    """What x-kmig.tls shows for a TLS migration on this kernel: ktls where
+    it offers the "tls" ULP, gnutls (records in user space) elsewhere."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_available_ulp") as f:
+            return "ktls" if "tls" in f.read().split() else "gnutls"
+    except OSError:
+        return "gnutls"
+
+
 def kmig_path():
     p = os.environ.get("KMIG")
     if not p or not os.path.exists(p):

@@ -59,6 +59,41 @@ class TwoHosts:
             subprocess.run(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate,
                             "burst", burst, "latency", latency], check=True, capture_output=True)
 
+    def netem(self, rate, rtt_ms, loss_pct=0.0):
+        """A link of rate with a round trip of rtt_ms (half of it on each
+        end) and loss_pct % of packets lost each way: netem, on both ends.
+        skip()s where this kernel has no netem (tc cannot add the qdisc).
+        The queue holds a few bandwidth-delay products, so that the shape,
+        not the queue, is what limits TCP."""
+        for ns, dev in ((self.a, self.veth_a), (self.b, self.veth_b)):
+            cmd = ["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "netem",
+                   "delay", f"{rtt_ms / 2:g}ms", "rate", rate, "limit", "100000"]
+            if loss_pct:
+                cmd += ["loss", f"{loss_pct:g}%"]
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            if p.returncode != 0:
+                skip(f"this kernel has no netem (tc said: {p.stderr.strip()}): "
+                     "scripts/kvm-vm.sh runs the test where it has")
+
+    def netem_counts(self):
+        """(packets, dropped) so far by netem, both ends."""
+        pkts = dropped = 0
+        for ns, dev in ((self.a, self.veth_a), (self.b, self.veth_b)):
+            out = subprocess.run(["tc", "-s", "-n", ns, "qdisc", "show", "dev", dev], check=True,
+                                 capture_output=True, text=True).stdout
+            m = re.search(r"qdisc netem.*?\n Sent \d+ bytes (\d+) pkt \(dropped (\d+)", out, re.S)
+            if m:
+                pkts += int(m.group(1))
+                dropped += int(m.group(2))
+        return pkts, dropped
+
+    def rtt_ms(self):
+        """The round trip from a to b, as ping measures it (median of 5)."""
+        out = subprocess.run(self.on_a(["ping", "-c", "5", "-i", "0.2", "-q", self.addr_b]),
+                             capture_output=True, text=True).stdout
+        m = re.search(r"= [\d.]+/([\d.]+)/", out)
+        return float(m.group(1)) if m else None
+
     def lossy(self, obj):
         """Drop packets at random on both ends (the tc BPF program obj,
         tests/netem/loss.bpf.c: 1 %), where netem is missing.  The program
