@@ -128,7 +128,7 @@ static int ring_candidates_due(struct ring_candidates *cs)
 		struct ring_candidate *c = &cs->c[i];
 
 		if (c->deadline >= 0 && now >= c->deadline) {
-			ring_candidate_drop(cs, i, "it sent no %s within %d ms", cs->o->what, cs->o->idle_ms);
+			ring_candidate_drop(cs, i, "it sent nothing within %d ms (expected %s)", cs->o->idle_ms, cs->o->what);
 			continue;
 		}
 		if (c->retry_at && now >= c->retry_at) {

@@ -175,7 +175,7 @@ static void test_silent_dropped_after_idle(void **state)
 	if (dt < 590 || dt > 2000)
 		fail_msg("a 600 ms wait took %lld ms", (long long)dt);
 	assert_int_equal(d.n, 1);
-	if (!strstr(d.last, "sent no a test opening within 150 ms") || !strstr(d.last, "127.0.0.1:"))
+	if (!strstr(d.last, "sent nothing within 150 ms (expected a test opening)") || !strstr(d.last, "127.0.0.1:"))
 		fail_msg("drop reported as \"%s\"", d.last);
 	assert_closed_by_listener(silent);
 	close(silent);

@@ -1024,7 +1024,7 @@ static void test_tls_refusals(void **state)
 	pair_fini(&p);
 }
 
-/* ------------------------------------------- faults in the final handshake */
+/* ------------------------------------ faults in every phase, and the end */
 
 /* The end of a migration is three messages on the main connection: the
  * source's EOF, the destination's ACK, the source's COMMIT.  A proxy
@@ -1033,10 +1033,14 @@ static void test_tls_refusals(void **state)
  * cuts the connection.  Whatever happens, at most one guest may ever run,
  * the right one must be reachable with one documented command (the
  * destination's cont when the source says completed), and the guest that
- * runs holds every unit in its last version. */
-enum fault_at { AT_EOF, AT_ACK, AT_COMMIT, NR_AT };
+ * runs holds every unit in its last version.  The same four faults meet
+ * the earlier phases too: setup (the stream's first byte), precopy (1 MiB
+ * into the stream) and stop-and-copy (the device state, sent with the
+ * source paused). */
+enum fault_at { AT_SETUP, AT_PRECOPY, AT_STOPCOPY, AT_EOF, AT_ACK, AT_COMMIT, NR_AT };
 enum fault_kind { F_BLACKHOLE, F_DELAY_SHORT, F_DELAY_LONG, F_CUT, NR_KIND };
-static const char *const at_names[] = { "EOF", "ACK", "COMMIT" };
+static const char *const at_names[] = { "setup", "precopy", "stop-and-copy", "EOF", "ACK", "COMMIT" };
+#define PRECOPY_FAULT_AT (1u << 20)
 static const char *const kind_names[] = { "lost", "delayed 100 ms", "delayed 800 ms", "cut" };
 
 #define FAULT_IO_TIMEOUT_MS 250
@@ -1049,6 +1053,10 @@ struct proxy {
 	enum fault_kind kind;
 	pthread_t acceptor, up, down;
 	bool started;
+	/* a link gone silent (F_BLACKHOLE fired): nothing moves either way
+	 * any more, not even a FIN; the pumps stop reading, so the senders'
+	 * buffers fill as they would on a dead link */
+	atomic_bool dead, stopping;
 };
 
 struct pump {
@@ -1072,8 +1080,8 @@ static int write_all_fd(int fd, const uint8_t *b, size_t n)
 
 /* Where in buf (after tail_len bytes of earlier reads, kept in tail) the
  * message this pump watches for begins; -1 if not there. */
-static ssize_t find_trigger(const struct pump *u, const uint8_t *tail, size_t tail_len, const uint8_t *buf,
-			    size_t n)
+static ssize_t find_trigger(const struct pump *u, uint64_t seen, const uint8_t *tail, size_t tail_len,
+			    const uint8_t *buf, size_t n)
 {
 	static uint8_t win[64 + 65536];
 	uint8_t dev[DEV_STATE];
@@ -1084,10 +1092,14 @@ static ssize_t find_trigger(const struct pump *u, const uint8_t *tail, size_t ta
 		return u->p->at == AT_ACK ? 0 : -1;
 	if (u->p->at == AT_ACK)
 		return -1;
+	if (u->p->at == AT_SETUP)
+		return 0;
+	if (u->p->at == AT_PRECOPY)
+		return seen + n > PRECOPY_FAULT_AT ? (ssize_t)(PRECOPY_FAULT_AT - seen) : -1;
 	if (u->p->at == AT_COMMIT) {
 		pat = STREAM_COMMIT_MAGIC;
 		plen = 8;
-	} else {		/* EOF follows the last device's state */
+	} else {		/* the device's state; EOF follows it */
 		for (unsigned int i = 0; i < DEV_STATE; i++)
 			dev[i] = (uint8_t)(0xa5 ^ i);
 		pat = dev;
@@ -1101,6 +1113,8 @@ static ssize_t find_trigger(const struct pump *u, const uint8_t *tail, size_t ta
 		return -1;
 	ssize_t at = (hit - win) - (ssize_t)tail_len + (u->p->at == AT_EOF ? (ssize_t)plen : 0);
 
+	/* (the device state may begin in the previous read: then at once) */
+
 	return at < 0 ? 0 : at;
 }
 
@@ -1109,12 +1123,16 @@ static void *pump_main(void *arg)
 	struct pump *u = arg;
 	uint8_t buf[65536], tail[64];
 	size_t tail_len = 0;
+	uint64_t seen = 0;
 	bool fired = false, lost = false;
 	ssize_t n;
 
 	while ((n = recv(u->from, buf, sizeof(buf), 0)) > 0) {
-		ssize_t k = fired ? -1 : find_trigger(u, tail, tail_len, buf, (size_t)n);
+		if (atomic_load(&u->p->dead))
+			break;
+		ssize_t k = fired ? -1 : find_trigger(u, seen, tail, tail_len, buf, (size_t)n);
 
+		seen += (uint64_t)n;
 		if (k > n)
 			k = -1;
 		if (k >= 0) {
@@ -1122,7 +1140,10 @@ static void *pump_main(void *arg)
 			if (write_all_fd(u->to, buf, (size_t)k))
 				break;
 			switch (u->p->kind) {
-			case F_BLACKHOLE: lost = true; break;
+			case F_BLACKHOLE:
+				lost = true;
+				atomic_store(&u->p->dead, true);
+				break;
 			case F_DELAY_SHORT: usleep(100 * 1000); break;
 			case F_DELAY_LONG: usleep(800 * 1000); break;
 			case F_CUT:
@@ -1134,7 +1155,9 @@ static void *pump_main(void *arg)
 			memmove(buf, buf + k, (size_t)(n - k));
 			n -= k;
 		}
-		if (!lost && write_all_fd(u->to, buf, (size_t)n))
+		if (lost)
+			break;
+		if (write_all_fd(u->to, buf, (size_t)n))
 			break;
 		/* the last bytes, for a pattern split across two reads */
 		size_t keep = (size_t)n < sizeof(tail) ? (size_t)n : sizeof(tail);
@@ -1148,8 +1171,12 @@ static void *pump_main(void *arg)
 		memcpy(tail + tail_len, buf + n - (ssize_t)keep, keep);
 		tail_len += keep;
 	}
-	if (!lost)
-		shutdown(u->to, SHUT_WR);
+	if (atomic_load(&u->p->dead)) {
+		while (!atomic_load(&u->p->stopping))
+			usleep(5000);
+		return NULL;
+	}
+	shutdown(u->to, SHUT_WR);
 	return NULL;
 }
 
@@ -1195,6 +1222,7 @@ static void proxy_start(struct proxy *p, const char *dir, const char target_path
 
 static void proxy_stop(struct proxy *p)
 {
+	atomic_store(&p->stopping, true);
 	shutdown(p->lfd, SHUT_RDWR);
 	pthread_join(p->acceptor, NULL);
 	if (p->started) {
@@ -1212,14 +1240,19 @@ static void proxy_stop(struct proxy *p)
 }
 
 /* The first final status a host saw (completed, failed, cancelled). */
-static enum migration_status wait_final(struct fake_host *h)
+static enum migration_status wait_final(struct fake_host *h, int ms)
 {
 	struct timespec ts;
 	enum migration_status st = MIGRATION_STATUS_NONE;
 	int r = 0;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += WAIT_MS / 1000;
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
 	pthread_mutex_lock(&h->lock);
 	while (st == MIGRATION_STATUS_NONE && r != ETIMEDOUT) {
 		for (unsigned int i = 0; i < h->nr_events; i++) {
@@ -1255,7 +1288,8 @@ static bool destination_whole(struct pair *p)
 /* One fault; its outcome for the matrix: 0 the destination ran at once,
  * 1 it ran after cont (no decision came, the source said completed), 2
  * the source ran again (failed); -1 when a rule broke (why says what). */
-static int one_fault(enum fault_at at, enum fault_kind kind, char *why, size_t whylen)
+static int one_fault(enum fault_at at, enum fault_kind kind, char *why, size_t whylen, char *src_err,
+		     size_t errlen)
 {
 	struct pair p;
 	struct proxy px;
@@ -1275,7 +1309,10 @@ static int one_fault(enum fault_at at, enum fault_kind kind, char *why, size_t w
 	snprintf(proxy_uri, sizeof(proxy_uri), "unix:%s", px.path);
 	if (migration_start(p.src.g, proxy_uri, err, sizeof(err)))
 		fail_msg("start: %s", err);
-	enum migration_status s = wait_final(&p.src.host), d = wait_final(&p.dst.host);
+	enum migration_status s = wait_final(&p.src.host, WAIT_MS);
+	/* a destination that never heard the source (setup) waits on: it
+	 * only has to be seen not to start */
+	enum migration_status d = wait_final(&p.dst.host, s == MIGRATION_STATUS_FAILED ? 4 * FAULT_IO_TIMEOUT_MS : WAIT_MS);
 
 	settle(&p);
 	proxy_stop(&px);
@@ -1283,6 +1320,7 @@ static int one_fault(enum fault_at at, enum fault_kind kind, char *why, size_t w
 	struct migration_info si;
 
 	migration_query(p.src.g, &si);
+	snprintf(src_err, errlen, "%s", si.error_desc);
 	snprintf(why, whylen, "source %s (%s), destination %s%s, running: source %d destination %d",
 		 migration_status_name(s), si.error_desc, migration_status_name(d), unresolved ? " unresolved" : "",
 		 p.src.host.running, p.dst.host.running);
@@ -1305,36 +1343,50 @@ static int one_fault(enum fault_at at, enum fault_kind kind, char *why, size_t w
 	return outcome;
 }
 
-#define FAULT_ROUNDS 9		/* 9 x 12 = 108 faults */
+/* 9 x 12 = 108 faults in the final handshake, 3 x 12 = 36 before it */
+#define FAULT_ROUNDS 9
+#define EARLY_FAULT_ROUNDS 3
 
 static void test_final_handshake_faults(void **state)
 {
 	static const char *const outcome_names[] = { "destination ran", "destination ran after cont",
 						     "source ran again" };
 	unsigned int matrix[NR_AT][NR_KIND][3] = { 0 }, n = 0;
+	static char said[NR_AT][NR_KIND][512];
 	char why[1024];
 
 	(void)state;
 	for (int round = 0; round < FAULT_ROUNDS; round++) {
-		for (int at = 0; at < NR_AT; at++) {
+		for (int at = round < EARLY_FAULT_ROUNDS ? 0 : AT_EOF; at < NR_AT; at++) {
 			for (int kind = 0; kind < NR_KIND; kind++) {
-				int o = one_fault((enum fault_at)at, (enum fault_kind)kind, why, sizeof(why));
+				int o = one_fault((enum fault_at)at, (enum fault_kind)kind, why, sizeof(why), said[at][kind],
+						  sizeof(said[at][kind]));
 
 				if (o < 0)
 					fail_msg("fault %u: %s %s: %s", n, at_names[at], kind_names[kind], why);
+				/* a link gone silent is named: a timeout, or (in setup)
+				 * the destination dropping a peer that said nothing */
+				if (kind == F_BLACKHOLE && o == 2 && !strstr(said[at][kind], "time") &&
+				    !strstr(said[at][kind], "within") &&
+				    !(at == AT_SETUP && strstr(said[at][kind], "destination closed the connection")))
+					fail_msg("fault %u: %s %s: the source did not name the timeout: %s", n,
+						 at_names[at], kind_names[kind], why);
 				matrix[at][kind][o]++;
 				n++;
 			}
 		}
 	}
-	printf("  %u faults in the final handshake; never two guests running; the guest whole where it ran:\n", n);
+	printf("  %u faults in every phase (%u in the final handshake); never two guests running; the guest whole "
+	       "where it ran:\n", n, FAULT_ROUNDS * (NR_AT - AT_EOF) * NR_KIND);
 	for (int at = 0; at < NR_AT; at++) {
 		for (int kind = 0; kind < NR_KIND; kind++) {
-			printf("  %-6s %-15s", at_names[at], kind_names[kind]);
+			printf("  %-13s %-15s", at_names[at], kind_names[kind]);
 			for (int o = 0; o < 3; o++)
 				if (matrix[at][kind][o])
 					printf("  %s: %u", outcome_names[o], matrix[at][kind][o]);
 			printf("\n");
+			if (said[at][kind][0] && (kind == F_BLACKHOLE || kind == F_CUT))
+				printf("      source: %s\n", said[at][kind]);
 		}
 	}
 }
