@@ -7,7 +7,7 @@ MESON_OPTS ?=
 # make fuzz FUZZ_SECONDS=600: how long each harness runs
 FUZZ_SECONDS ?= 60
 
-.PHONY: all san deps configure san-configure demo check fuzz bench bench-converge bench-ring-loss clean
+.PHONY: all san deps configure san-configure demo check check-vm fuzz bench bench-converge bench-ring-loss clean
 
 all: configure
 	@ninja -C $(BUILD)
@@ -30,6 +30,11 @@ demo: deps all
 
 check: deps all san
 	@scripts/run-tests.sh $(BUILD) $(SAN_BUILD)
+
+# every test of $(BUILD) inside a VM that has /dev/kvm, kTLS and netem, for
+# hosts without them (scripts/kvm-vm.sh: emulated, slow, not a benchmark)
+check-vm: deps all
+	@scripts/kvm-vm.sh -- scripts/run-tests.sh $(BUILD)
 
 fuzz: deps san
 	@scripts/fuzz.sh $(SAN_BUILD) $(FUZZ_SECONDS)
