@@ -298,6 +298,18 @@ def verify_passes(line):
     return [int(x) for x in m.group(1).split(",")] if m else []
 
 
+def wait_whole_pass(dst, before, timeout=90):
+    """The verify guest's passes on the destination once one more than
+    before (its passes on the source) is done there: a whole pass over
+    the working set checked after the migration."""
+    after, deadline = before, time.time() + timeout
+    while after <= before and time.time() < deadline:
+        after = verify_passes(dst.wait_lines(r" ok$", 2, timeout=60)[-1])
+        time.sleep(0.5)
+    assert after > before and not dst.failures(), (before, after, dst.failures())
+    return after
+
+
 def wait_text(path, text, timeout):
     """True once the file at path contains text, False after timeout s."""
     deadline = time.time() + timeout

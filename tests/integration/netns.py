@@ -75,18 +75,6 @@ class TwoHosts:
                 skip(f"this kernel has no netem (tc said: {p.stderr.strip()}): "
                      "scripts/kvm-vm.sh runs the test where it has")
 
-    def netem_counts(self):
-        """(packets, dropped) so far by netem, both ends."""
-        pkts = dropped = 0
-        for ns, dev in ((self.a, self.veth_a), (self.b, self.veth_b)):
-            out = subprocess.run(["tc", "-s", "-n", ns, "qdisc", "show", "dev", dev], check=True,
-                                 capture_output=True, text=True).stdout
-            m = re.search(r"qdisc netem.*?\n Sent \d+ bytes (\d+) pkt \(dropped (\d+)", out, re.S)
-            if m:
-                pkts += int(m.group(1))
-                dropped += int(m.group(2))
-        return pkts, dropped
-
     def rtt_ms(self):
         """The round trip from a to b, as ping measures it (median of 5)."""
         out = subprocess.run(self.on_a(["ping", "-c", "5", "-i", "0.2", "-q", self.addr_b]),

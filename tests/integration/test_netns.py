@@ -27,7 +27,7 @@ import tempfile
 import time
 
 from kmiglib import (Kmig, require_kvm, skip, tls_mode_expected, verify_passes, wait_dest_running,
-                     wait_migration, workdir)
+                     wait_migration, wait_whole_pass, workdir)
 from netns import TwoHosts, acked_bytes
 
 RAM_PATH = os.environ["RAM_PATH"]
@@ -174,12 +174,7 @@ def migrate_guest(h, wd, certs, n, tls):
         assert info["status"] == "completed", info
         wait_dest_running(dst)
         before = verify_passes(src.wait_lines(r" ok$")[-1])
-        after = before
-        deadline = time.time() + 90
-        while after <= before and time.time() < deadline:
-            after = verify_passes(dst.wait_lines(r" ok$", 2, timeout=60)[-1])
-            time.sleep(0.5)
-        assert after > before and not dst.failures(), (before, after, dst.failures())
+        after = wait_whole_pass(dst, before)
         assert info["x-kmig"]["tls"] == (tls_mode_expected() if tls else "none"), info["x-kmig"]
         mb = info["ram"]["transferred"] / max(info["total-time"], 1) / 1000
         print(f"ok: {'TLS (' + info['x-kmig']['tls'] + '), 4 channels' if tls else 'plaintext':<28} "

@@ -9,7 +9,8 @@ import os
 import subprocess
 import time
 
-from kmiglib import Kmig, free_port, require_kvm, tls_mode_expected, verify_passes, wait_migration, workdir
+from kmiglib import (Kmig, free_port, require_kvm, tls_mode_expected, verify_passes, wait_migration,
+                     wait_whole_pass, workdir)
 
 
 def main():
@@ -64,11 +65,7 @@ def main():
         assert info["x-kmig"]["tls"] == tls_mode_expected(), info["x-kmig"]
         assert info["x-kmig"]["channels"] == 2, info["x-kmig"]
         before = verify_passes(src.wait_lines(r" ok$")[-1])
-        after, deadline = before, time.time() + 90
-        while after <= before and time.time() < deadline:
-            after = verify_passes(dst.wait_lines(r" ok$", 2, timeout=60)[-1])
-            time.sleep(0.5)
-        assert after > before and not dst.failures(), (before, after, dst.failures())
+        after = wait_whole_pass(dst, before)
         dinfo = dst.qmp.cmd("query-migrate")
         assert dinfo["x-kmig"]["tls"] == tls_mode_expected(), dinfo
         print(f"migrated in TLS in {info['total-time']} ms, downtime {info['downtime']} ms; "
