@@ -542,25 +542,59 @@ static int ktls_sendv(void *self, const struct iovec *iov, int iovcnt)
 	return t->inner->t->sendv(t->inner->impl, iov, iovcnt);
 }
 
+#ifndef TLS_GET_RECORD_TYPE
+#define TLS_GET_RECORD_TYPE 2
+#endif
+#define TLS_CT_ALERT 21
+#define TLS_ALERT_CLOSE_NOTIFY 0
+
+/* A kTLS socket will not pass a record other than application data to a
+ * read without a control buffer: recv fails with EIO, splice with EINVAL,
+ * and the record waits.  A peer still in GnuTLS ends its session with a
+ * close_notify alert (a kTLS peer sends none, just a FIN): read it here,
+ * and report the end of the stream as GnuTLS and plaintext do, -EPIPE.
+ * Any other record stays an I/O error. */
+static int ktls_end_of_stream(struct ring_tls *t, int r)
+{
+	unsigned char alert[2];
+	union {
+		char buf[CMSG_SPACE(sizeof(unsigned char))];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { alert, sizeof(alert) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			    .msg_controllen = sizeof(ctl.buf) };
+
+	if (r != -EIO && r != -EINVAL)
+		return r;
+	ssize_t n = recvmsg(t->sock->fd, &m, MSG_DONTWAIT);
+	struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&m) : NULL;
+
+	if (c && c->cmsg_level == SOL_TLS && c->cmsg_type == TLS_GET_RECORD_TYPE &&
+	    *CMSG_DATA(c) == TLS_CT_ALERT && n == 2 && alert[1] == TLS_ALERT_CLOSE_NOTIFY)
+		return -EPIPE;
+	return r;
+}
+
 static int ktls_recv(void *self, void *buf, size_t len)
 {
 	struct ring_tls *t = self;
 
-	return t->inner->t->recv(t->inner->impl, buf, len);
+	return ktls_end_of_stream(t, t->inner->t->recv(t->inner->impl, buf, len));
 }
 
 static int ktls_recvv(void *self, const struct iovec *iov, int iovcnt)
 {
 	struct ring_tls *t = self;
 
-	return t->inner->t->recvv(t->inner->impl, iov, iovcnt);
+	return ktls_end_of_stream(t, t->inner->t->recvv(t->inner->impl, iov, iovcnt));
 }
 
 static int ktls_recv_splice(void *self, int fd, uint64_t off, size_t len)
 {
 	struct ring_tls *t = self;
 
-	return t->inner->t->recv_splice(t->inner->impl, fd, off, len);
+	return ktls_end_of_stream(t, t->inner->t->recv_splice(t->inner->impl, fd, off, len));
 }
 
 static int ktls_poll_readable(void *self, int timeout_ms)

@@ -25,6 +25,7 @@ struct side_cfg {
 	bool silent;			/* plain: say nothing, wait */
 	bool no_ktls;			/* records in user space even if kTLS is there */
 	bool splice;			/* server: receive by splice into a memfd */
+	bool read_end;			/* server: after the echo, read the client's close */
 };
 
 struct result {
@@ -33,6 +34,7 @@ struct result {
 	const char *mode;
 	unsigned int caps;
 	uint64_t moved;
+	int end;			/* read_end: what the read after the client's close returned */
 };
 
 struct server_arg {
@@ -131,6 +133,16 @@ static void *server_main(void *p)
 		a->res.caps = ring_channel_caps(tls);
 		r = echo(tls, a->echo, a->cfg.splice);
 		a->res.moved = ring_channel_bytes_received(tls);
+	}
+	if (!r && a->cfg.read_end) {
+		uint8_t b;
+		int fd = memfd_create("tls-end", 0);
+
+		/* the client closes once its echo is back: GnuTLS with a
+		 * close_notify alert, kTLS with a bare FIN */
+		a->res.end = a->cfg.splice ? (fd < 0 ? -errno : ring_recv_splice(tls, fd, 0, 1)) : ring_recv(tls, &b, 1);
+		if (fd >= 0)
+			close(fd);
 	}
 	ring_channel_close(ch);
 	ring_channel_close(tls);
@@ -250,7 +262,9 @@ static void test_good_path(void **state)
 
 /* Either side may keep its records in user space while the other hands
  * them to the kernel: the bytes on the wire are the same TLS.  The server
- * receives by splice wherever it is in kTLS. */
+ * receives by splice wherever it is in kTLS.  The client's close reads as
+ * the end of the stream (-EPIPE) on every pair: a kTLS receiver must take
+ * a GnuTLS peer's close_notify alert for what it is, not an I/O error. */
 static void test_ktls_and_gnutls_mixed(void **state)
 {
 	const bool k = kernel_has_ktls();
@@ -268,11 +282,15 @@ static void test_ktls_and_gnutls_mixed(void **state)
 		c.no_ktls = pairs[i].client_no_ktls;
 		s.no_ktls = pairs[i].server_no_ktls;
 		s.splice = k && !s.no_ktls;
+		s.read_end = true;
 		run(&c, &s, 3 << 20, &cr, &sa);
-		printf("  client %s, server %s%s: %d %d\n", cr.mode ? cr.mode : "-", sa.res.mode ? sa.res.mode : "-",
-		       s.splice ? " (splice)" : "", cr.r, sa.res.r);
+		printf("  client %s, server %s%s: %d %d, the client's close read as %d\n", cr.mode ? cr.mode : "-",
+		       sa.res.mode ? sa.res.mode : "-", s.splice ? " (splice)" : "", cr.r, sa.res.r, sa.res.end);
 		if (cr.r || sa.res.r)
 			fail_msg("pair %zu: client %d '%s', server %d '%s'", i, cr.r, cr.err, sa.res.r, sa.res.err);
+		if (sa.res.end != -EPIPE)
+			fail_msg("pair %zu: the client's close read as %d (%s), not the end of the stream (-EPIPE)", i,
+				 sa.res.end, strerror(-sa.res.end));
 		assert_string_equal(cr.mode, expected_mode(&c));
 		assert_string_equal(sa.res.mode, expected_mode(&s));
 		assert_int_equal(sa.res.moved, 3 << 20);
