@@ -24,12 +24,20 @@
  * memory back to the hypervisor, which faults it in again on the next
  * touch; how much of a run's memory is such depends on what ran before).
  *
+ * With --dst-netns NAME --addr IP the receivers are in network namespace
+ * NAME (of `ip netns`), listening on IP there, and the senders connect
+ * from the namespace loopback runs in: the limit of a link between two
+ * hosts on one machine (bench/links.py), not of loopback.
+ *
  * Built by bench/bench.py with the host's cc (no meson target, so the
  * benchmark stays self-contained):  cc -O2 -pthread loopback.c
- * usage: loopback [--fresh] STREAMS BYTES [BUF_MIB] */
+ * usage: loopback [--fresh] [--dst-netns NAME --addr IP] STREAMS BYTES [BUF_MIB] */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <getopt.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -191,16 +199,73 @@ static unsigned char *source_buffer(size_t len)
 	return b;
 }
 
+/* Enter network namespace NAME; returns the one we were in, to go back. */
+static int enter_netns(const char *name)
+{
+	char path[256];
+	int here = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC), there;
+
+	snprintf(path, sizeof(path), "/var/run/netns/%s", name);
+	there = open(path, O_RDONLY | O_CLOEXEC);
+	if (here < 0 || there < 0 || setns(there, CLONE_NEWNET))
+		die(path);
+	close(there);
+	return here;
+}
+
+/* The listening socket, on addr, in network namespace netns when given:
+ * a socket stays in the namespace it was made in, and so do the
+ * connections it accepts. */
+static int listen_on(const char *netns, const char *addr, struct sockaddr_in *sa)
+{
+	int back = netns ? enter_netns(netns) : -1;
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	socklen_t sl = sizeof(*sa);
+
+	*sa = (struct sockaddr_in){ .sin_family = AF_INET };
+	if (inet_pton(AF_INET, addr, &sa->sin_addr) != 1) {
+		fprintf(stderr, "loopback: --addr %s is no IPv4 address\n", addr);
+		exit(2);
+	}
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)sa, sizeof(*sa)) || listen(lfd, MAX_STREAMS) ||
+	    getsockname(lfd, (struct sockaddr *)sa, &sl))
+		die("listen");
+	if (back >= 0) {
+		if (setns(back, CLONE_NEWNET))
+			die("setns back");
+		close(back);
+	}
+	return lfd;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: loopback [--fresh] [--dst-netns NAME --addr IP] STREAMS BYTES [BUF_MIB]\n");
+	exit(2);
+}
+
 int main(int argc, char **argv)
 {
-	bool fresh = argc > 1 && !strcmp(argv[1], "--fresh");
+	static const struct option opts[] = {
+		{ "fresh", 0, 0, 'f' }, { "dst-netns", 1, 0, 'n' }, { "addr", 1, 0, 'a' }, { 0 }
+	};
+	const char *netns = NULL, *addr = "127.0.0.1";
+	bool fresh = false;
 
-	argc -= fresh;
-	argv += fresh;
-	if (argc < 3 || argc > 4) {
-		fprintf(stderr, "usage: loopback [--fresh] STREAMS BYTES [BUF_MIB]\n");
-		return 2;
+	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
+		if (c == 'f')
+			fresh = true;
+		else if (c == 'n')
+			netns = optarg;
+		else if (c == 'a')
+			addr = optarg;
+		else
+			usage();
 	}
+	argc -= optind - 1;
+	argv += optind - 1;
+	if (argc < 3 || argc > 4)
+		usage();
 	int n = atoi(argv[1]);
 	uint64_t total = strtoull(argv[2], NULL, 10);
 	size_t buf_mib = argc > 3 ? (size_t)atoi(argv[3]) : 64;
@@ -209,13 +274,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "loopback: bad arguments\n");
 		return 2;
 	}
-	int lfd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t sl = sizeof(sa);
-
-	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) || listen(lfd, MAX_STREAMS) ||
-	    getsockname(lfd, (struct sockaddr *)&sa, &sl))
-		die("listen");
+	struct sockaddr_in sa;
+	int lfd = listen_on(netns, addr, &sa);
 
 	struct side snd[MAX_STREAMS], rcv[MAX_STREAMS];
 	size_t buf_len = buf_mib << 20;

@@ -245,9 +245,9 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		printf("{\"seconds\": %.4f, \"MBps\": %.0f, \"src_cpu\": %.3f, \"dst_cpu\": %.3f, \"bytes\": %llu, "
-		       "\"recv_path\": \"%s\", \"mismatched\": %llu, \"holes_filled\": %llu}\n",
+		       "\"recv_path\": \"%s\", \"tls\": \"%s\", \"mismatched\": %llu, \"holes_filled\": %llu}\n",
 		       res.seconds, (double)res.bytes / res.seconds / 1e6, res.src_cpu, res.dst_cpu,
-		       (unsigned long long)res.bytes, res.recv_path, (unsigned long long)res.mismatched,
+		       (unsigned long long)res.bytes, res.recv_path, res.tls, (unsigned long long)res.mismatched,
 		       (unsigned long long)res.holes_filled);
 		fflush(stdout);
 		/* a preallocated destination holds every page from the start */

@@ -514,6 +514,8 @@ static int src_side(const struct ramlink_opts *o, struct src *s, const char *whe
 	res->src_cpu = cpu_s() - cpu0;
 	res->bytes = atomic_load(&s->out.bytes);
 	ram_handler_stats(s->ram, &res->src);
+	snprintf(res->tls, sizeof(res->tls), "%s",
+		 s->out.ch && ring_tls_mode(s->out.ch) ? ring_tls_mode(s->out.ch) : "off");
 	if (r)
 		ring_channel_abort(s->out.ch);	/* the child sees the end */
 	if (read_all(from_child, &rep, sizeof(rep))) {

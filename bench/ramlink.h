@@ -81,6 +81,7 @@ struct ramlink_result {
 	double killed_at;		/* seconds from the start to the kill, or 0 */
 	double src_end, dst_end;	/* seconds from the start until each side ended */
 	char recv_path[32];		/* the destination's */
+	char tls[8];			/* the source's main connection: off, ktls or gnutls */
 	char err[1200];			/* both sides' reasons */
 };
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """The benchmark still runs: `bench/bench.py --smoke` (idle guest, 32 MiB of
 256 MiB, one run of the raw loopback and of kmig with 1 and N channels; and
-kmig's RAM path alone, 64 MiB, with 1 and N channels) into a temporary
-results directory, then its results.json must hold every configuration it
-planned, each completed with sane figures, and results.md must exist.
+kmig's RAM path alone, 64 MiB, with 1 and N channels and N in TLS, over
+loopback and between two network namespaces on the lossy link) into a
+temporary results directory, then its results.json must hold every
+configuration it planned, each completed with sane figures (the TLS row
+really in TLS, the lossy link really dropping), and results.md must exist.
 Without /dev/kvm the guest scenario must be reported as not run, and the
 RAM path must still run.  This guards the harness (QMP knobs, sampling,
-output), not the numbers."""
+links, TLS, output), not the numbers."""
 import json
 import os
 import shutil
@@ -36,6 +38,8 @@ def check_run(scenario, name, kind, run, ram_mib, touched_mib):
     elif kind == "ramlink":
         if not touched_mib << 20 <= (run.get("transferred") or 0) <= 2 * (ram_mib << 20):
             bad.append(f"transferred {run.get('transferred')!r} for {touched_mib} MiB written")
+        if ("TLS" in name) != (run.get("tls_mode") in ("ktls", "gnutls")):
+            bad.append(f"tls_mode {run.get('tls_mode')!r}")
         for k in ("cpu_s", "cpu_s_src", "cpu_s_dst"):
             if not (isinstance(run.get(k), (int, float)) and 0 <= run[k] < 60):
                 bad.append(f"{k} {run.get(k)!r}")
@@ -63,8 +67,9 @@ def check_run(scenario, name, kind, run, ram_mib, touched_mib):
 
 def expected(sname, n):
     if sname.startswith("ram-path"):
-        return {"raw loopback 1 stream", f"raw loopback {n} streams", "kmig RAM path 1ch",
-                f"kmig RAM path {n}ch"}
+        raw = "raw link" if sname.endswith("-lossy") else "raw loopback"
+        return {f"{raw} 1 stream", f"{raw} {n} streams", "kmig RAM path 1ch", f"kmig RAM path {n}ch",
+                f"kmig RAM path {n}ch TLS"}
     return {"raw loopback 1 stream", f"raw loopback {n} streams", "kmig 1ch copy ring",
             f"kmig {n}ch zero-copy ring"}
 
@@ -90,13 +95,21 @@ def main():
         with open(md) as f:
             assert "| config |" in f.read(), "results.md has no table"
         problems = []
-        want_scens = {"ram-path-smoke"} | ({"smoke"} if kvm else set())
+        # the lossy link needs the tc BPF program, built where clang is
+        lossy = os.path.exists(os.path.join(build, "tests", "netem", "loss.bpf.o"))
+        want_scens = {"ram-path-smoke"} | ({"smoke"} if kvm else set()) | \
+            ({"ram-path-smoke-lossy"} if lossy else set())
         if set(res["scenarios"]) != want_scens:
             problems.append(f"scenarios {sorted(res['scenarios'])}, expected {sorted(want_scens)}")
         if not kvm and "smoke" not in res.get("skipped", {}):
             problems.append(f"no /dev/kvm, but the guest scenario is not reported as not run: "
                             f"{res.get('skipped')!r}")
+        if not lossy and "ram-path-smoke-lossy" not in res.get("skipped", {}):
+            problems.append("no loss program, but the lossy scenario is not reported as not run")
         for sname, sc in res["scenarios"].items():
+            link = sc.get("link") or {}
+            if sname.endswith("-lossy") and not (link.get("packets") and link.get("dropped", 0) > 0):
+                problems.append(f"{sname}: the link dropped nothing: {link!r}")
             names = set(sc["configs"])
             n = res["options"]["channels"]
             missing = expected(sname, n) - names
