@@ -239,29 +239,42 @@ static int libbpf_fail(int err, const char *what, char *why, size_t whylen)
 	return err;
 }
 
+/* Is tracepoint tp in btf (vmlinux's, or a module's split on it)? */
+static bool has_btf_tracepoint(const struct btf *btf, const char *tp)
+{
+	char name[64];
+
+	snprintf(name, sizeof(name), "btf_trace_%s", tp);
+	return btf && btf__find_by_name_kind(btf, name, BTF_KIND_TYPEDEF) >= 0;
+}
+
 /* The programs attach to these BTF tracepoints; a kernel without KVM's
- * dirty ring tracepoints would only fail later, less clearly. */
+ * dirty ring tracepoints would only fail later, less clearly.  They are
+ * vmlinux's where KVM is built in, the kvm module's where it is a module
+ * (Debian's kernels): libbpf attaches to, and relocates against, either. */
 static int check_tracepoints(char *why, size_t whylen)
 {
 	static const char *const tps[] = {
 		"kvm_dirty_ring_push", "kvm_dirty_ring_reset", "kvm_dirty_ring_exit",
 	};
-	char name[64];
-	struct btf *btf;
+	struct btf *vmlinux, *kvm = NULL;
 	int r = 0;
 
 	errno = 0;
-	btf = btf__load_vmlinux_btf();
-	if (!btf)
+	vmlinux = btf__load_vmlinux_btf();
+	if (!vmlinux)
 		return libbpf_fail(ptr_err(), "reading kernel BTF", why, whylen);
+	if (!has_btf_tracepoint(vmlinux, tps[0]))
+		kvm = btf__load_module_btf("kvm", vmlinux);	/* NULL: no such module BTF */
 	for (size_t i = 0; i < sizeof(tps) / sizeof(tps[0]) && !r; i++) {
-		snprintf(name, sizeof(name), "btf_trace_%s", tps[i]);
-		if (btf__find_by_name_kind(btf, name, BTF_KIND_TYPEDEF) < 0) {
-			set_why(why, whylen, "tracepoint kvm:%s not found", tps[i]);
+		if (!has_btf_tracepoint(vmlinux, tps[i]) && !has_btf_tracepoint(kvm, tps[i])) {
+			set_why(why, whylen, "tracepoint kvm:%s not found (in the BTF of vmlinux%s)", tps[i],
+				kvm ? " and of the kvm module" : "; no kvm module BTF");
 			r = -ENOENT;
 		}
 	}
-	btf__free(btf);
+	btf__free(kvm);
+	btf__free(vmlinux);
 	return r;
 }
 
