@@ -3,7 +3,7 @@
 'cancelled' and its guest keeps running, correct; the destination, whose
 stream was cut, refuses it, never starts its guest and exits 1.  Then a
 second migration of the same source completes."""
-from kmiglib import Kmig, free_port, require_kvm, verify_passes, wait_migration, workdir
+from kmiglib import Kmig, free_port, require_kvm, verify_passes, wait_migration, wait_whole_pass, workdir
 import time
 
 
@@ -47,8 +47,9 @@ def main():
             info = wait_migration(src.qmp)
             assert info["status"] == "completed", info
             before = verify_passes(src.wait_lines(r" ok$")[-1])
-            after = verify_passes(dst2.wait_lines(r" ok$", 2)[-1])
-            assert after > before and not dst2.failures()
+            # a whole pass checked on the destination, however slow the
+            # CPU (an emulated one takes seconds a pass: kvm-vm.sh)
+            wait_whole_pass(dst2, before)
             print(f"second migration completed in {info['total-time']} ms; guest correct on the destination")
         finally:
             dst2.stop()
