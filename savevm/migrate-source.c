@@ -290,13 +290,18 @@ static int save_devices(struct migration *g, struct savevm_out *out)
 }
 
 /* A destination with tls-creds drops a plaintext source at its first
- * bytes, without a word: say what that may be. */
-static const char *plaintext_hint(struct migration *g, int r)
+ * bytes, without a word: say what that may be.  By the time the source
+ * hears of it, it has sent at most what the two sockets' buffers hold
+ * (a few MiB); a hang-up later than this is something else. */
+#define PLAINTEXT_HINT_MAX_SENT (32ull << 20)
+
+static const char *plaintext_hint(struct migration *g, int r, uint64_t sent)
 {
 	bool hang_up = r == -EPIPE || r == -ECONNRESET;
 
-	return hang_up && !g->tls_mode ? " (the destination closed the connection: if it has tls-creds, "
-					 "set tls-creds here too)" : "";
+	return hang_up && !g->tls_mode && sent <= PLAINTEXT_HINT_MAX_SENT
+		       ? " (the destination closed the connection: if it has tls-creds, set tls-creds here too)"
+		       : "";
 }
 
 static int wait_ack(struct migration *g, struct ring_channel *ch)
@@ -314,7 +319,8 @@ static int wait_ack(struct migration *g, struct ring_channel *ch)
 	savevm_in_init(&in, ch);
 	r = stream_read_ack(&in.src, &status, msg, err, sizeof(err));
 	if (r) {
-		mig_set_error(g, "destination did not acknowledge: %s%s", err, plaintext_hint(g, r));
+		mig_set_error(g, "destination did not acknowledge: %s%s", err,
+			      plaintext_hint(g, r, ring_channel_bytes_sent(ch)));
 		return r;
 	}
 	if (status) {
@@ -394,8 +400,9 @@ static int stop_and_copy(struct migration *g, struct savevm_out *out)
 	return r;
 }
 
-/* io_timeout: the connection's, for the message of a timeout */
-static void source_fail(struct migration *g, int r, int io_timeout)
+/* io_timeout: the connection's, for the message of a timeout; sent: the
+ * bytes the main connection carried */
+static void source_fail(struct migration *g, int r, int io_timeout, uint64_t sent)
 {
 	bool cancelled = g->cancel;
 
@@ -403,7 +410,7 @@ static void source_fail(struct migration *g, int r, int io_timeout)
 		mig_set_error(g, "migration failed: the destination took nothing and said nothing for %d ms "
 			  "(x-kmig-io-timeout)", io_timeout);
 	else if (!cancelled)
-		mig_set_error(g, "migration failed: %s%s", strerror(-r), plaintext_hint(g, r));
+		mig_set_error(g, "migration failed: %s%s", strerror(-r), plaintext_hint(g, r, sent));
 	pthread_mutex_lock(&g->lock);
 	bool paused = g->paused, resume = g->resume_on_fail;
 
@@ -627,10 +634,12 @@ fail:
 			e->ops->save_cleanup(e->opaque);
 	release_dirty_limit(g);
 	abort_commit(g, ch);
+	uint64_t sent = ch ? ring_channel_bytes_sent(ch) : 0;
+
 	mig_end_connection(g, ch);
 	savevm_rate_destroy(&rate);
 	mig_tls_release(&g->tls);
-	source_fail(g, r, io_timeout);
+	source_fail(g, r, io_timeout, sent);
 	return NULL;
 }
 
