@@ -225,7 +225,11 @@ def main():
                              ("1 Gbit/s, 4 channels, 1 s timeout", ["--channels", "4", "--io-timeout", "1000"])):
             r = run(h, label, extra)
             # 125 MB/s on the wire; the stream's own bytes are all counted
-            assert 60 <= r["MBps"] <= 135, f"{label}: {r['MBps']} MB/s does not look like 1 Gbit/s: {r}"
+            assert r["MBps"] <= 135, f"{label}: {r['MBps']} MB/s is more than 1 Gbit/s carries: {r}"
+            if EMULATED:
+                print("   (emulated CPU: the rate's floor is not checked)")
+            else:
+                assert r["MBps"] >= 60, f"{label}: {r['MBps']} MB/s does not look like 1 Gbit/s: {r}"
     subprocess.run(["rm", "-rf", certs])
 
 
