@@ -414,7 +414,7 @@ static int src_run(struct src *s, const char *where)
 		r = open_channels(s, &uri);
 	if (!r && s->o->silent == RAMLINK_SILENT_SRC) {
 		usleep(4000 * (useconds_t)s->o->io_timeout_ms);
-		snprintf(s->err, sizeof(s->err), "source: silent on purpose");
+		snprintf(s->err, sizeof(s->err), "silent on purpose");
 		return -ECANCELED;
 	}
 	if (!r)
@@ -422,7 +422,7 @@ static int src_run(struct src *s, const char *where)
 	if (!r)
 		r = src_passes(s);
 	if (r && !s->err[0])
-		snprintf(s->err, sizeof(s->err), "source: %s", strerror(-r));
+		snprintf(s->err, sizeof(s->err), "%s", strerror(-r));
 	return r;
 }
 
