@@ -981,6 +981,7 @@ def targets(results, downtime_limit):
     if "idle-1g" in scen:
         judge("(5) idle-1g: kmig best CPU s per GiB (source + destination) ≤ 0.75 × QEMU 10's best",
               best("idle-1g", "kmig", "cpu_s_per_gib"), best("idle-1g", "qemu", "cpu_s_per_gib", where=q10), 0.75)
+
     def tls(n):
         return "TLS" in n
 
