@@ -559,7 +559,8 @@ def check_label(cfg, info, run):
         want.update({"dirty-mode": f"dirty-{cfg.dirty}", "send-mode": cfg.send_mode})
     wrong = [f"{k} {xk[k]!r} (asked for {v!r})" for k, v in want.items() if k in xk and xk[k] != v]
     if cfg.kind == "kmig":
-        run["tls_mode"] = xk.get("tls", "off")
+        # x-kmig.tls: "none" in plaintext (absent before kmig had TLS)
+        run["tls_mode"] = "off" if xk.get("tls", "none") == "none" else xk["tls"]
         if (run["tls_mode"] != "off") != cfg.tls:
             wrong.append(f"tls {run['tls_mode']!r} (asked for {'TLS' if cfg.tls else 'plaintext'})")
     if cfg.kind == "kmig" and wrong:
