@@ -447,9 +447,10 @@ def migrate_once(env, cfg, scen, opts):
     except (RuntimeError, OSError, EOFError, QMPError, ValueError) as e:
         run["error"] = str(e)
         run["stage"] = "setup" if isinstance(e, SetupError) else "run"
-        # a crashed QEMU says why on stderr (e.g. 7.2's dirty ring assertion)
+        # each side's own words: a crashed QEMU's assertion (7.2's dirty
+        # ring), a kmig destination's reason for dropping the stream
         tails = [f"{v.name} stderr: {v.stderr_tail()}" for v in vms
-                 if v.proc.poll() is not None and v.stderr_tail() and v.stderr_tail() not in run["error"]]
+                 if v.stderr_tail() and v.stderr_tail() not in run["error"]]
         if tails:
             run["error"] += " [" + "; ".join(tails) + "]"
     finally:
