@@ -407,10 +407,10 @@ static void source_fail(struct migration *g, int r, int io_timeout, uint64_t sen
 	bool cancelled = g->cancel;
 
 	if (!cancelled && r == -ETIMEDOUT)
-		mig_set_error(g, "migration failed: the destination took nothing and said nothing for %d ms "
+		mig_set_error(g, "the destination took nothing and said nothing for %d ms "
 			  "(x-kmig-io-timeout)", io_timeout);
 	else if (!cancelled)
-		mig_set_error(g, "migration failed: %s%s", strerror(-r), plaintext_hint(g, r, sent));
+		mig_set_error(g, "sending the stream failed: %s%s", strerror(-r), plaintext_hint(g, r, sent));
 	pthread_mutex_lock(&g->lock);
 	bool paused = g->paused, resume = g->resume_on_fail;
 
