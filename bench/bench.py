@@ -48,6 +48,8 @@ Configurations (--configs, comma-separated substrings of these names):
   kmig {1,N}ch TLS copy ring           (L) TLS 1.3 on every connection,
                                        x509 both ways (kTLS where the kernel
                                        has it, GnuTLS records otherwise)
+  kmig Nch TLS (GnuTLS) copy ring      the same with KMIG_KTLS=0: what a
+                                       kernel without kTLS gets
   kmig RAM path {1,N}ch, kmig RAM path {1,N}ch TLS
                                        (ram-path-1g*, L)
   QEMU 10 {1 stream,multifd-N} {bitmap,ring}, QEMU 10 multifd-N zero-copy bitmap
@@ -186,8 +188,13 @@ class Config:
     zero_copy: bool = False     # qemu: the zero-copy-send capability
     default: bool = False       # kmig: nothing set (the untuned default)
     tls: bool = False           # x509 TLS on every connection, both ends verified
+    gnutls: bool = False        # kmig TLS: records kept in GnuTLS (KMIG_KTLS=0), no kTLS
     on_links: bool = False      # runs in the shaped-link scenarios too
     over_link: bool = False     # raw: across the link (link scenarios only)
+
+    def process_env(self):
+        """Environment both processes get beyond the bench's own."""
+        return {"KMIG_KTLS": "0"} if self.gnutls else None
 
     def runs_in(self, scen):
         """Guest scenarios take raw, kmig and QEMU configurations; the
@@ -230,6 +237,9 @@ def all_configs(n, smoke=False):
     for ch in (1, n):
         cfgs.append(Config(f"kmig {ch}ch TLS copy ring", "kmig", ch, ch > 1, "copy", "ring", tls=True,
                            on_links=True))
+    # what a kernel without kTLS gets, beside it: the same TLS in user space
+    cfgs.append(Config(f"kmig {n}ch TLS (GnuTLS) copy ring", "kmig", n, n > 1, "copy", "ring", tls=True,
+                       gnutls=True))
     cfgs += ram_path + ram_path_tls
     for dirty in ("bitmap", "ring"):
         cfgs.append(Config(f"QEMU 10 1 stream {dirty}", "qemu", 1, False, "", dirty, peer="10",
@@ -279,14 +289,15 @@ def proc_status(pid):
 class Vm:
     """One kmig or QEMU process: its COM1 log, stderr and QMP socket."""
 
-    def __init__(self, argv, wd, name):
+    def __init__(self, argv, wd, name, extra_env=None):
         self.name = name
         self.serial = os.path.join(wd, f"{name}.log")
         self.qmp_path = os.path.join(wd, f"{name}.qmp")
         self.err_path = os.path.join(wd, f"{name}.err")
         self.argv = argv
         self.err = open(self.err_path, "w")
-        self.proc = subprocess.Popen(argv, stdout=self.err, stderr=self.err, cwd=wd)
+        self.proc = subprocess.Popen(argv, stdout=self.err, stderr=self.err, cwd=wd,
+                                     env=dict(os.environ, **extra_env) if extra_env else None)
         self.qmp = None
         self.sent = []          # the configuration commands, for the record
 
@@ -424,9 +435,9 @@ def migrate_once(env, cfg, scen, opts):
     run = {"ok": False, "remaining_samples": [], "rss_samples": []}
     vms = []
     try:
-        dst = Vm(make(env, cfg, scen, wd, "dst", True), wd, "dst")
+        dst = Vm(make(env, cfg, scen, wd, "dst", True), wd, "dst", cfg.process_env())
         vms.append(dst)
-        src = Vm(make(env, cfg, scen, wd, "src", False), wd, "src")
+        src = Vm(make(env, cfg, scen, wd, "src", False), wd, "src", cfg.process_env())
         vms.append(src)
         run["argv"] = {"src": src.argv, "dst": dst.argv}
         dst.connect()
@@ -562,8 +573,11 @@ def check_label(cfg, info, run):
     if cfg.kind == "kmig":
         # x-kmig.tls: "none" in plaintext (absent before kmig had TLS)
         run["tls_mode"] = "off" if xk.get("tls", "none") == "none" else xk["tls"]
-        if (run["tls_mode"] != "off") != cfg.tls:
-            wrong.append(f"tls {run['tls_mode']!r} (asked for {'TLS' if cfg.tls else 'plaintext'})")
+        asked = "gnutls" if cfg.gnutls else "TLS" if cfg.tls else "plaintext"
+        if (run["tls_mode"] != "off") != cfg.tls or (cfg.gnutls and run["tls_mode"] != "gnutls"):
+            wrong.append(f"tls {run['tls_mode']!r} (asked for {asked})")
+    elif cfg.tls:
+        run["tls_mode"] = "gnutls"      # QEMU has no kTLS: GnuTLS records in user space
     if cfg.kind == "kmig" and wrong:
         run["ok"] = False
         run["stage"] = "run"
