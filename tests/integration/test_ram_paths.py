@@ -148,7 +148,8 @@ def verify_run(args, wd, mode, channels, backend, n):
         time.sleep(1)
         src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 0})
         info = wait_migration(src.qmp)
-        assert info["status"] == "completed", f"migration did not complete: {info}"
+        assert info["status"] == "completed", \
+            f"migration did not complete: {info}; destination stderr: {dst.stderr().strip()[-600:]!r}"
         assert src.qmp.cmd("query-status")["status"] == "postmigrate"
         wait_dest_running(dst)
         # pages dirtied in flight were sent again: more than the working set
@@ -315,7 +316,8 @@ def scatter_run(args, wd, mode, channels, n):
             check_preallocated(dst, args.scatter_mem, "before migrating")
         src.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
         info = wait_migration(src.qmp)
-        assert info["status"] == "completed", f"migration did not complete: {info}"
+        assert info["status"] == "completed", \
+            f"migration did not complete: {info}; destination stderr: {dst.stderr().strip()[-600:]!r}"
         assert src.qmp.cmd("query-status")["status"] == "postmigrate"
         wait_dest_running(dst)
 
