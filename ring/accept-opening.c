@@ -29,6 +29,7 @@
 struct ring_candidate {
 	int fd;
 	int64_t deadline, retry_at;
+	bool kept;		/* opened with the `also` bytes: for ring_accept() */
 };
 
 struct ring_candidates {
@@ -81,7 +82,14 @@ static void ring_candidate_drop(struct ring_candidates *cs, unsigned int i, cons
 	cs->c[i] = cs->c[--cs->nr];
 }
 
-/* 1: the candidate sent the whole opening, 0: not yet, -1: dropped. */
+/* Do the n bytes of buf begin like magic (of match bytes)? */
+static bool ring_opens_like(const uint8_t *buf, size_t n, const void *magic, size_t match)
+{
+	return magic && !memcmp(buf, magic, n < match ? n : match);
+}
+
+/* 1: the candidate sent the whole opening, 0: not yet (or kept), -1:
+ * dropped. */
 static int ring_candidate_check(struct ring_candidates *cs, unsigned int i, bool hung_up)
 {
 	const struct ring_opening *o = cs->o;
@@ -95,7 +103,15 @@ static int ring_candidate_check(struct ring_candidates *cs, unsigned int i, bool
 		ring_candidate_drop(cs, i, "%s", strerror(errno));
 		return -1;
 	}
-	if (memcmp(buf, o->bytes, (size_t)n < o->match ? (size_t)n : o->match)) {
+	bool ours = ring_opens_like(buf, (size_t)n, o->bytes, o->match);
+	bool also = ring_opens_like(buf, (size_t)n, o->also, o->also_match);
+
+	if (also && !ours && (size_t)n >= o->also_match) {
+		c->kept = true;		/* the reader sees these bytes again */
+		c->retry_at = 0;
+		return 0;
+	}
+	if (!ours && !also) {
 		ring_candidate_drop(cs, i, "it did not open with %s", o->what);
 		return -1;
 	}
@@ -110,12 +126,20 @@ static int ring_candidate_check(struct ring_candidates *cs, unsigned int i, bool
 	return 0;
 }
 
-static void ring_candidates_close(struct ring_candidates *cs, int except)
+/* Close every candidate but except and, with keep_kept, the kept ones. */
+static void ring_candidates_close(struct ring_candidates *cs, int except, bool keep_kept)
 {
-	for (unsigned int i = 0; i < cs->nr; i++)
-		if (cs->c[i].fd != except)
+	unsigned int left = 0;
+
+	for (unsigned int i = 0; i < cs->nr; i++) {
+		if (cs->c[i].fd == except)
+			continue;
+		if (keep_kept && cs->c[i].kept)
+			cs->c[left++] = cs->c[i];
+		else
 			close(cs->c[i].fd);
-	cs->nr = 0;
+	}
+	cs->nr = left;
 }
 
 /* Drop candidates past their deadline and look again at those due for
@@ -127,6 +151,10 @@ static int ring_candidates_due(struct ring_candidates *cs)
 	for (unsigned int i = 0; i < cs->nr;) {
 		struct ring_candidate *c = &cs->c[i];
 
+		if (c->kept) {
+			i++;
+			continue;
+		}
 		if (c->deadline >= 0 && now >= c->deadline) {
 			ring_candidate_drop(cs, i, "it sent nothing within %d ms (expected %s)", cs->o->idle_ms, cs->o->what);
 			continue;
@@ -157,6 +185,8 @@ static nfds_t ring_candidates_pollset(struct ring_listener *l, struct ring_candi
 		const struct ring_candidate *c = &cs->c[i];
 		int64_t t = c->retry_at ? c->retry_at : c->deadline;
 
+		if (c->kept)	/* readable until ring_accept() takes it */
+			continue;
 		/* a partial opening stays readable: only a hang-up matters
 		 * until its retry */
 		pfd[n++] = (struct pollfd){ .fd = c->fd, .events = (short)(c->retry_at ? POLLRDHUP
@@ -210,14 +240,29 @@ static int ring_candidates_take(struct ring_candidates *cs, int i, struct ring_c
 	if (cs->o->keep_others)
 		cs->c[i] = cs->c[--cs->nr];
 	else
-		ring_candidates_close(cs, fd);
+		ring_candidates_close(cs, fd, true);
 	return ring_channel_from_fd(fd, out);
+}
+
+int ring_candidates_take_kept(struct ring_listener *l, struct ring_channel **out)
+{
+	struct ring_candidates *cs = l->cands;
+
+	for (unsigned int i = 0; cs && i < cs->nr; i++) {
+		if (!cs->c[i].kept)
+			continue;
+		int fd = cs->c[i].fd;
+
+		cs->c[i] = cs->c[--cs->nr];
+		return ring_channel_from_fd(fd, out);
+	}
+	return -ENOENT;
 }
 
 void ring_candidates_free(struct ring_listener *l)
 {
 	if (l->cands)
-		ring_candidates_close(l->cands, -1);
+		ring_candidates_close(l->cands, -1, false);
 	free(l->cands);
 	l->cands = NULL;
 }
@@ -255,7 +300,7 @@ int ring_accept_opening(struct ring_listener *l, const struct ring_opening *o, s
 			r = ring_candidates_add(l, cs);
 		if (r) {
 			if (!o->keep_others)
-				ring_candidates_close(cs, -1);
+				ring_candidates_close(cs, -1, true);
 			return r;
 		}
 	}

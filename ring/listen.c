@@ -237,6 +237,10 @@ int ring_accept(struct ring_listener *l, struct ring_channel **out, int timeout_
 
 	if (!l || !out)
 		return -EINVAL;
+	/* a peer that connected while ring_accept_opening() waited for
+	 * another (a source's RAM channel before its main stream's opening) */
+	if ((r = ring_candidates_take_kept(l, out)) != -ENOENT)
+		return r;
 	for (;;) {
 		pfd[0] = (struct pollfd){ .fd = l->fd, .events = POLLIN };
 		pfd[1] = (struct pollfd){ .fd = l->abort_fd, .events = POLLIN };

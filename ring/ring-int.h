@@ -204,6 +204,8 @@ int ring_xfer(struct ring_sock *ch, bool send, const struct iovec *iov, int iovc
 int ring_accept_fd(struct ring_listener *l, int *fdp);
 /* accept-opening.c: close the candidates a listener still holds */
 void ring_candidates_free(struct ring_listener *l);
+/* A connection ring_accept_opening() kept (its `also` opening), or -ENOENT. */
+int ring_candidates_take_kept(struct ring_listener *l, struct ring_channel **out);
 /* listen.c: ring_channel_new(), closing fd on failure */
 int ring_channel_from_fd(int fd, struct ring_channel **out);
 

@@ -55,7 +55,8 @@ struct ring_channel;
 int ring_listen(const struct ring_uri *uri, struct ring_listener **out);
 void ring_listener_uri(const struct ring_listener *l, struct ring_uri *uri);
 /* Wait up to timeout_ms (-1 = forever) for one connection. -ETIMEDOUT on
- * timeout; -ECANCELED after ring_listener_abort(). */
+ * timeout; -ECANCELED after ring_listener_abort().  A connection an earlier
+ * ring_accept_opening() kept (its `also` opening) comes first. */
 int ring_accept(struct ring_listener *l, struct ring_channel **out, int timeout_ms);
 /* What a connection must send first for ring_accept_opening() to take it:
  * len bytes (at most RING_OPENING_MAX), of which the first match must equal
@@ -77,6 +78,12 @@ struct ring_opening {
 	 * (a caller that may still refuse the one it takes: TLS) instead of
 	 * being closed; ring_listener_close() closes them */
 	bool keep_others;
+	/* connections that open with these also_match bytes instead are not
+	 * strays either: peers that connected early (a source's RAM channels,
+	 * while its main connection's opening is still on its way); they are
+	 * neither taken nor dropped, and ring_accept() hands them out first */
+	const void *also;
+	size_t also_match;
 };
 
 /* Accept connections until one sends its whole opening (peeked: the reader

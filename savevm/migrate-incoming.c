@@ -185,6 +185,11 @@ static int accept_source(struct migration *g, struct ring_channel **ch)
 			.len = tls ? RING_TLS_OPENING_LEN : STREAM_HEADER_SIZE + 4,
 			.what = tls ? "a TLS handshake (tls-creds is set here)" : "a kmig stream header",
 			.idle_ms = (int)g->params.io_timeout_ms, .dropped = on_stray_dropped, .keep_others = tls,
+			/* the source's RAM channels may connect before its main
+			 * connection's opening has all arrived: kept for
+			 * multifd_recv_start (in TLS the handshake's round trips
+			 * order them) */
+			.also = tls ? NULL : STREAM_CHAN_MAGIC, .also_match = tls ? 0 : sizeof(STREAM_CHAN_MAGIC) - 1,
 		};
 		int timeout = (int)g->params.io_timeout_ms;
 

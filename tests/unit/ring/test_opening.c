@@ -255,6 +255,64 @@ static void test_split_opening(void **state)
 	cleanup(l, &u, dir);
 }
 
+/* A peer's second connection may open before its first has sent its
+ * whole opening (a source's RAM channels, early): with `also` naming its
+ * magic it is neither taken nor dropped, costs no busy loop while the
+ * opening completes, survives the winner's take, and is ring_accept()'s
+ * next connection, its bytes unread.  A stray is still dropped. */
+static void test_early_also_kept(void **state)
+{
+	static const uint8_t chan[16] = "CHANMAGC-index-1";
+	struct drops d = { 0 };
+	struct ring_opening o = make_opening(&d, 30000);
+	struct ring_channel *ch = NULL, *early = NULL;
+	struct ring_uri u;
+	char dir[64] = "", got[OPENING_LEN];
+	struct ring_listener *l = listen_on("tcp:127.0.0.1:0", dir, &u);
+	struct late_sender ls = { .fd = raw_connect(&u), .delay_ms = 100 };
+	int sender_fd = ls.fd, chan_fd, stray_fd;
+	struct rusage r0, r1;
+	pthread_t t;
+
+	(void)state;
+	o.also = "CHANMAGC";
+	o.also_match = 8;
+	send_all(ls.fd, opening, 10);
+	chan_fd = raw_connect(&u);
+	send_all(chan_fd, chan, sizeof(chan));
+	stray_fd = raw_connect(&u);
+	send_all(stray_fd, "GARBAGE!", 8);
+	getrusage(RUSAGE_SELF, &r0);
+	assert_int_equal(pthread_create(&t, NULL, send_rest_later, &ls), 0);
+	assert_int_equal(ring_accept_opening(l, &o, &ch, 5000), 0);
+	getrusage(RUSAGE_SELF, &r1);
+	pthread_join(t, NULL);
+	assert_int_equal(ls.fd, sender_fd);
+	assert_int_equal(ring_recv(ch, got, sizeof(got)), 0);
+	assert_memory_equal(got, opening, OPENING_LEN);
+	assert_int_equal(d.n, 1);
+	assert_non_null(strstr(d.last, "did not open with a test opening"));
+	assert_closed_by_listener(stray_fd);
+	long cpu_ms = (r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1000 +
+		      (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) / 1000;
+
+	if (cpu_ms > 50)
+		fail_msg("a kept connection made the 100 ms wait cost %ld ms of CPU", cpu_ms);
+	assert_int_equal(ring_accept(l, &early, 0), 0);
+	assert_int_equal(ring_recv(early, got, sizeof(chan)), 0);
+	assert_memory_equal(got, chan, sizeof(chan));
+	/* and only once: the next accept waits for a new connection */
+	struct ring_channel *none = NULL;
+
+	assert_int_equal(ring_accept(l, &none, 50), -ETIMEDOUT);
+	ring_channel_close(early);
+	ring_channel_close(ch);
+	close(sender_fd);
+	close(chan_fd);
+	close(stray_fd);
+	cleanup(l, &u, dir);
+}
+
 /* More silent connections than places: the oldest make room, and the real
  * peer, arriving last, is still taken. */
 static void test_crowd(void **state)
@@ -334,6 +392,7 @@ int main(void)
 		cmocka_unit_test(test_silent_dropped_after_idle),
 		cmocka_unit_test(test_half_then_close),
 		cmocka_unit_test(test_split_opening),
+		cmocka_unit_test(test_early_also_kept),
 		cmocka_unit_test(test_crowd),
 		cmocka_unit_test(test_abort_closes_candidates),
 		cmocka_unit_test(test_bad_openings),
