@@ -237,6 +237,11 @@ static int ring_candidates_take(struct ring_candidates *cs, int i, struct ring_c
 {
 	int fd = cs->c[i].fd;
 
+	/* With `also`, a candidate that has sent nothing wrong yet may be an
+	 * early connection of the same peer whose first bytes are still on
+	 * their way: kept too.  ring_accept()'s caller checks what it sends. */
+	for (unsigned int k = 0; cs->o->also && k < cs->nr; k++)
+		cs->c[k].kept = true;
 	if (cs->o->keep_others)
 		cs->c[i] = cs->c[--cs->nr];
 	else

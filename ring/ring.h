@@ -81,7 +81,9 @@ struct ring_opening {
 	/* connections that open with these also_match bytes instead are not
 	 * strays either: peers that connected early (a source's RAM channels,
 	 * while its main connection's opening is still on its way); they are
-	 * neither taken nor dropped, and ring_accept() hands them out first */
+	 * neither taken nor dropped, and ring_accept() hands them out first;
+	 * so are, once one is taken, those that have sent nothing wrong yet
+	 * (an early connection whose first bytes are still on their way) */
 	const void *also;
 	size_t also_match;
 };
