@@ -60,7 +60,10 @@ Configurations (--configs, comma-separated substrings of these names):
 Every figure is the median of --runs runs with min and max; runs of the
 configurations are interleaved (run 1 of every configuration, then run 2...)
 so that noise from other work on the machine spreads over all of them.
-Without /dev/kvm only the scenarios that need no guest run (ram-path-1g).
+Without /dev/kvm only the scenarios that need no guest run (ram-path-1g),
+and, with --qemu-tcg, QEMU's configurations on TCG: on such a host,
+`--scenarios idle-1g,ram-path-1g --qemu-tcg --configs TLS` sets kmig's RAM
+path with TLS against QEMU 10 with TLS, target (7t), indicative only.
 Results go to OUT/<YYYYmmdd-HHMMSS>/ (results.json with every raw sample,
 results.md, PNG plots) and OUT/latest points there; the Markdown is also
 printed on stdout, progress on stderr.  See --help, and "Method" in
@@ -191,6 +194,7 @@ class Config:
     gnutls: bool = False        # kmig TLS: records kept in GnuTLS (KMIG_KTLS=0), no kTLS
     on_links: bool = False      # runs in the shaped-link scenarios too
     over_link: bool = False     # raw: across the link (link scenarios only)
+    tcg: bool = False           # qemu: -accel tcg (--qemu-tcg, a host without /dev/kvm)
 
     def process_env(self):
         """Environment both processes get beyond the bench's own."""
@@ -361,6 +365,8 @@ def kmig_argv(env, cfg, scen, wd, name, incoming):
 def qemu_argv(env, cfg, scen, wd, name, incoming):
     # -enable-kvm is -accel kvm; the ring needs the accel's own option
     accel = ["-accel", "kvm,dirty-ring-size=4096"] if cfg.dirty == "ring" else ["-enable-kvm"]
+    if cfg.tcg:
+        accel = ["-accel", "tcg"]
     a = [env.qemu_bin(cfg.peer), *accel, "-m", str(scen.mem_mib), "-smp", str(scen.vcpus), "-display", "none",
          "-nodefaults", "-serial", f"file:{wd}/{name}.log",
          "-qmp", f"unix:{wd}/{name}.qmp,server=on,wait=off",
@@ -637,6 +643,7 @@ class Env:
         self._loopback = None
         self._certs = None
         self.link = None            # the scenario's links.Link, or None: loopback
+        self.kvm = True             # /dev/kvm usable (prepare() finds out)
         # QEMU 10 comes from a private prefix (scripts/qemu10.sh), 7.2 is
         # the system's: both in one run, without one replacing the other
         self.qemus = {"10": None, "7.2": system_qemu_72()}
@@ -856,6 +863,8 @@ METHOD = """\
   multifd-N (its default zero-page detection, in the channels);
   `-accel kvm,dirty-ring-size=4096` for ring; "zero-copy" adds the
   `zero-copy-send` capability and, on the source, `-overcommit mem-lock=on`.
+  "(TCG)" (--qemu-tcg) runs QEMU with `-accel tcg` instead: on a host
+  without /dev/kvm, only target (7t) looks at those rows.
   The exact QMP commands of every run are in results.json (`qmp`).  A kmig
   run counts only if its `x-kmig` reports the dirty tracking, channels and
   send mode of its label.  On loopback the kernel copies MSG_ZEROCOPY data
@@ -954,7 +963,12 @@ def targets(results, downtime_limit):
                     verdict(r >= limit if higher else r <= limit)))
 
     def q10(n):
-        return n.startswith("QEMU 10")
+        # TCG runs are judged only in (7t): a KVM guest against a TCG
+        # one is no comparison
+        return n.startswith("QEMU 10") and "(TCG)" not in n
+
+    def q10_tcg(n):
+        return n.startswith("QEMU 10") and "(TCG)" in n
 
     def fresh(n):
         return "fresh" in n
@@ -1034,6 +1048,16 @@ def targets(results, downtime_limit):
         judge(f"(7) {s}: kmig TLS throughput ≥ 60% of kmig plaintext",
               best(s, kind, "throughput_MBps", lowest=False, where=tls),
               best(s, kind, "throughput_MBps", lowest=False, where=plain), 0.6, higher=True)
+    # 7t. without /dev/kvm (--qemu-tcg): kmig's RAM path with TLS against
+    # QEMU 10 with TLS on TCG, an idle guest: both do the same work per
+    # page (read, encrypt, send, receive into fresh memory), but kmig's
+    # side has no guest and no dirty tracking: indicative only
+    # (a dirtying guest under TCG dirties at TCG's pace: idle-1g only)
+    if configs("idle-1g", "qemu", lambda n: q10_tcg(n) and tls(n)):
+        judge("(7t) indicative, no KVM: kmig RAM path TLS (ram-path-1g) ≥ 2 × QEMU 10 TLS on TCG (idle-1g)",
+              best("ram-path-1g", "ramlink", "throughput_MBps", lowest=False, where=tls),
+              best("idle-1g", "qemu", "throughput_MBps", lowest=False, where=lambda n: q10_tcg(n) and tls(n)),
+              2.0, higher=True, why="needs completed TLS runs of both ram-path-1g and idle-1g")
     # 8. over every link shape: no slower than QEMU 10, in plaintext and TLS
     for s, sc in scen.items():
         if not sc.get("link") or not configs(s, "kmig"):
@@ -1203,6 +1227,11 @@ def parse_args(argv=None):
     ap.add_argument("--configs", help="comma-separated substrings: run the configurations whose name "
                     "contains one (e.g. 'kmig 1ch,QEMU 1 stream bitmap')")
     ap.add_argument("--no-qemu", action="store_true", help="leave out the QEMU configurations")
+    ap.add_argument("--qemu-tcg", action="store_true",
+                    help="run QEMU's configurations on TCG (-accel tcg), named '... (TCG)', so that a host "
+                         "without /dev/kvm still measures QEMU's transport (TLS above all) against kmig's RAM "
+                         "path; kmig's guest configurations still need /dev/kvm; no target compares a TCG "
+                         "run but (7t)")
     ap.add_argument("--smoke", action="store_true", help="tiny run (< 60 s): idle guest 32 MiB of 256 MiB, "
                     "1 run, raw loopback, kmig 1ch copy and Nch zero-copy (ring), no QEMU; a short "
                     "converge (16 MiB working set, kmig without and with dirty-limit); the RAM path "
@@ -1220,6 +1249,8 @@ def parse_args(argv=None):
     a = ap.parse_args(argv)
     if a.channels < 1 or a.channels > 64:
         ap.error("--channels must be 1..64")
+    if a.smoke and a.qemu_tcg:
+        ap.error("--qemu-tcg and --smoke: the smoke run has no QEMU")
     if a.smoke:
         a.runs = a.runs or 1
         a.no_qemu = True
@@ -1250,6 +1281,8 @@ def select(args):
     cfgs = all_configs(args.channels, args.smoke)
     if args.no_qemu:
         cfgs = [c for c in cfgs if c.kind != "qemu"]
+    if args.qemu_tcg:
+        cfgs = tcg_configs(cfgs)
     subs = [s.strip() for s in args.configs.split(",") if s.strip()] if args.configs else None
     if subs:
         cfgs = [c for c in cfgs if any(s in c.name for s in subs)]
@@ -1261,6 +1294,21 @@ def select(args):
     if not cfgs:
         scens = []
     return scens, cfgs, ccfgs
+
+
+def tcg_configs(cfgs):
+    """--qemu-tcg: every QEMU configuration on TCG instead of KVM, named so
+    ("(TCG)"); the dirty ring is KVM's, so QEMU's ring ones go.  Under TCG
+    QEMU's migration thread does the same work per page (read, encrypt,
+    send) as under KVM, so for an idle guest its throughput still says what
+    its transport costs, on a host where kmig has only its RAM path."""
+    out = []
+    for c in cfgs:
+        if c.kind != "qemu":
+            out.append(c)
+        elif c.dirty != "ring":
+            out.append(dataclasses.replace(c, name=c.name + " (TCG)", tcg=True))
+    return out
 
 
 def make_out_dir(root):
@@ -1346,10 +1394,14 @@ def prepare(args, scens, cfgs, ccfgs):
     Returns (env, the guest scenarios left out and why, plots note)."""
     env = Env(args.build, tempfile.mkdtemp(prefix="kmig-bench-"))
     skipped = {}
-    if not kvm_usable():
+    env.kvm = kvm_usable()
+    if not env.kvm:
+        tcg = any(c.tcg for c in cfgs)
         for s in scens:
-            if s.needs_kvm:
+            if s.needs_kvm and not tcg:
                 skipped[s.name] = "no /dev/kvm on this host: the guests need KVM"
+            elif s.needs_kvm:
+                log(f"bench: {s.name}: QEMU on TCG only; kmig's guests need /dev/kvm")
         if ccfgs:
             skipped["converge"] = "no /dev/kvm on this host: the guests need KVM"
         for name, why in skipped.items():
@@ -1407,7 +1459,7 @@ def progress(r, c):
 
 def run_scenario(env, scen, cfgs, args):
     """Every configuration that fits the scenario, --runs times, interleaved."""
-    cfgs = [c for c in cfgs if c.runs_in(scen)]
+    cfgs = [c for c in cfgs if c.runs_in(scen) and (env.kvm or c.kind != "kmig")]
     sc = {"about": scen.about, "guest": scen.guest, "params": scen.params, "mem_mib": scen.mem_mib,
           "vcpus": scen.vcpus, "configs": {c.name: {**dataclasses.asdict(c), "runs": [], "summary": {}}
                                            for c in cfgs}}
