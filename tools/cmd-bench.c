@@ -23,7 +23,7 @@ static void bench_usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: kmig bench [--smoke] [--runs N] [--channels N] [--scenarios LIST]\n"
-		"                  [--configs LIST] [--no-qemu] [--out DIR] [--build DIR]\n"
+		"                  [--configs LIST] [--no-qemu] [--qemu-tcg] [--out DIR] [--build DIR]\n"
 		"                  [--downtime-limit MS] [--timeout S] [--boot-timeout S]\n"
 		"       kmig bench --report RESULTS_JSON [--out DIR]\n"
 		"\n"
@@ -71,6 +71,9 @@ static void bench_usage(FILE *f)
 		"                      (default 3; the full bench needs at least 3)\n"
 		"  --channels N        N of the multi-channel configurations (default 4)\n"
 		"  --no-qemu           leave QEMU out\n"
+		"  --qemu-tcg          QEMU's configurations on TCG (-accel tcg), named '(TCG)':\n"
+		"                      without /dev/kvm, QEMU's TLS against kmig's RAM path with\n"
+		"                      TLS (target 7t, indicative); no other target uses them\n"
 		"  --smoke             a tiny run in seconds: idle guest 32 MiB of 256 MiB, one\n"
 		"                      run, raw loopback, kmig 1ch copy and Nch zero-copy, ring;\n"
 		"                      and the RAM path alone, 64 MiB (1ch, Nch, Nch TLS), over\n"
